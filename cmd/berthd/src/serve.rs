@@ -1,0 +1,125 @@
+//! Startup, serving and graceful shutdown.
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use berth_config::Loaded;
+use berth_cri::{CriService, Dependencies};
+use berth_metrics::Metrics;
+use berth_network::PodCidrStore;
+use berth_store::Store;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::socket;
+
+/// How long in-flight calls (streams included) may run after SIGTERM before berthd exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config = loaded.config;
+    for dir in [&config.root, &config.state] {
+        create_private_dir(dir)?;
+    }
+    let (listener, socket_guard) = socket::bind(config.socket_path(), config.grpc.socket_gid)?;
+    let store = Store::open(config.store_path())
+        .with_context(|| format!("opening metadata store {}", config.store_path().display()))?;
+    if store.recovered() {
+        tracing::warn!(path = %store.path().display(), "metadata store was not closed cleanly and has been repaired");
+    }
+    let metrics = Metrics::new(berth_cri::RUNTIME_VERSION)?;
+    let pod_cidrs = PodCidrStore::open(&config.state);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopping = move |mut rx: watch::Receiver<bool>| async move {
+        // Err means the sender is gone, which only happens on exit: treat it as a stop too.
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    let metrics_task = if config.metrics.enabled {
+        let (address, serving) = berth_metrics::serve(
+            metrics.clone(),
+            config.metrics.address,
+            stopping(stop_rx.clone()),
+        )
+        .await?;
+        tracing::info!(%address, "serving metrics on /metrics");
+        Some(tokio::spawn(serving))
+    } else {
+        None
+    };
+
+    let socket_path = config.socket_path().to_path_buf();
+    let service = CriService::new(Dependencies {
+        config,
+        config_sources: loaded.sources,
+        metrics,
+        store,
+        pod_cidrs,
+    });
+    let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
+    let server = tonic::transport::Server::builder()
+        .add_service(service.runtime_server())
+        .add_service(service.image_server())
+        .serve_with_incoming_shutdown(incoming, stopping(stop_rx.clone()));
+
+    tokio::spawn(wait_for_signal(stop_tx));
+    tracing::info!(
+        socket = %socket_path.display(),
+        version = berth_cri::RUNTIME_VERSION,
+        startup_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "berthd ready"
+    );
+
+    // The server stops accepting at the signal and returns once in-flight calls are done; a stream
+    // that never ends (an events watcher) must not keep berthd alive forever.
+    let grace = async {
+        stopping(stop_rx.clone()).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("serving CRI")?,
+        () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls still running after the grace period; exiting"),
+    }
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
+    drop(socket_guard);
+    tracing::info!("berthd stopped");
+    Ok(())
+}
+
+async fn wait_for_signal(stop: watch::Sender<bool>) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install signal handlers; stop berthd with SIGKILL");
+            return;
+        }
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    tracing::info!(
+        signal = name,
+        "stopping: no new connections, finishing in-flight calls"
+    );
+    let _ = stop.send(true);
+}
+
+/// Root and state hold pod data: traversable but not listable by others.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o711)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
+}

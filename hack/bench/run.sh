@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: Berth (berthd) vs containerd 1.6 (CRI plugin), same
+# machine, same run, same workloads and iterations.
+#
+#   hack/bench/run.sh                    # default workloads: version status list
+#   hack/bench/run.sh version            # just some workloads
+#   BERTH_BENCH_ITERATIONS=5000 hack/bench/run.sh list
+#
+# Per runtime it measures
+#   * startup: exec -> first successful Version RPC, BERTH_BENCH_STARTUP_RUNS
+#     times from empty root/state dirs (median reported), and idle RSS after it;
+#   * each workload: per-op latency percentiles (berth-bench), RSS before/after.
+# and prints one side-by-side table. Both daemons are stopped on exit (trap),
+# nothing stays running or mounted. Results (JSON + text) go to
+# $BERTH_BENCH_DIR/results/<timestamp>/.
+#
+# Environment (all optional):
+#   BERTH_BENCH_DIR            base dir (default /var/tmp/berth-bench)
+#   BERTH_BENCH_ITERATIONS     measured iterations per workload (default 2000)
+#   BERTH_BENCH_WARMUP         warm-up iterations per workload (default 200)
+#   BERTH_BENCH_CONCURRENCY    concurrent client tasks (default 1)
+#   BERTH_BENCH_STARTUP_RUNS   startup repetitions (default 5; 0 skips startup)
+#   BERTH_BENCH_SETTLE_MS      idle time before measuring idle RSS (default 1000)
+#   BERTH_BENCH_RUNTIMES       "berth containerd" (default), or just one of them
+#   BERTH_BENCH_NO_BUILD=1     don't run cargo build (use existing binaries)
+#   BERTHD_BIN, BERTH_BENCH_BIN  binaries (default: $CARGO_TARGET_DIR or target/, release)
+#   BERTH_BENCH_BERTHD_ARGS    extra berthd arguments (word-split)
+#   BERTH_BENCH_METRICS_PORT   berthd --metrics-address port (default: a free one from 19190)
+#   BERTH_BENCH_CNI_CONF_DIR   CNI conf dir for containerd (see containerd.sh)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+BENCH_DIR=${BERTH_BENCH_DIR:-/var/tmp/berth-bench}
+export BERTH_BENCH_DIR=$BENCH_DIR
+ITER=${BERTH_BENCH_ITERATIONS:-2000}
+WARMUP=${BERTH_BENCH_WARMUP:-200}
+CONC=${BERTH_BENCH_CONCURRENCY:-1}
+STARTUP_RUNS=${BERTH_BENCH_STARTUP_RUNS:-5}
+SETTLE_MS=${BERTH_BENCH_SETTLE_MS:-1000}
+read -r -a RUNTIMES <<<"${BERTH_BENCH_RUNTIMES:-berth containerd}"
+TARGET=${CARGO_TARGET_DIR:-$REPO/target}
+BERTHD_BIN=${BERTHD_BIN:-$TARGET/release/berthd}
+BENCH_BIN=${BERTH_BENCH_BIN:-$TARGET/release/berth-bench}
+export BERTH_BENCH_BIN=$BENCH_BIN
+read -r -a BERTHD_EXTRA <<<"${BERTH_BENCH_BERTHD_ARGS:-}"
+
+WORKLOADS=("$@")
+((${#WORKLOADS[@]})) || WORKLOADS=(version status list)
+
+BERTH_DIR=$BENCH_DIR/berth
+BERTH_SOCK=$BERTH_DIR/berth.sock
+BERTH_PIDFILE=$BERTH_DIR/berthd.pid
+STARTUP_DIR=$BENCH_DIR/startup
+OUT=$BENCH_DIR/results/$(date +%Y%m%d-%H%M%S)
+
+log() { echo "run.sh: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+has_runtime() { [[ " ${RUNTIMES[*]} " == *" $1 "* ]]; }
+
+for r in "${RUNTIMES[@]}"; do
+  [[ $r == berth || $r == containerd ]] || die "unknown runtime '$r' in BERTH_BENCH_RUNTIMES"
+done
+
+# ---------------------------------------------------------------- cleanup
+
+# Kill (one pid at a time) processes whose command line mentions DIR: only
+# daemons this script or berth-bench started with our private paths match.
+# shellcheck disable=SC2317  # invoked from the EXIT trap
+kill_ours_under() {
+  local dir=$1 d pid
+  for d in /proc/[0-9]*; do
+    pid=${d#/proc/}
+    [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+      kill -TERM "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+umount_under() {
+  local m
+  while read -r m; do
+    [[ -n $m ]] && { umount -R "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"; }
+  done < <(awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r | uniq)
+}
+
+stop_berthd() {
+  [[ -f $BERTH_PIDFILE ]] || return 0
+  local pid i
+  pid=$(<"$BERTH_PIDFILE")
+  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--listen unix://$BERTH_SOCK"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "berthd pid $pid ignored SIGTERM for 15s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  rm -f "$BERTH_PIDFILE"
+}
+
+# shellcheck disable=SC2317  # invoked from the EXIT trap
+cleanup() {
+  local rc=$?
+  set +e
+  stop_berthd
+  "$HERE/containerd.sh" stop >/dev/null 2>&1
+  BERTH_BENCH_CONTAINERD_DIR=$STARTUP_DIR/containerd "$HERE/containerd.sh" stop >/dev/null 2>&1
+  kill_ours_under "$STARTUP_DIR"
+  kill_ours_under "$BERTH_DIR"
+  sleep 0.2
+  umount_under "$BERTH_DIR"
+  umount_under "$STARTUP_DIR"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- build
+
+if [[ ${BERTH_BENCH_NO_BUILD:-} != 1 ]]; then
+  pkgs=(-p berth-bench)
+  has_runtime berth && pkgs+=(-p berthd)
+  log "building ${pkgs[*]} (release, target dir $TARGET)"
+  (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release "${pkgs[@]}") ||
+    die "build failed (set BERTH_BENCH_RUNTIMES=containerd to benchmark containerd alone)"
+fi
+[[ -x $BENCH_BIN ]] || die "$BENCH_BIN not found"
+if has_runtime berth; then [[ -x $BERTHD_BIN ]] || die "$BERTHD_BIN not found"; fi
+if has_runtime containerd; then command -v containerd >/dev/null || die "containerd not installed (apt-get install containerd)"; fi
+
+mkdir -p "$OUT"
+log "results in $OUT"
+
+free_port() {
+  local p=$1
+  while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+  echo "$p"
+}
+METRICS_PORT=${BERTH_BENCH_METRICS_PORT:-$(free_port 19190)}
+
+berthd_argv() { # ROOT STATE SOCK -> BERTHD_ARGV
+  BERTHD_ARGV=("$BERTHD_BIN" --root "$1" --state "$2" --listen "unix://$3"
+    --metrics-address "127.0.0.1:$METRICS_PORT" --log-level warn "${BERTHD_EXTRA[@]}")
+}
+
+# ---------------------------------------------------------------- startup
+
+if ((STARTUP_RUNS > 0)); then
+  if has_runtime berth; then
+    d=$STARTUP_DIR/berth
+    mkdir -p "$d"
+    log "berth startup x$STARTUP_RUNS"
+    berthd_argv "$d/root" "$d/state" "$d/berth.sock"
+    "$BENCH_BIN" startup --label berth --endpoint "unix://$d/berth.sock" \
+      --repeat "$STARTUP_RUNS" --settle-ms "$SETTLE_MS" --with-children \
+      --fresh-dir "$d/root" --fresh-dir "$d/state" --log-file "$d/berthd.log" \
+      --json-file "$OUT/berth-startup.json" -- "${BERTHD_ARGV[@]}" \
+      | tee "$OUT/berth-startup.txt" >&2
+    umount_under "$d"
+  fi
+  if has_runtime containerd; then
+    d=$STARTUP_DIR/containerd
+    cfg=$(BERTH_BENCH_CONTAINERD_DIR=$d "$HERE/containerd.sh" config)
+    log "containerd startup x$STARTUP_RUNS"
+    "$BENCH_BIN" startup --label containerd --endpoint "unix://$d/containerd.sock" \
+      --repeat "$STARTUP_RUNS" --settle-ms "$SETTLE_MS" --with-children \
+      --fresh-dir "$d/root" --fresh-dir "$d/state" --log-file "$d/containerd.log" \
+      --json-file "$OUT/containerd-startup.json" -- "$(command -v containerd)" --config "$cfg" \
+      | tee "$OUT/containerd-startup.txt" >&2
+    umount_under "$d"
+  fi
+fi
+
+# ---------------------------------------------------------------- workloads
+
+BENCH_ARGS=(-n "$ITER" --warmup "$WARMUP" -c "$CONC")
+status=0
+
+if has_runtime berth; then
+  stop_berthd
+  umount_under "$BERTH_DIR"
+  rm -rf "$BERTH_DIR/root" "$BERTH_DIR/state"
+  mkdir -p "$BERTH_DIR/root" "$BERTH_DIR/state"
+  rm -f "$BERTH_SOCK"
+  berthd_argv "$BERTH_DIR/root" "$BERTH_DIR/state" "$BERTH_SOCK"
+  setsid "${BERTHD_ARGV[@]}" \
+    >>"$BERTH_DIR/berthd.log" 2>&1 </dev/null &
+  echo $! >"$BERTH_PIDFILE"
+  "$BENCH_BIN" wait --endpoint "unix://$BERTH_SOCK" --timeout 60 ||
+    { tail -n 20 "$BERTH_DIR/berthd.log" >&2; die "berthd did not come up (log: $BERTH_DIR/berthd.log)"; }
+  log "berth: ${WORKLOADS[*]} x$ITER (pid $(<"$BERTH_PIDFILE"))"
+  "$BENCH_BIN" --endpoint "unix://$BERTH_SOCK" --label berth "${BENCH_ARGS[@]}" \
+    --pid "$(<"$BERTH_PIDFILE")" --with-children --process-name berth-monitor \
+    --json-file "$OUT/berth.json" "${WORKLOADS[@]}" >"$OUT/berth.txt" || status=$?
+  stop_berthd
+fi
+
+if has_runtime containerd; then
+  "$HERE/containerd.sh" stop >/dev/null 2>&1 || true
+  # Fresh, empty store like berthd's.
+  ctrd_dir=$BENCH_DIR/containerd
+  rm -rf "$ctrd_dir/root" "$ctrd_dir/state"
+  "$HERE/containerd.sh" start
+  eval "$("$HERE/containerd.sh" env)"
+  log "containerd: ${WORKLOADS[*]} x$ITER (pid $BERTH_BENCH_CONTAINERD_PID)"
+  "$BENCH_BIN" --endpoint "$BERTH_BENCH_CONTAINERD_ENDPOINT" --label containerd "${BENCH_ARGS[@]}" \
+    --pid "$BERTH_BENCH_CONTAINERD_PID" --with-children --process-name containerd-shim-runc-v2 \
+    --json-file "$OUT/containerd.json" "${WORKLOADS[@]}" >"$OUT/containerd.txt" || status=$?
+  "$HERE/containerd.sh" stop
+fi
+
+# ---------------------------------------------------------------- report
+
+echo
+echo "berth-bench: ${WORKLOADS[*]}, $ITER iterations (+$WARMUP warm-up), concurrency $CONC, $(nproc) CPUs, kernel $(uname -r)"
+if has_runtime berth && has_runtime containerd; then
+  startup_args=()
+  if ((STARTUP_RUNS > 0)); then
+    startup_args=(--left-startup "$OUT/berth-startup.json" --right-startup "$OUT/containerd-startup.json")
+  fi
+  "$BENCH_BIN" compare --left "$OUT/berth.json" --right "$OUT/containerd.json" "${startup_args[@]}" |
+    tee "$OUT/compare.txt"
+else
+  for r in "${RUNTIMES[@]}"; do
+    [[ -f $OUT/$r-startup.txt ]] && cat "$OUT/$r-startup.txt"
+    cat "$OUT/$r.txt"
+  done
+fi
+echo "details: $OUT"
+if ((status != 0)); then
+  log "some calls failed (exit $status); see $OUT/*.txt"
+fi
+exit "$status"

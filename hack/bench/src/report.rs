@@ -1,0 +1,519 @@
+//! Report types (serialised with `--json`) and their text rendering,
+//! including the side-by-side comparison of two runtimes.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rss::RssSample;
+use crate::stats::{Summary, fmt_kib, fmt_kib_delta, fmt_us};
+
+/// Outcome of one operation of a workload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OpResult {
+    pub op: String,
+    /// "ok", "unsupported" (only UNIMPLEMENTED answers), "error" (no
+    /// successful call) or "partial" (some calls failed).
+    pub status: String,
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub unsupported: u64,
+    pub errors: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_error: Option<String>,
+}
+
+impl OpResult {
+    pub fn new(
+        op: &str,
+        summary: Summary,
+        unsupported: u64,
+        errors: u64,
+        first_error: Option<String>,
+    ) -> OpResult {
+        let status = if errors > 0 && summary.count == 0 {
+            "error"
+        } else if errors > 0 {
+            "partial"
+        } else if summary.count == 0 && unsupported > 0 {
+            "unsupported"
+        } else if summary.count == 0 {
+            "no-samples"
+        } else {
+            "ok"
+        };
+        OpResult {
+            op: op.to_string(),
+            status: status.to_string(),
+            summary,
+            unsupported,
+            errors,
+            first_error,
+        }
+    }
+
+    pub fn has_samples(&self) -> bool {
+        self.summary.count > 0
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkloadResult {
+    pub name: String,
+    pub iterations: u64,
+    pub warmup: u64,
+    pub concurrency: usize,
+    pub wall_secs: f64,
+    pub iterations_per_sec: f64,
+    pub ops: Vec<OpResult>,
+    /// RSS of the selected processes right after this workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_after: Option<RssSample>,
+}
+
+/// What the runtime said about itself (VersionResponse).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub runtime_name: String,
+    pub runtime_version: String,
+    pub runtime_api_version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RssSelection {
+    pub pids: Vec<u32>,
+    pub process_names: Vec<String>,
+    pub with_children: bool,
+}
+
+/// Result of `berth-bench [run]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub kind: String,
+    pub label: String,
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeInfo>,
+    pub unix_time: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_selection: Option<RssSelection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_before: Option<RssSample>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_after: Option<RssSample>,
+    pub workloads: Vec<WorkloadResult>,
+}
+
+impl BenchReport {
+    pub fn has_errors(&self) -> bool {
+        self.workloads
+            .iter()
+            .flat_map(|w| &w.ops)
+            .any(|o| o.errors > 0)
+    }
+}
+
+/// One start of a daemon in `berth-bench startup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartupRun {
+    /// From spawn to the first successful Version RPC.
+    pub startup_ms: f64,
+    /// Readiness probes sent (one per poll).
+    pub probes: u64,
+    /// RSS of the daemon (and its selection) after `settle_ms` of idling.
+    pub idle_rss_kib: u64,
+    pub idle_hwm_kib: u64,
+    /// From SIGTERM to exit.
+    pub stop_ms: f64,
+}
+
+/// Result of `berth-bench startup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartupReport {
+    pub kind: String,
+    pub label: String,
+    pub endpoint: String,
+    pub command: Vec<String>,
+    pub settle_ms: u64,
+    pub runs: Vec<StartupRun>,
+    pub median_startup_ms: f64,
+    pub min_startup_ms: f64,
+    pub max_startup_ms: f64,
+    pub median_idle_rss_kib: u64,
+}
+
+// ---------------------------------------------------------------- rendering
+
+/// Render rows as a left-aligned first column and right-aligned others.
+pub fn table(header: &[String], rows: &[Vec<String>]) -> String {
+    let cols = header.len();
+    let mut width = vec![0usize; cols];
+    for row in std::iter::once(header).chain(rows.iter().map(|r| r.as_slice())) {
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            width[i] = width[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, row: &[String]| {
+        let mut s = String::new();
+        for (i, cell) in row.iter().enumerate().take(cols) {
+            let pad = width[i].saturating_sub(cell.chars().count());
+            if i == 0 {
+                s.push_str(cell);
+                s.push_str(&" ".repeat(pad));
+            } else {
+                s.push_str("  ");
+                s.push_str(&" ".repeat(pad));
+                s.push_str(cell);
+            }
+        }
+        out.push_str(s.trim_end());
+        out.push('\n');
+    };
+    line(&mut out, header);
+    let total: usize = width.iter().sum::<usize>() + 2 * cols.saturating_sub(1);
+    out.push_str(&"-".repeat(total));
+    out.push('\n');
+    for r in rows {
+        line(&mut out, r);
+    }
+    out
+}
+
+fn rss_line(label: &str, s: &RssSample) -> String {
+    format!(
+        "{label}: {} in {} process(es) (peak/HWM sum {})",
+        fmt_kib(s.total_rss_kib),
+        s.processes.len(),
+        fmt_kib(s.total_hwm_kib)
+    )
+}
+
+pub fn render_bench(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = write!(out, "== {} ({})", r.label, r.endpoint);
+    if let Some(rt) = &r.runtime {
+        let _ = write!(
+            out,
+            " runtime={} {} api={}",
+            rt.runtime_name, rt.runtime_version, rt.runtime_api_version
+        );
+    }
+    out.push('\n');
+    for w in &r.workloads {
+        let _ = writeln!(
+            out,
+            "\nworkload {}: {} iterations (+{} warm-up), concurrency {}, {:.2}s wall, {:.0} it/s",
+            w.name, w.iterations, w.warmup, w.concurrency, w.wall_secs, w.iterations_per_sec
+        );
+        let header: Vec<String> = [
+            "op", "count", "p50", "p90", "p99", "mean", "min", "max", "unsup", "errors",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let rows: Vec<Vec<String>> = w
+            .ops
+            .iter()
+            .map(|o| {
+                let lat = |v: f64| {
+                    if o.has_samples() {
+                        fmt_us(v)
+                    } else {
+                        "-".into()
+                    }
+                };
+                vec![
+                    o.op.clone(),
+                    o.summary.count.to_string(),
+                    lat(o.summary.p50_us),
+                    lat(o.summary.p90_us),
+                    lat(o.summary.p99_us),
+                    lat(o.summary.mean_us),
+                    lat(o.summary.min_us),
+                    lat(o.summary.max_us),
+                    o.unsupported.to_string(),
+                    o.errors.to_string(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&header, &rows));
+        for o in &w.ops {
+            if o.status == "unsupported" {
+                let _ = writeln!(out, "  {}: unsupported (UNIMPLEMENTED)", o.op);
+            }
+            if let Some(e) = &o.first_error {
+                let _ = writeln!(out, "  {}: {} error(s), first: {e}", o.op, o.errors);
+            }
+        }
+    }
+    if let Some(sel) = &r.rss_selection {
+        let _ = writeln!(
+            out,
+            "\nRSS selection: pids {:?}, names {:?}, with children: {}",
+            sel.pids, sel.process_names, sel.with_children
+        );
+    }
+    if let Some(b) = &r.rss_before {
+        let _ = writeln!(out, "{}", rss_line("RSS before", b));
+    }
+    if let Some(a) = &r.rss_after {
+        let _ = writeln!(out, "{}", rss_line("RSS after ", a));
+        if let Some(b) = &r.rss_before {
+            let _ = writeln!(
+                out,
+                "RSS delta : {}",
+                fmt_kib_delta(a.total_rss_kib as i64 - b.total_rss_kib as i64)
+            );
+        }
+    }
+    out
+}
+
+pub fn render_startup(r: &StartupReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "== {} startup ({} runs, exec -> first successful Version): median {:.1}ms, min {:.1}ms, max {:.1}ms",
+        r.label,
+        r.runs.len(),
+        r.median_startup_ms,
+        r.min_startup_ms,
+        r.max_startup_ms
+    );
+    for (i, run) in r.runs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  run {}: startup {:.1}ms ({} probes), idle RSS after {}ms {} (HWM {}), stop {:.1}ms",
+            i + 1,
+            run.startup_ms,
+            run.probes,
+            r.settle_ms,
+            fmt_kib(run.idle_rss_kib),
+            fmt_kib(run.idle_hwm_kib),
+            run.stop_ms
+        );
+    }
+    let _ = writeln!(out, "  median idle RSS: {}", fmt_kib(r.median_idle_rss_kib));
+    out
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn find_op<'a>(r: &'a BenchReport, workload: &str, op: &str) -> Option<&'a OpResult> {
+    r.workloads
+        .iter()
+        .filter(|w| w.name == workload)
+        .flat_map(|w| &w.ops)
+        .find(|o| o.op == op)
+}
+
+fn cell(o: Option<&OpResult>, pick: fn(&Summary) -> f64) -> String {
+    match o {
+        None => "n/a".into(),
+        Some(o) if o.has_samples() => fmt_us(pick(&o.summary)),
+        Some(o) => o.status.clone(),
+    }
+}
+
+/// Side-by-side table: left vs right. Ratios are left / right (below 1.00x
+/// means the left runtime is faster or smaller).
+pub fn render_compare(
+    left: &BenchReport,
+    right: &BenchReport,
+    left_startup: Option<&StartupReport>,
+    right_startup: Option<&StartupReport>,
+) -> String {
+    let (l, r) = (&left.label, &right.label);
+    let mut out = String::new();
+    let header: Vec<String> = vec![
+        "op".into(),
+        format!("{l} p50"),
+        format!("{l} p99"),
+        format!("{r} p50"),
+        format!("{r} p99"),
+        "ratio p50".into(),
+        "ratio p99".into(),
+    ];
+    let mut rows = Vec::new();
+    // Union of (workload, op) in left order, then right-only ones.
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for rep in [left, right] {
+        for w in &rep.workloads {
+            for o in &w.ops {
+                let k = (w.name.clone(), o.op.clone());
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+    }
+    for (w, op) in &keys {
+        let lo = find_op(left, w, op);
+        let ro = find_op(right, w, op);
+        let both = lo.is_some_and(|o| o.has_samples()) && ro.is_some_and(|o| o.has_samples());
+        let (r50, r99) = if both {
+            let (ls, rs) = (&lo.unwrap().summary, &ro.unwrap().summary);
+            (ratio(ls.p50_us, rs.p50_us), ratio(ls.p99_us, rs.p99_us))
+        } else {
+            ("-".into(), "-".into())
+        };
+        rows.push(vec![
+            format!("{w}/{op}"),
+            cell(lo, |s| s.p50_us),
+            cell(lo, |s| s.p99_us),
+            cell(ro, |s| s.p50_us),
+            cell(ro, |s| s.p99_us),
+            r50,
+            r99,
+        ]);
+    }
+    if let (Some(ls), Some(rs)) = (left_startup, right_startup) {
+        rows.push(vec![
+            format!("startup (median of {}/{})", ls.runs.len(), rs.runs.len()),
+            format!("{:.1}ms", ls.median_startup_ms),
+            format!("max {:.1}ms", ls.max_startup_ms),
+            format!("{:.1}ms", rs.median_startup_ms),
+            format!("max {:.1}ms", rs.max_startup_ms),
+            ratio(ls.median_startup_ms, rs.median_startup_ms),
+            ratio(ls.max_startup_ms, rs.max_startup_ms),
+        ]);
+    }
+    out.push_str(&table(&header, &rows));
+
+    let mut mem_rows = Vec::new();
+    let kib = |v: Option<u64>| v.map(fmt_kib).unwrap_or_else(|| "n/a".into());
+    let rat = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => ratio(a as f64, b as f64),
+        _ => "-".into(),
+    };
+    let mut mem = |name: &str, a: Option<u64>, b: Option<u64>| {
+        mem_rows.push(vec![name.to_string(), kib(a), kib(b), rat(a, b)]);
+    };
+    if let (Some(ls), Some(rs)) = (left_startup, right_startup) {
+        mem(
+            "idle RSS after startup (median)",
+            Some(ls.median_idle_rss_kib),
+            Some(rs.median_idle_rss_kib),
+        );
+    }
+    let before = |x: &BenchReport| x.rss_before.as_ref().map(|s| s.total_rss_kib);
+    let after = |x: &BenchReport| x.rss_after.as_ref().map(|s| s.total_rss_kib);
+    let hwm = |x: &BenchReport| x.rss_after.as_ref().map(|s| s.total_hwm_kib);
+    mem("RSS before workloads", before(left), before(right));
+    mem("RSS after workloads", after(left), after(right));
+    mem("peak RSS (sum of VmHWM)", hwm(left), hwm(right));
+    out.push('\n');
+    out.push_str(&table(
+        &["memory".into(), l.clone(), r.clone(), "ratio".into()],
+        &mem_rows,
+    ));
+    let _ = writeln!(
+        out,
+        "(ratios are {l} / {r}: below 1.00x means {l} is faster/smaller)"
+    );
+    for (rep, name) in [(left, l), (right, r)] {
+        for w in &rep.workloads {
+            for o in &w.ops {
+                if let Some(e) = &o.first_error {
+                    let _ = writeln!(
+                        out,
+                        "warning: {name} {}/{}: {} error(s), first: {e}",
+                        w.name, o.op, o.errors
+                    );
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(name: &str, p50: f64, count: usize, unsup: u64) -> OpResult {
+        OpResult::new(
+            name,
+            Summary {
+                count,
+                p50_us: p50,
+                p99_us: p50 * 2.0,
+                ..Default::default()
+            },
+            unsup,
+            0,
+            None,
+        )
+    }
+
+    fn report(label: &str, ops: Vec<OpResult>) -> BenchReport {
+        BenchReport {
+            kind: "bench".into(),
+            label: label.into(),
+            endpoint: "unix:///x".into(),
+            runtime: None,
+            unix_time: 0,
+            rss_selection: None,
+            rss_before: None,
+            rss_after: None,
+            workloads: vec![WorkloadResult {
+                name: "list".into(),
+                iterations: 10,
+                warmup: 0,
+                concurrency: 1,
+                wall_secs: 1.0,
+                iterations_per_sec: 10.0,
+                ops,
+                rss_after: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn status_classification() {
+        assert_eq!(op("a", 1.0, 3, 0).status, "ok");
+        assert_eq!(op("a", 0.0, 0, 3).status, "unsupported");
+        assert_eq!(
+            OpResult::new("a", Summary::default(), 0, 2, None).status,
+            "error"
+        );
+    }
+
+    #[test]
+    fn compare_marks_unsupported_and_ratios() {
+        let left = report(
+            "berth",
+            vec![
+                op("ListImages", 0.0, 0, 10),
+                op("ListPodSandbox", 50.0, 10, 0),
+            ],
+        );
+        let right = report(
+            "containerd",
+            vec![
+                op("ListImages", 200.0, 10, 0),
+                op("ListPodSandbox", 100.0, 10, 0),
+            ],
+        );
+        let s = render_compare(&left, &right, None, None);
+        assert!(s.contains("unsupported"), "{s}");
+        assert!(s.contains("0.50x"), "{s}");
+        assert!(s.contains("berth p50"), "{s}");
+    }
+
+    #[test]
+    fn json_roundtrip() {
+        let r = report("x", vec![op("Version", 12.5, 4, 0)]);
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(j.contains("\"p50_us\":12.5"));
+        let back: BenchReport = serde_json::from_str(&j).unwrap();
+        assert_eq!(back.workloads[0].ops[0].summary.p50_us, 12.5);
+    }
+}

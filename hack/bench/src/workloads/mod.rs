@@ -1,0 +1,257 @@
+//! Workloads: what the driver does against a CRI endpoint, one module each.
+//!
+//! A workload implements [`Workload`]: an optional untimed `setup`, an
+//! `iteration` that performs and times one or more CRI calls through the
+//! [`Recorder`], and an optional untimed `teardown`. The runner in
+//! [`runner`] drives warm-up and measured iterations over `concurrency`
+//! tasks sharing one channel.
+//!
+//! Adding a workload (e.g. `pull`, `runp`, `container`, `exec`, `stats`):
+//! 1. create `src/workloads/NAME.rs` with a type implementing [`Workload`];
+//! 2. add `mod NAME;` below, a variant to [`WorkloadKind`] and an arm to
+//!    [`WorkloadKind::build`] (and, if it needs knobs such as an image
+//!    reference, a field in [`WorkloadOpts`] and a flag in `main.rs`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use clap::ValueEnum;
+use tonic::Code;
+
+use crate::client::Clients;
+
+pub mod runner;
+
+mod list;
+mod status;
+mod version;
+
+/// A boxed, sendable future (workloads are used as `dyn Workload`).
+pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Options shared by every workload. Future workloads add their knobs here
+/// (image references, pod namespace, command to exec, ...).
+/// Workloads that create objects (pods, containers) should also get a
+/// per-run unique id here to put in their names.
+#[derive(Debug, Clone, Default)]
+pub struct WorkloadOpts {}
+
+/// One benchmark workload.
+pub trait Workload: Send + Sync + 'static {
+    /// Name as used on the command line and in reports.
+    fn name(&self) -> &'static str;
+
+    /// The operations this workload times, in report order. Operations that
+    /// never produced a sample are still reported (as unsupported/failed).
+    fn ops(&self) -> &'static [&'static str];
+
+    /// Untimed preparation before warm-up (e.g. pre-pull an image for a warm
+    /// pull, remove it for a cold one).
+    fn setup<'a>(&'a self, _clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// One iteration: perform the timed calls through `rec`. `iter` is a
+    /// unique index (warm-up iterations come first) for naming objects.
+    fn iteration<'a>(
+        &'a self,
+        clients: &'a mut Clients,
+        iter: u64,
+        rec: &'a mut Recorder,
+    ) -> BoxFut<'a, ()>;
+
+    /// Untimed cleanup after the measured iterations.
+    fn teardown<'a>(&'a self, _clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// The registry of workloads the driver knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum WorkloadKind {
+    /// RuntimeService.Version, N times.
+    Version,
+    /// RuntimeService.Status (verbose=false), N times.
+    Status,
+    /// ListPodSandbox + ListContainers + ListImages, each N times.
+    List,
+}
+
+impl WorkloadKind {
+    pub fn build(self, _opts: &WorkloadOpts) -> Box<dyn Workload> {
+        match self {
+            WorkloadKind::Version => Box::new(version::Version),
+            WorkloadKind::Status => Box::new(status::Status),
+            WorkloadKind::List => Box::new(list::List),
+        }
+    }
+
+    pub fn all() -> &'static [WorkloadKind] {
+        WorkloadKind::value_variants()
+    }
+
+    pub fn cli_name(self) -> String {
+        self.to_possible_value()
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
+
+    pub fn help(self) -> String {
+        self.to_possible_value()
+            .and_then(|v| v.get_help().map(|h| h.to_string()))
+            .unwrap_or_default()
+    }
+}
+
+/// Samples and outcome counts of one operation.
+#[derive(Debug, Default, Clone)]
+pub struct OpRecord {
+    pub samples: Vec<Duration>,
+    /// Calls answered UNIMPLEMENTED.
+    pub unsupported: u64,
+    /// Calls that failed otherwise (including timeouts).
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl OpRecord {
+    fn merge(&mut self, other: OpRecord) {
+        self.samples.extend(other.samples);
+        self.unsupported += other.unsupported;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
+    }
+}
+
+/// Times calls and records their outcome per operation name.
+#[derive(Debug)]
+pub struct Recorder {
+    call_timeout: Duration,
+    ops: BTreeMap<&'static str, OpRecord>,
+}
+
+impl Recorder {
+    pub fn new(call_timeout: Duration) -> Recorder {
+        Recorder {
+            call_timeout,
+            ops: BTreeMap::new(),
+        }
+    }
+
+    /// Time one gRPC call. Returns the response message on success; `None`
+    /// when the call was unsupported (UNIMPLEMENTED), failed or timed out
+    /// (each counted under `op`). The clock covers exactly the awaited call:
+    /// request encoding, the round trip and response decoding.
+    pub async fn call<T, F>(&mut self, op: &'static str, fut: F) -> Option<T>
+    where
+        F: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let start = Instant::now();
+        let res = tokio::time::timeout(self.call_timeout, fut).await;
+        let elapsed = start.elapsed();
+        let rec = self.ops.entry(op).or_default();
+        match res {
+            Ok(Ok(resp)) => {
+                rec.samples.push(elapsed);
+                Some(resp.into_inner())
+            }
+            Ok(Err(status)) if status.code() == Code::Unimplemented => {
+                rec.unsupported += 1;
+                None
+            }
+            Ok(Err(status)) => {
+                rec.errors += 1;
+                if rec.first_error.is_none() {
+                    rec.first_error = Some(format!("{:?}: {}", status.code(), status.message()));
+                }
+                None
+            }
+            Err(_) => {
+                rec.errors += 1;
+                if rec.first_error.is_none() {
+                    rec.first_error = Some(format!("timed out after {:?}", self.call_timeout));
+                }
+                None
+            }
+        }
+    }
+
+    /// Record a failure that is not a timed call (e.g. a response that does
+    /// not satisfy the workload's expectations).
+    pub fn fail(&mut self, op: &'static str, msg: impl Into<String>) {
+        let rec = self.ops.entry(op).or_default();
+        rec.errors += 1;
+        if rec.first_error.is_none() {
+            rec.first_error = Some(msg.into());
+        }
+    }
+
+    pub fn merge(&mut self, other: Recorder) {
+        for (op, rec) in other.ops {
+            self.ops.entry(op).or_default().merge(rec);
+        }
+    }
+
+    pub fn into_ops(self) -> BTreeMap<&'static str, OpRecord> {
+        self.ops
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn recorder_classifies_outcomes() {
+        let mut rec = Recorder::new(Duration::from_millis(50));
+        let ok = rec
+            .call("Op", async { Ok(tonic::Response::new(5u32)) })
+            .await;
+        assert_eq!(ok, Some(5));
+        let un: Option<u32> = rec
+            .call("Op", async { Err(tonic::Status::unimplemented("nope")) })
+            .await;
+        assert_eq!(un, None);
+        let err: Option<u32> = rec
+            .call("Op", async { Err(tonic::Status::internal("boom")) })
+            .await;
+        assert_eq!(err, None);
+        let slow: Option<u32> = rec
+            .call("Op", async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Ok(tonic::Response::new(1u32))
+            })
+            .await;
+        assert_eq!(slow, None);
+        rec.fail("Other", "bad response");
+
+        let ops = rec.into_ops();
+        let op = &ops["Op"];
+        assert_eq!(op.samples.len(), 1);
+        assert_eq!(op.unsupported, 1);
+        assert_eq!(op.errors, 2);
+        assert_eq!(op.first_error.as_deref(), Some("Internal: boom"));
+        assert_eq!(ops["Other"].errors, 1);
+    }
+
+    #[test]
+    fn registry_names_are_unique_and_buildable() {
+        let opts = WorkloadOpts::default();
+        let mut names: Vec<&str> = WorkloadKind::all()
+            .iter()
+            .map(|k| k.build(&opts).name())
+            .collect();
+        for k in WorkloadKind::all() {
+            assert_eq!(k.cli_name(), k.build(&opts).name());
+            assert!(!k.build(&opts).ops().is_empty());
+        }
+        let n = names.len();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+}

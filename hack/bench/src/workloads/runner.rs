@@ -1,0 +1,121 @@
+//! Drives a workload: setup, warm-up, measured iterations over `concurrency`
+//! tasks sharing one channel, teardown; turns the records into results.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use super::{Recorder, Workload};
+use crate::client::Clients;
+use crate::report::{OpResult, WorkloadResult};
+use crate::stats::Summary;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RunParams {
+    pub iterations: u64,
+    pub warmup: u64,
+    pub concurrency: usize,
+    pub call_timeout: Duration,
+}
+
+/// Run `iterations` iterations (indices `first..first+iterations`) spread
+/// over `concurrency` tasks; each task pulls the next index from a shared
+/// counter, so a slow call on one task does not stall the others.
+async fn run_phase(
+    workload: &Arc<dyn Workload>,
+    clients: &Clients,
+    first: u64,
+    iterations: u64,
+    params: &RunParams,
+) -> Result<Recorder> {
+    let next = Arc::new(AtomicU64::new(first));
+    let end = first + iterations;
+    let mut tasks = Vec::with_capacity(params.concurrency);
+    for _ in 0..params.concurrency.max(1) {
+        let workload = Arc::clone(workload);
+        let mut clients = clients.clone();
+        let next = Arc::clone(&next);
+        let timeout = params.call_timeout;
+        tasks.push(tokio::spawn(async move {
+            let mut rec = Recorder::new(timeout);
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= end {
+                    break;
+                }
+                workload.iteration(&mut clients, i, &mut rec).await;
+            }
+            rec
+        }));
+    }
+    let mut total = Recorder::new(params.call_timeout);
+    for t in tasks {
+        total.merge(t.await.context("benchmark task panicked")?);
+    }
+    Ok(total)
+}
+
+/// Run one workload end to end and summarise it.
+pub async fn run(
+    workload: Arc<dyn Workload>,
+    clients: &Clients,
+    params: &RunParams,
+) -> Result<WorkloadResult> {
+    let mut setup_clients = clients.clone();
+    workload
+        .setup(&mut setup_clients)
+        .await
+        .with_context(|| format!("setting up workload {}", workload.name()))?;
+
+    if params.warmup > 0 {
+        // Warm-up samples are discarded.
+        run_phase(&workload, clients, 0, params.warmup, params).await?;
+    }
+
+    let start = Instant::now();
+    let rec = run_phase(&workload, clients, params.warmup, params.iterations, params).await?;
+    let wall = start.elapsed();
+
+    workload
+        .teardown(&mut setup_clients)
+        .await
+        .with_context(|| format!("tearing down workload {}", workload.name()))?;
+
+    let mut records = rec.into_ops();
+    let mut ops = Vec::new();
+    // Declared ops first, in declared order, then anything else recorded.
+    let mut names: Vec<&'static str> = workload.ops().to_vec();
+    for k in records.keys() {
+        if !names.contains(k) {
+            names.push(k);
+        }
+    }
+    for name in names {
+        let mut r = records.remove(name).unwrap_or_default();
+        let summary = Summary::from_samples(&mut r.samples);
+        ops.push(OpResult::new(
+            name,
+            summary,
+            r.unsupported,
+            r.errors,
+            r.first_error,
+        ));
+    }
+    let wall_secs = wall.as_secs_f64();
+    Ok(WorkloadResult {
+        name: workload.name().to_string(),
+        iterations: params.iterations,
+        warmup: params.warmup,
+        concurrency: params.concurrency,
+        wall_secs,
+        iterations_per_sec: if wall_secs > 0.0 {
+            params.iterations as f64 / wall_secs
+        } else {
+            0.0
+        },
+        ops,
+        rss_after: None,
+    })
+}

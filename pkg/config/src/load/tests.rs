@@ -1,0 +1,204 @@
+use std::fs;
+use std::path::Path;
+
+use super::*;
+use crate::{CgroupDriver, DEFAULT_CONFIG_TOML};
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+#[test]
+fn documented_default_is_the_default() {
+    let parsed: toml::Table = DEFAULT_CONFIG_TOML.parse().unwrap();
+    let config = deserialize(parsed.clone()).unwrap();
+    assert_eq!(config, Config::default());
+    // Every key of the model appears in the documentation (commented-out optional keys aside).
+    let model = toml::Table::try_from(Config::default()).unwrap();
+    assert_same_keys(&model, &parsed, "");
+    validate(&config).unwrap();
+}
+
+fn assert_same_keys(model: &toml::Table, doc: &toml::Table, prefix: &str) {
+    for (key, value) in model {
+        let doc_value = doc
+            .get(key)
+            .unwrap_or_else(|| panic!("default.toml lacks key {prefix}{key}"));
+        if let (toml::Value::Table(m), toml::Value::Table(d)) = (value, doc_value) {
+            assert_same_keys(m, d, &format!("{prefix}{key}."));
+        }
+    }
+}
+
+#[test]
+fn missing_default_file_means_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    // An explicit file that exists but is empty behaves like defaults too.
+    let main = dir.path().join("config.toml");
+    write(&main, "");
+    let loaded = load(Some(&main), &Overrides::default()).unwrap();
+    assert_eq!(loaded.config, Config::default());
+    assert_eq!(loaded.sources, vec![main]);
+}
+
+#[test]
+fn explicit_missing_file_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = load(Some(&dir.path().join("nope.toml")), &Overrides::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err}");
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+}
+
+#[test]
+fn dropins_apply_in_lexical_order_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(&main, "root = \"/a\"\n[log]\nlevel = \"debug\"\n");
+    write(
+        &dir.path().join("config.d/20-b.toml"),
+        "root = \"/c\"\n[cgroup]\ndriver = \"systemd\"\n",
+    );
+    write(&dir.path().join("config.d/10-a.toml"), "root = \"/b\"\n");
+    write(&dir.path().join("config.d/ignored.conf"), "garbage = [");
+    let loaded = load(Some(&main), &Overrides::default()).unwrap();
+    assert_eq!(loaded.config.root, Path::new("/c"));
+    assert_eq!(loaded.config.log.level, LogLevel::Debug);
+    assert_eq!(loaded.config.cgroup.driver, CgroupDriver::Systemd);
+    assert_eq!(loaded.sources.len(), 3);
+
+    let flags = Overrides {
+        root: Some("/flag".into()),
+        log_format: Some(LogFormat::Json),
+        ..Default::default()
+    };
+    let loaded = load(Some(&main), &flags).unwrap();
+    assert_eq!(loaded.config.root, Path::new("/flag"));
+    assert_eq!(loaded.config.log.format, LogFormat::Json);
+}
+
+#[test]
+fn handler_tables_merge_by_name_and_lists_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(
+        &main,
+        "[runtime.handlers.crun]\npath = \"/usr/bin/crun\"\n[cni]\nbin_dirs = [\"/x\"]\n",
+    );
+    let config = load(Some(&main), &Overrides::default()).unwrap().config;
+    assert!(config.runtime.handlers.contains_key("runc"));
+    assert!(config.runtime.handlers.contains_key("crun"));
+    assert_eq!(config.cni.bin_dirs, vec![std::path::PathBuf::from("/x")]);
+}
+
+#[test]
+fn unknown_key_names_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(&main, "");
+    let dropin = dir.path().join("config.d/50-bad.toml");
+    write(&dropin, "[grpc]\nmax_recv_message_sise = 1\n");
+    let err = load(Some(&main), &Overrides::default()).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("50-bad.toml"), "{text}");
+    assert!(text.contains("grpc.max_recv_message_sise"), "{text}");
+
+    write(&dropin, "bogus = true\n");
+    let text = load(Some(&main), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("key `bogus`"), "{text}");
+}
+
+#[test]
+fn wrong_type_names_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(&main, "[metrics]\nenabled = \"yes\"\n");
+    let text = load(Some(&main), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("config.toml"), "{text}");
+    assert!(text.contains("metrics.enabled"), "{text}");
+
+    write(&main, "[cgroup]\ndriver = \"cgroupv3\"\n");
+    let text = load(Some(&main), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("cgroup.driver"), "{text}");
+}
+
+#[test]
+fn syntax_error_names_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(&main, "[log\nlevel = 1\n");
+    let err = load(Some(&main), &Overrides::default()).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }), "{err}");
+    assert!(err.to_string().contains("config.toml"), "{err}");
+}
+
+#[test]
+fn unreadable_dropin_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(&main, "");
+    // A directory named like a drop-in cannot be read as a file.
+    fs::create_dir_all(dir.path().join("config.d/30-dir.toml")).unwrap();
+    let err = load(Some(&main), &Overrides::default()).unwrap_err();
+    assert!(err.to_string().contains("30-dir.toml"), "{err}");
+}
+
+#[test]
+fn semantic_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    let cases = [
+        ("listen = \"tcp://0.0.0.0:1\"\n", "listen"),
+        ("listen = \"unix://relative.sock\"\n", "listen"),
+        ("root = \"relative\"\n", "root"),
+        (
+            "[grpc]\nmax_recv_message_size = 4194304\n",
+            "grpc.max_recv_message_size",
+        ),
+        (
+            "[runtime]\ndefault_handler = \"kata\"\n",
+            "runtime.default_handler",
+        ),
+        (
+            "[runtime.handlers.Bad_Name]\npath = \"x\"\n",
+            "runtime.handlers.Bad_Name",
+        ),
+        ("[cni]\nbin_dirs = [\"rel\"]\n", "cni.bin_dirs"),
+    ];
+    for (text, key) in cases {
+        write(&main, text);
+        let err = load(Some(&main), &Overrides::default()).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::Invalid { key: k, .. } if k == key),
+            "{text}: {err}"
+        );
+    }
+}
+
+#[test]
+fn handler_binary_resolution() {
+    let dir = tempfile::tempdir().unwrap();
+    let handler = crate::RuntimeHandler {
+        path: dir.path().join("missing"),
+        root: None,
+    };
+    assert_eq!(handler.resolve_binary(), None);
+    let sh = crate::RuntimeHandler {
+        path: "sh".into(),
+        root: None,
+    };
+    assert!(sh.resolve_binary().is_some());
+}
+
+#[test]
+fn json_for_status() {
+    let json: serde_json::Value = serde_json::from_str(&Config::default().to_json()).unwrap();
+    assert_eq!(json["runtime"]["default_handler"], "runc");
+    assert_eq!(json["cgroup"]["driver"], "cgroupfs");
+}

@@ -1,0 +1,270 @@
+//! The configuration model. Every struct denies unknown keys and fills missing ones from its default, so a
+//! file only needs to say what it changes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// 16 MiB: kubelet sends messages up to this size; tonic's own default (4 MiB) is too small.
+pub const MIN_GRPC_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Persistent data: metadata store, image content, snapshots.
+    pub root: PathBuf,
+    /// Volatile data: sockets, pinned namespaces, runtime state. Expected on a tmpfs.
+    pub state: PathBuf,
+    /// The CRI endpoint, `unix:///path`.
+    pub listen: String,
+    pub log: LogConfig,
+    pub grpc: GrpcConfig,
+    pub metrics: MetricsConfig,
+    pub cgroup: CgroupConfig,
+    pub runtime: RuntimeConfig,
+    pub cni: CniConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            root: PathBuf::from("/var/lib/berth"),
+            state: PathBuf::from("/run/berth"),
+            listen: "unix:///run/berth/berth.sock".to_string(),
+            log: LogConfig::default(),
+            grpc: GrpcConfig::default(),
+            metrics: MetricsConfig::default(),
+            cgroup: CgroupConfig::default(),
+            runtime: RuntimeConfig::default(),
+            cni: CniConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// The socket path of `listen` (validated to be `unix://` + absolute path at load time).
+    pub fn socket_path(&self) -> &Path {
+        Path::new(self.listen.strip_prefix("unix://").unwrap_or(&self.listen))
+    }
+
+    /// Path of the metadata store.
+    pub fn store_path(&self) -> PathBuf {
+        self.root.join("berth.db")
+    }
+
+    /// The handler used when a pod names none (RuntimeClass unset).
+    pub fn default_handler(&self) -> Option<(&str, &RuntimeHandler)> {
+        let name = self.runtime.default_handler.as_str();
+        self.runtime.handlers.get(name).map(|h| (name, h))
+    }
+
+    /// The configuration as JSON, for `Status` verbose info.
+    pub fn to_json(&self) -> String {
+        // Serializing plain data with string keys cannot fail; fall back to an empty object regardless.
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl std::str::FromStr for LogLevel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "error" => Ok(LogLevel::Error),
+            "warn" => Ok(LogLevel::Warn),
+            "info" => Ok(LogLevel::Info),
+            "debug" => Ok(LogLevel::Debug),
+            "trace" => Ok(LogLevel::Trace),
+            other => Err(format!(
+                "unknown log level {other:?} (expected error, warn, info, debug or trace)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl std::str::FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!(
+                "unknown log format {other:?} (expected text or json)"
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GrpcConfig {
+    pub max_recv_message_size: usize,
+    pub max_send_message_size: usize,
+    /// Group owning the socket (mode 0660), so a non-root group can be given access. Unset: root's group.
+    pub socket_gid: Option<u32>,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        GrpcConfig {
+            max_recv_message_size: MIN_GRPC_MESSAGE_SIZE,
+            max_send_message_size: MIN_GRPC_MESSAGE_SIZE,
+            socket_gid: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    pub address: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            enabled: true,
+            address: SocketAddr::from(([127, 0, 0, 1], 9190)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+impl CgroupDriver {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CgroupDriver::Cgroupfs => "cgroupfs",
+            CgroupDriver::Systemd => "systemd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// Must match kubelet's `--cgroup-driver`.
+    pub driver: CgroupDriver,
+}
+
+/// OCI runtimes, keyed by RuntimeClass handler name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Handler used when a pod asks for none.
+    pub default_handler: String,
+    pub handlers: BTreeMap<String, RuntimeHandler>,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        let mut handlers = BTreeMap::new();
+        handlers.insert(
+            "runc".to_string(),
+            RuntimeHandler {
+                path: PathBuf::from("runc"),
+                root: None,
+            },
+        );
+        RuntimeConfig {
+            default_handler: "runc".to_string(),
+            handlers,
+        }
+    }
+}
+
+/// One OCI-CLI runtime (runc, crun, youki, runsc...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeHandler {
+    /// Binary: an absolute path, or a name looked up in PATH.
+    pub path: PathBuf,
+    /// The runtime's own state dir (`--root`). Unset: `<state>/runtime/<handler>`.
+    #[serde(default)]
+    pub root: Option<PathBuf>,
+}
+
+impl RuntimeHandler {
+    /// Resolves the binary to an executable file, searching PATH for a bare name.
+    pub fn resolve_binary(&self) -> Option<PathBuf> {
+        if self.path.components().count() > 1 || self.path.is_absolute() {
+            return is_executable(&self.path).then(|| self.path.clone());
+        }
+        let path_var =
+            std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        std::env::split_paths(&path_var)
+            .map(|dir| dir.join(&self.path))
+            .find(|candidate| is_executable(candidate))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CniConfig {
+    /// Where network configurations are read from; the lexically first valid one is used.
+    pub conf_dir: PathBuf,
+    /// Where plugin binaries are searched, in order.
+    pub bin_dirs: Vec<PathBuf>,
+}
+
+impl Default for CniConfig {
+    fn default() -> Self {
+        CniConfig {
+            conf_dir: PathBuf::from("/etc/cni/net.d"),
+            bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+        }
+    }
+}

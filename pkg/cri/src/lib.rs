@@ -1,0 +1,92 @@
+//! CRI `runtime.v1` RuntimeService and ImageService.
+//!
+//! This crate is a thin translation layer: it unpacks requests, calls the capability crates, maps their
+//! errors to gRPC status codes (all in [`error`]) and instruments every RPC with a tracing span and the
+//! per-method metrics (all in [`instrument`]). The work itself lives in the capability crates.
+
+mod error;
+mod ids;
+mod image_service;
+mod instrument;
+mod runtime_service;
+mod status;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_config::Config;
+use berth_metrics::Metrics;
+use berth_network::PodCidrStore;
+use berth_store::Store;
+use k8s_cri::v1::image_service_server::ImageServiceServer;
+use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
+
+pub use error::CriError;
+
+/// What the service needs, built by berthd at startup.
+pub struct Dependencies {
+    pub config: Config,
+    /// The configuration files that were applied, for `Status` verbose info.
+    pub config_sources: Vec<PathBuf>,
+    pub metrics: Metrics,
+    pub store: Store,
+    pub pod_cidrs: PodCidrStore,
+}
+
+/// State shared by both services.
+pub(crate) struct Shared {
+    pub(crate) deps: Dependencies,
+}
+
+/// Both CRI services over one shared state.
+#[derive(Clone)]
+pub struct CriService {
+    shared: Arc<Shared>,
+}
+
+/// The RuntimeService half (tonic needs one type per service).
+#[derive(Clone)]
+pub struct RuntimeApi {
+    shared: Arc<Shared>,
+}
+
+/// The ImageService half.
+#[derive(Clone)]
+pub struct ImageApi {
+    shared: Arc<Shared>,
+}
+
+impl CriService {
+    pub fn new(deps: Dependencies) -> CriService {
+        CriService {
+            shared: Arc::new(Shared { deps }),
+        }
+    }
+
+    /// The RuntimeService, with message size limits from the configuration.
+    pub fn runtime_server(&self) -> RuntimeServiceServer<RuntimeApi> {
+        let grpc = &self.shared.deps.config.grpc;
+        RuntimeServiceServer::new(RuntimeApi {
+            shared: self.shared.clone(),
+        })
+        .max_decoding_message_size(grpc.max_recv_message_size)
+        .max_encoding_message_size(grpc.max_send_message_size)
+    }
+
+    /// The ImageService, with message size limits from the configuration.
+    pub fn image_server(&self) -> ImageServiceServer<ImageApi> {
+        let grpc = &self.shared.deps.config.grpc;
+        ImageServiceServer::new(ImageApi {
+            shared: self.shared.clone(),
+        })
+        .max_decoding_message_size(grpc.max_recv_message_size)
+        .max_encoding_message_size(grpc.max_send_message_size)
+    }
+}
+
+/// The CRI version this runtime speaks, and its own version.
+pub const RUNTIME_NAME: &str = "berth";
+pub const RUNTIME_API_VERSION: &str = "v1";
+pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// `VersionResponse.version`: the version of the kubelet runtime API, "0.1.0" by convention.
+pub const KUBELET_API_VERSION: &str = "0.1.0";

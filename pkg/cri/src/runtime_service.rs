@@ -1,0 +1,146 @@
+//! RuntimeService: what is real today, and UNIMPLEMENTED (instrumented, with the method's name) for the
+//! rest until its capability lands.
+
+use std::pin::Pin;
+
+use futures_core::Stream;
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_server::RuntimeService;
+use tonic::{Request, Response, Status};
+
+use crate::error::CriError;
+use crate::{KUBELET_API_VERSION, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_VERSION, RuntimeApi};
+
+/// Generates the trait impl: the real methods are written out, the unimplemented ones listed by name.
+/// (Both must sit inside one `#[async_trait]` impl, which is why a macro builds the whole block.)
+macro_rules! runtime_service {
+    (
+        real { $($real:item)* }
+        unimplemented { $($name:ident($req:ident) -> $resp:ident = $method:literal;)* }
+    ) => {
+        #[tonic::async_trait]
+        impl RuntimeService for RuntimeApi {
+            type GetContainerEventsStream =
+                Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+            $($real)*
+
+            $(
+                async fn $name(
+                    &self,
+                    request: Request<cri::$req>,
+                ) -> Result<Response<cri::$resp>, Status> {
+                    self.shared.unimplemented($method, request).await
+                }
+            )*
+        }
+    };
+}
+
+runtime_service! {
+    real {
+        async fn version(
+            &self,
+            request: Request<cri::VersionRequest>,
+        ) -> Result<Response<cri::VersionResponse>, Status> {
+            self.shared
+                .rpc("Version", request, |_| async {
+                    Ok(cri::VersionResponse {
+                        version: KUBELET_API_VERSION.to_string(),
+                        runtime_name: RUNTIME_NAME.to_string(),
+                        runtime_version: RUNTIME_VERSION.to_string(),
+                        runtime_api_version: RUNTIME_API_VERSION.to_string(),
+                    })
+                })
+                .await
+        }
+
+        async fn status(
+            &self,
+            request: Request<cri::StatusRequest>,
+        ) -> Result<Response<cri::StatusResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("Status", request, |req| async move { Ok(shared.status(req.verbose)) })
+                .await
+        }
+
+        async fn runtime_config(
+            &self,
+            request: Request<cri::RuntimeConfigRequest>,
+        ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+            let driver = match self.shared.deps.config.cgroup.driver {
+                berth_config::CgroupDriver::Cgroupfs => cri::CgroupDriver::Cgroupfs,
+                berth_config::CgroupDriver::Systemd => cri::CgroupDriver::Systemd,
+            };
+            self.shared
+                .rpc("RuntimeConfig", request, |_| async move {
+                    Ok(cri::RuntimeConfigResponse {
+                        linux: Some(cri::LinuxRuntimeConfiguration {
+                            cgroup_driver: driver as i32,
+                        }),
+                    })
+                })
+                .await
+        }
+
+        async fn update_runtime_config(
+            &self,
+            request: Request<cri::UpdateRuntimeConfigRequest>,
+        ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("UpdateRuntimeConfig", request, |req| async move {
+                    let cidr = req
+                        .runtime_config
+                        .and_then(|c| c.network_config)
+                        .map(|n| n.pod_cidr)
+                        .unwrap_or_default();
+                    // CRI: an empty CIDR means "no change", not "clear".
+                    if cidr.trim().is_empty() {
+                        return Ok(cri::UpdateRuntimeConfigResponse {});
+                    }
+                    let cidrs = berth_network::PodCidrs::parse(&cidr)?;
+                    if cidrs != shared.deps.pod_cidrs.get() {
+                        shared.deps.pod_cidrs.set(cidrs.clone()).map_err(CriError::from)?;
+                        tracing::info!(pod_cidr = %cidrs, "pod CIDR updated");
+                    }
+                    Ok(cri::UpdateRuntimeConfigResponse {})
+                })
+                .await
+        }
+
+        async fn get_container_events(
+            &self,
+            request: Request<cri::GetEventsRequest>,
+        ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+            self.shared.unimplemented("GetContainerEvents", request).await
+        }
+    }
+    unimplemented {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
+        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
+        exec(ExecRequest) -> ExecResponse = "Exec";
+        attach(AttachRequest) -> AttachResponse = "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}
