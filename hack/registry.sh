@@ -77,11 +77,17 @@ answering() {
 
 # foreign_listener_check PID : die if something other than PID listens on PORT.
 foreign_listener_check() {
-    local mine=${1:-} p
+    local mine=${1:-} p cmd hint
     for p in $(listening_pids "$PORT"); do
-        if [[ $p != "$mine" ]]; then
-            die "port $PORT is taken by a process that is not ours: pid $p ($(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || echo '?')). Stop it (e.g. 'systemctl stop docker-registry' for Debian's service) and retry."
+        [[ $p == "$mine" ]] && continue
+        cmd=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null || echo '?')
+        if [[ $cmd =~ docker-registry\ serve\ (.*)/registry(-auth)?/config\.yml ]]; then
+            # Another BERTH_TEST_DIR's instance of this very script.
+            hint="it belongs to BERTH_TEST_DIR=${BASH_REMATCH[1]}; stop it with: BERTH_TEST_DIR=${BASH_REMATCH[1]} $0 stop$SUFFIX"
+        else
+            hint="stop it (for Debian's own service: systemctl stop docker-registry) and retry"
         fi
+        die "port $PORT is taken by a process that is not ours: pid $p ($cmd); $hint"
     done
 }
 
@@ -138,6 +144,24 @@ EOF
     fi
 }
 
+# proc_running PID : alive and not a zombie (our own exited-but-unreaped
+# child still passes kill -0).
+proc_running() {
+    local state
+    state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z ]]
+}
+
+close_inherited_fds() {
+    local fd
+    for fd in /proc/"$BASHPID"/fd/*; do
+        fd=${fd##*/}
+        if ((fd > 2)); then
+            exec {fd}>&-
+        fi
+    done
+}
+
 do_start() {
     local pid deadline
     need_cmd curl ss "$REGISTRY_BIN"
@@ -160,19 +184,27 @@ do_start() {
 
     write_config
     printf '\n==== %s starting registry (%s) ====\n' "$(date -u +%FT%TZ)" "$INSTANCE" >>"$LOGFILE"
-    # setsid: detach from the caller's process group/terminal so the registry
-    # outlives the calling shell and isn't hit by its Ctrl-C. As the child of a
-    # non-interactive shell, setsid isn't a group leader and so execs in
-    # place: $! is the registry's own pid.
-    setsid "$REGISTRY_BIN" serve "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null &
+    # Where this start's log output begins, to show only that on failure.
+    local log_from
+    log_from=$(($(stat -c %s "$LOGFILE") + 1))
+    # The subshell execs (so $! is the registry's own pid) after closing every
+    # inherited fd above 2: a long-lived registry holding e.g. the caller's
+    # flock'd lock file would deadlock the caller's next run. setsid detaches
+    # it from the caller's process group/terminal so it outlives the calling
+    # shell and isn't hit by its Ctrl-C; not being a group leader, setsid
+    # execs in place rather than forking.
+    (
+        close_inherited_fds
+        exec setsid "$REGISTRY_BIN" serve "$CONFIG" >>"$LOGFILE" 2>&1 </dev/null
+    ) &
     pid=$!
     echo "$pid" >"$PIDFILE"
 
     deadline=$((SECONDS + START_TIMEOUT))
     while ! answering; do
-        if ! pid_alive "$pid" || ((SECONDS >= deadline)); then
-            warn "registry ($INSTANCE) did not come up on $URL within ${START_TIMEOUT}s; log follows:"
-            tail -n 50 "$LOGFILE" >&2 || true
+        if ! proc_running "$pid" || ((SECONDS >= deadline)); then
+            warn "registry ($INSTANCE) did not come up on $URL (it exited, or ${START_TIMEOUT}s passed); its log:"
+            tail -c "+$log_from" "$LOGFILE" | tail -n 50 >&2 || true
             if pid_alive "$pid"; then kill "$pid" 2>/dev/null || true; fi
             rm -f "$PIDFILE"
             die "registry ($INSTANCE) failed to start"

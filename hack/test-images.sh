@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build Berth's test images offline and push them to the local registry.
 #
-#   hack/test-images.sh [--force] [--no-push]
+#   hack/test-images.sh [--force] [--no-push] [--with-auth]
 #
 # Images are built from the busybox-static package's /bin/busybox and the C
 # programs in hack/images/ into one OCI layout
@@ -10,7 +10,8 @@
 # 127.0.0.1:5000/berth-test/* (see hack/images/README.md).
 #
 # Reproducible: the same inputs give byte-identical blobs and therefore the
-# same digests on every machine and every run. All timestamps are fixed
+# same digests on every run and on every machine with the same Debian
+# package versions (they are part of the input hash). All timestamps are fixed
 # (file mtimes, config "created", history), tars are sorted with numeric
 # owners and no atime/ctime, compressors are run with fixed settings, and
 # skopeo pushes with --preserve-digests. Re-runs are quick: the build is
@@ -19,12 +20,16 @@
 #
 #   --force     rebuild and re-push even if nothing changed
 #   --no-push   build the layout only (no registry needed)
+#   --with-auth also push every image to the htpasswd-protected instance
+#               on 127.0.0.1:5001 (user berth, password berth-secret)
 set -euo pipefail
 
 # shellcheck source=hack/lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REGISTRY=127.0.0.1:5000
+AUTH_REGISTRY=127.0.0.1:5001
+AUTH_CREDS=berth:berth-secret
 REPO=berth-test
 IMG_DIR=$BERTH_TEST_DIR/images
 LAYOUT=$IMG_DIR/oci
@@ -59,10 +64,12 @@ PATH_ENV=PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 FORCE=0
 PUSH=1
+WITH_AUTH=0
 for arg in "$@"; do
     case $arg in
     --force) FORCE=1 ;;
     --no-push) PUSH=0 ;;
+    --with-auth) WITH_AUTH=1 ;;
     -h | --help)
         sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
         exit 0
@@ -373,36 +380,38 @@ layout_complete() {
 # Push and report
 # ---------------------------------------------------------------------------
 
-# remote_digest REF MEDIATYPE : digest the registry serves for REF, or "".
+# remote_digest HOST REF MEDIATYPE [CREDS] : digest HOST serves for REF, or "".
 remote_digest() {
-    local repo=${1%:*} tag=${1##*:}
-    curl -fsS -I --max-time 10 -H "Accept: $2" \
-        "http://$REGISTRY/v2/$REPO/$repo/manifests/$tag" 2>/dev/null |
+    local host=$1 repo=${2%:*} tag=${2##*:} mt=$3 auth=()
+    [[ -n ${4:-} ]] && auth=(-u "$4")
+    curl -fsS -I --max-time 10 "${auth[@]}" -H "Accept: $mt" \
+        "http://$host/v2/$REPO/$repo/manifests/$tag" 2>/dev/null |
         tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
 }
 
+# push_all HOST [CREDS] : push every image to HOST unless already there.
 push_all() {
-    "$BERTH_HACK_DIR/registry.sh" start
-    local t desc mt dig ref got all
+    local host=$1 creds=${2:-} t desc mt dig ref got opts
     for t in "${PUSH_ORDER[@]}"; do
         ref=${PUSH_REF[$t]}
         desc=$(tag_descriptor "$t")
         mt=$(jq -r .mediaType <<<"$desc")
         dig=$(jq -r .digest <<<"$desc")
-        if ((!FORCE)) && [[ $(remote_digest "$ref" "$mt") == "$dig" ]]; then
-            log "$REGISTRY/$REPO/$ref is up to date"
+        if ((!FORCE)) && [[ $(remote_digest "$host" "$ref" "$mt" "$creds") == "$dig" ]]; then
+            log "$host/$REPO/$ref is up to date"
             continue
         fi
-        log "pushing $REGISTRY/$REPO/$ref"
-        all=()
-        [[ $mt == "$MT_INDEX" ]] && all=(--all)
+        log "pushing $host/$REPO/$ref"
+        opts=()
+        [[ $mt == "$MT_INDEX" ]] && opts+=(--all)
+        [[ -n $creds ]] && opts+=(--dest-creds "$creds")
         # Straight from the OCI layout with --preserve-digests: blobs and
         # manifests go up byte-for-byte (skopeo fails rather than
         # recompressing or converting).
-        skopeo copy -q "${all[@]}" --preserve-digests --dest-tls-verify=false \
-            "oci:$L:$t" "docker://$REGISTRY/$REPO/$ref"
-        got=$(remote_digest "$ref" "$mt")
-        [[ $got == "$dig" ]] || die "$ref: registry serves digest '$got', layout has $dig"
+        skopeo copy -q "${opts[@]}" --preserve-digests --dest-tls-verify=false \
+            "oci:$L:$t" "docker://$host/$REPO/$ref"
+        got=$(remote_digest "$host" "$ref" "$mt" "$creds")
+        [[ $got == "$dig" ]] || die "$host/$REPO/$ref: registry serves digest '$got', layout has $dig"
     done
 }
 
@@ -438,7 +447,7 @@ report() {
         if [[ $(jq -r .mediaType <<<"$desc") == "$MT_INDEX" ]]; then
             while read -r sub; do
                 printf '  %-40s %s\n' "${sub%% *}" "${sub#* }"
-                echo "$ref@${sub%% *} ${sub#* }" >>"$DIGESTS.tmp"
+                echo "$ref#${sub%% *} ${sub#* }" >>"$DIGESTS.tmp"
             done < <(jq -r '.manifests[] | "\(.platform.os)/\(.platform.architecture) \(.digest)"' "$(blob_path "$dig")")
         fi
     done
@@ -467,6 +476,13 @@ else
 fi
 
 if ((PUSH)); then
-    push_all
+    # 9>&-: the registry must not inherit our lock (registry.sh also closes
+    # stray fds; this is belt and braces).
+    "$BERTH_HACK_DIR/registry.sh" start 9>&-
+    push_all "$REGISTRY"
+    if ((WITH_AUTH)); then
+        "$BERTH_HACK_DIR/registry.sh" start-auth 9>&-
+        push_all "$AUTH_REGISTRY" "$AUTH_CREDS"
+    fi
 fi
 report

@@ -1,1 +1,13 @@
-//! e2e
+//! End-to-end test rig: a real berthd on a private root, state dir, socket and CNI config, CRI clients
+//! for it, and a leak check that every test runs after stopping it.
+//!
+//! Every test does `let berthd = Berthd::start("name")?; ... berthd.finish();` — `finish` stops berthd
+//! with SIGTERM, asserts a clean exit, and asserts nothing is left behind (mounts, network namespaces,
+//! cgroups, processes, CNI IP reservations).
+
+mod berthd;
+mod http;
+pub mod leaks;
+
+pub use berthd::{Berthd, Options, berthd_binary, wait_timeout};
+pub use http::http_get;

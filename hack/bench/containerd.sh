@@ -18,6 +18,8 @@
 #   BERTH_BENCH_SANDBOX_IMAGE    default 127.0.0.1:5000/berth-test/pause:3.9
 #   BERTH_BENCH_REGISTRY         plain-HTTP registry host:port (default 127.0.0.1:5000)
 #   BERTH_BENCH_LOG_LEVEL        containerd log level (default warn)
+#   BERTH_BENCH_RESTRICT_OOM     true/false: CRI restrict_oom_score_adj (default: true
+#                                only when we lack CAP_SYS_RESOURCE, see below)
 #   BERTH_BENCH_BIN              berth-bench binary used as readiness probe
 #   CONTAINERD_BIN               default: containerd from PATH
 set -euo pipefail
@@ -39,6 +41,23 @@ CONFIG=$CTRD_DIR/config.toml
 PIDFILE=$CTRD_DIR/containerd.pid
 LOG=$CTRD_DIR/containerd.log
 CERTS_D=$CTRD_DIR/certs.d
+
+# Without CAP_SYS_RESOURCE (some sandboxed/VM hosts) nobody may lower an
+# oom_score_adj, and runc fails every pod sandbox (CRI asks -998 for pause) with
+# "can't get final child's PID from pipe: EOF". restrict_oom_score_adj clamps
+# the requested values to containerd's own (never lower).
+has_cap_sys_resource() {
+  local eff
+  eff=$(awk '/^CapEff:/ { print $2 }' /proc/self/status)
+  (( (16#$eff >> 24) & 1 ))
+}
+if [[ -n ${BERTH_BENCH_RESTRICT_OOM:-} ]]; then
+  RESTRICT_OOM=$BERTH_BENCH_RESTRICT_OOM
+elif has_cap_sys_resource; then
+  RESTRICT_OOM=false
+else
+  RESTRICT_OOM=true
+fi
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
@@ -137,6 +156,7 @@ oom_score = 0
     # Pod network namespaces under our state dir, not /var/run/netns.
     netns_mounts_under_state_dir = true
     disable_hugetlb_controller = true
+    restrict_oom_score_adj = $RESTRICT_OOM
     tolerate_missing_hugetlb_controller = true
 
     [plugins."io.containerd.grpc.v1.cri".cni]
@@ -273,6 +293,12 @@ cmd_stop() {
   done
   umount_private
   rm -f "$SOCK" "$SOCK.ttrpc"
+  # CRI pods without a cgroup_parent land in /k8s.io/<id>; runc removes the
+  # <id> dirs, drop the parent too if it is now empty (rmdir fails otherwise).
+  local c
+  for c in /sys/fs/cgroup/*/k8s.io /sys/fs/cgroup/k8s.io; do
+    if [[ -d $c ]]; then rmdir "$c" 2>/dev/null || true; fi
+  done
 }
 
 cmd_status() {

@@ -75,15 +75,25 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         "berthd ready"
     );
 
-    // The server stops accepting at the signal and returns once in-flight calls are done; a stream
-    // that never ends (an events watcher) must not keep berthd alive forever.
-    let grace = async {
+    // At the signal the server stops accepting. berthd then waits for the RPCs in flight, not for
+    // client connections to go away (kubelet keeps its connection open forever), and gives up on
+    // stragglers after a grace period.
+    let drained = async {
         stopping(stop_rx.clone()).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+        let in_flight = service.in_flight();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "waiting for in-flight calls");
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, service.wait_idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, in_flight = service.in_flight(), "calls still running after the grace period; exiting anyway");
+        }
     };
     tokio::select! {
         result = server => result.context("serving CRI")?,
-        () = grace => tracing::warn!(grace = ?SHUTDOWN_GRACE, "in-flight calls still running after the grace period; exiting"),
+        () = drained => {}
     }
     if let Some(task) = metrics_task {
         let _ = task.await;

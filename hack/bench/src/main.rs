@@ -37,6 +37,11 @@ use crate::workloads::{WorkloadKind, WorkloadOpts};
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
+    /// Threads of the driver's own async runtime. 1 (default) runs every
+    /// client task on one thread, which gives the lowest and most stable
+    /// per-call latency; raise it when high --concurrency saturates the client.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    client_threads: u16,
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -135,9 +140,9 @@ struct StartupArgs {
     /// Idle time after readiness before RSS is measured, in ms.
     #[arg(long, default_value_t = 1000)]
     settle_ms: u64,
-    /// Interval between readiness probes, in ms.
-    #[arg(long, default_value_t = 2)]
-    poll_ms: u64,
+    /// Interval between readiness probes, in µs (bounds the resolution).
+    #[arg(long, default_value_t = 1000)]
+    poll_us: u64,
     /// Give up if not ready after this many seconds.
     #[arg(long, default_value_t = 60.0)]
     ready_timeout: f64,
@@ -294,7 +299,7 @@ async fn cmd_startup(a: StartupArgs) -> Result<bool> {
         repeat: a.repeat,
         fresh_dirs: a.fresh_dirs.clone(),
         settle: Duration::from_millis(a.settle_ms),
-        poll: Duration::from_millis(a.poll_ms),
+        poll: Duration::from_micros(a.poll_us),
         ready_timeout: secs(a.ready_timeout, "--ready-timeout")?,
         stop_grace: secs(a.stop_grace, "--stop-grace")?,
         log_file: a.log_file.clone(),
@@ -376,10 +381,14 @@ fn cmd_workloads() -> Result<bool> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = if cli.client_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cli.client_threads as usize);
+        b
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth-bench: cannot start tokio runtime: {e}");

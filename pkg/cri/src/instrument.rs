@@ -23,6 +23,7 @@ impl Shared {
         F: FnOnce(Req) -> Fut,
         Fut: Future<Output = Result<Resp, CriError>>,
     {
+        let _inflight = self.inflight.enter();
         let request = request.into_inner();
         let span = tracing::info_span!(
             "cri",

@@ -7,6 +7,7 @@
 mod error;
 mod ids;
 mod image_service;
+mod inflight;
 mod instrument;
 mod runtime_service;
 mod status;
@@ -36,6 +37,7 @@ pub struct Dependencies {
 /// State shared by both services.
 pub(crate) struct Shared {
     pub(crate) deps: Dependencies,
+    pub(crate) inflight: inflight::InFlight,
 }
 
 /// Both CRI services over one shared state.
@@ -59,8 +61,21 @@ pub struct ImageApi {
 impl CriService {
     pub fn new(deps: Dependencies) -> CriService {
         CriService {
-            shared: Arc::new(Shared { deps }),
+            shared: Arc::new(Shared {
+                deps,
+                inflight: inflight::InFlight::default(),
+            }),
         }
+    }
+
+    /// Resolves once no RPC is being handled; shutdown waits for this after it stops accepting.
+    pub async fn wait_idle(&self) {
+        self.shared.inflight.idle().await
+    }
+
+    /// RPCs being handled right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.inflight.count()
     }
 
     /// The RuntimeService, with message size limits from the configuration.

@@ -19,7 +19,7 @@ impl std::str::FromStr for Cidr {
     type Err = NetworkError;
     fn from_str(s: &str) -> Result<Cidr, NetworkError> {
         let invalid = |reason: &str| NetworkError::InvalidCidr {
-            value: s.to_string(),
+            value: excerpt(s),
             reason: reason.to_string(),
         };
         let (addr, len) = s
@@ -45,6 +45,16 @@ impl fmt::Display for Cidr {
     }
 }
 
+/// Input echoed in an error is cut short: error messages travel in gRPC headers, and a request may be
+/// megabytes long.
+fn excerpt(value: &str) -> String {
+    const MAX: usize = 64;
+    match value.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &value[..cut], value.len()),
+        None => value.to_string(),
+    }
+}
+
 /// The node's pod CIDRs: one per IP family at most (kubelet sends `a,b` for dual stack).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PodCidrs(pub Vec<Cidr>);
@@ -61,7 +71,7 @@ impl PodCidrs {
         let v4 = cidrs.iter().filter(|c| c.address.is_ipv4()).count();
         if v4 > 1 || cidrs.len() - v4 > 1 {
             return Err(NetworkError::InvalidCidr {
-                value: value.to_string(),
+                value: excerpt(value),
                 reason: "at most one CIDR per IP family".to_string(),
             });
         }
@@ -159,6 +169,13 @@ mod tests {
         ] {
             assert!(PodCidrs::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn huge_input_is_not_echoed_whole() {
+        let huge = "x".repeat(1 << 20);
+        let message = PodCidrs::parse(&huge).unwrap_err().to_string();
+        assert!(message.len() < 200, "{}", message.len());
     }
 
     #[test]
