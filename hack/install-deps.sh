@@ -31,6 +31,8 @@ PACKAGES=(
     curl ca-certificates
     # Linter for these scripts.
     shellcheck
+    # make drives the README commands.
+    make
 )
 
 missing_packages() {

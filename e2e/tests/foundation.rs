@@ -516,3 +516,22 @@ fn config_default_and_version_commands() {
         "documented"
     );
 }
+
+#[test]
+fn helm_chart_config_dropin_is_valid_berth_config() {
+    let chart_config = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/berth/files/config.toml"
+    );
+    let out = std::process::Command::new(berth_e2e::berthd_binary().unwrap())
+        .args(["--config", chart_config, "config", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(shown.contains("driver = \"systemd\""), "{shown}");
+}

@@ -261,7 +261,13 @@ cmd_start() {
 cmd_stop() {
   local pid
   if pid=$(our_pid); then
-    # Kill our containers' tasks first so their shims exit cleanly.
+    # Remove CRI pods through the CRI first, so CNI teardown (IPAM leases,
+    # portmap/masquerade iptables rules) runs; then kill any task left (e.g.
+    # from ctr) so the shims exit cleanly.
+    local bin
+    if [[ -S $SOCK ]] && bin=$(find_bench_bin); then
+      timeout 120 "$bin" cleanup --endpoint "unix://$SOCK" 2>&1 | grep -v ' 0 container(s) and 0 pod' >&2 || true
+    fi
     if [[ -S $SOCK ]]; then
       local ns t
       for ns in $(timeout 5 ctr --address "$SOCK" namespaces ls -q 2>/dev/null || true); do

@@ -90,6 +90,9 @@ stop_berthd() {
   local pid i
   pid=$(<"$BERTH_PIDFILE")
   if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--listen unix://$BERTH_SOCK"; then
+    # Pods/containers left by a workload go through the CRI (network teardown).
+    timeout 120 "$BENCH_BIN" cleanup --endpoint "unix://$BERTH_SOCK" 2>&1 |
+      grep -v ' 0 container(s) and 0 pod' >&2 || true
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < 150; i++)); do
       kill -0 "$pid" 2>/dev/null || break
@@ -195,7 +198,7 @@ if has_runtime berth; then
     { tail -n 20 "$BERTH_DIR/berthd.log" >&2; die "berthd did not come up (log: $BERTH_DIR/berthd.log)"; }
   log "berth: ${WORKLOADS[*]} x$ITER (pid $(<"$BERTH_PIDFILE"))"
   "$BENCH_BIN" --endpoint "unix://$BERTH_SOCK" --label berth "${BENCH_ARGS[@]}" \
-    --pid "$(<"$BERTH_PIDFILE")" --with-children --process-name berth-monitor \
+    --pid "$(<"$BERTH_PIDFILE")" --with-children --process-name berth-monitor --match-cmdline "$BERTH_DIR/" \
     --json-file "$OUT/berth.json" "${WORKLOADS[@]}" >"$OUT/berth.txt" || status=$?
   stop_berthd
 fi
@@ -210,6 +213,7 @@ if has_runtime containerd; then
   log "containerd: ${WORKLOADS[*]} x$ITER (pid $BERTH_BENCH_CONTAINERD_PID)"
   "$BENCH_BIN" --endpoint "$BERTH_BENCH_CONTAINERD_ENDPOINT" --label containerd "${BENCH_ARGS[@]}" \
     --pid "$BERTH_BENCH_CONTAINERD_PID" --with-children --process-name containerd-shim-runc-v2 \
+    --match-cmdline "${BERTH_BENCH_CONTAINERD_ENDPOINT#unix://}" \
     --json-file "$OUT/containerd.json" "${WORKLOADS[@]}" >"$OUT/containerd.txt" || status=$?
   "$HERE/containerd.sh" stop
 fi

@@ -58,6 +58,9 @@ enum Cmd {
     Compare(CompareArgs),
     /// Wait until an endpoint answers Version (readiness probe for scripts).
     Wait(WaitArgs),
+    /// Stop and remove every container and pod sandbox of a runtime through
+    /// the CRI (so network teardown runs). Only for bench-private runtimes!
+    Cleanup(CleanupArgs),
     /// List the available workloads.
     Workloads,
 }
@@ -71,6 +74,10 @@ struct RssArgs {
     /// names longer than 15 bytes match the kernel's truncated comm).
     #[arg(long = "process-name", value_name = "NAME")]
     process_names: Vec<String>,
+    /// Only count --process-name matches whose command line contains this
+    /// string (e.g. the daemon's socket path).
+    #[arg(long, value_name = "SUBSTR")]
+    match_cmdline: Option<String>,
     /// Include all descendants of the selected processes.
     #[arg(long)]
     with_children: bool,
@@ -81,6 +88,7 @@ impl RssArgs {
         Selector {
             pids: self.pids.clone(),
             names: self.process_names.clone(),
+            cmdline_filter: self.match_cmdline.clone(),
             with_children: self.with_children,
         }
     }
@@ -192,6 +200,15 @@ struct WaitArgs {
     timeout: f64,
 }
 
+#[derive(Args, Debug)]
+struct CleanupArgs {
+    #[arg(long)]
+    endpoint: String,
+    /// Per-call timeout in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    call_timeout: f64,
+}
+
 fn secs(v: f64, what: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(v).with_context(|| format!("invalid {what}: {v}"))
 }
@@ -279,6 +296,7 @@ async fn cmd_run(a: RunArgs) -> Result<bool> {
         rss_selection: measure.then(|| RssSelection {
             pids: a.rss.pids.clone(),
             process_names: a.rss.process_names.clone(),
+            match_cmdline: a.rss.match_cmdline.clone(),
             with_children: a.rss.with_children,
         }),
         rss_before,
@@ -366,6 +384,87 @@ async fn cmd_wait(a: WaitArgs) -> Result<bool> {
     Ok(true)
 }
 
+async fn cmd_cleanup(a: CleanupArgs) -> Result<bool> {
+    use k8s_cri::v1::{
+        ListContainersRequest, ListPodSandboxRequest, RemoveContainerRequest,
+        RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
+    };
+    let timeout = secs(a.call_timeout, "--call-timeout")?;
+    let channel = client::connect(&a.endpoint, timeout).await?;
+    let mut c = Clients::new(channel);
+    let unimplemented = |s: &tonic::Status| s.code() == tonic::Code::Unimplemented;
+    let mut ok = true;
+    let (mut containers, mut pods) = (0, 0);
+    match c
+        .runtime
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+    {
+        Ok(r) => {
+            for ctr in r.into_inner().containers {
+                let id = ctr.id;
+                let stop = c
+                    .runtime
+                    .stop_container(StopContainerRequest {
+                        container_id: id.clone(),
+                        timeout: 0,
+                    })
+                    .await;
+                let rm = c
+                    .runtime
+                    .remove_container(RemoveContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await;
+                if let Err(e) = stop.and(rm) {
+                    eprintln!("cleanup: container {id}: {e}");
+                    ok = false;
+                } else {
+                    containers += 1;
+                }
+            }
+        }
+        Err(e) if unimplemented(&e) => {}
+        Err(e) => bail!("ListContainers: {e}"),
+    }
+    match c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+    {
+        Ok(r) => {
+            for pod in r.into_inner().items {
+                let id = pod.id;
+                let stop = c
+                    .runtime
+                    .stop_pod_sandbox(StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                let rm = c
+                    .runtime
+                    .remove_pod_sandbox(RemovePodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                if let Err(e) = stop.and(rm) {
+                    eprintln!("cleanup: pod sandbox {id}: {e}");
+                    ok = false;
+                } else {
+                    pods += 1;
+                }
+            }
+        }
+        Err(e) if unimplemented(&e) => {}
+        Err(e) => bail!("ListPodSandbox: {e}"),
+    }
+    eprintln!(
+        "cleanup: removed {containers} container(s) and {pods} pod sandbox(es) from {}",
+        a.endpoint
+    );
+    Ok(ok)
+}
+
 fn cmd_workloads() -> Result<bool> {
     for k in WorkloadKind::all() {
         let w = k.build(&WorkloadOpts::default());
@@ -402,6 +501,7 @@ fn main() -> std::process::ExitCode {
             Some(Cmd::Startup(a)) => cmd_startup(a).await,
             Some(Cmd::Compare(a)) => cmd_compare(a),
             Some(Cmd::Wait(a)) => cmd_wait(a).await,
+            Some(Cmd::Cleanup(a)) => cmd_cleanup(a).await,
             Some(Cmd::Workloads) => cmd_workloads(),
         }
     });

@@ -83,6 +83,8 @@ pub struct RuntimeInfo {
 pub struct RssSelection {
     pub pids: Vec<u32>,
     pub process_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_cmdline: Option<String>,
     pub with_children: bool,
 }
 
@@ -250,8 +252,8 @@ pub fn render_bench(r: &BenchReport) -> String {
     if let Some(sel) = &r.rss_selection {
         let _ = writeln!(
             out,
-            "\nRSS selection: pids {:?}, names {:?}, with children: {}",
-            sel.pids, sel.process_names, sel.with_children
+            "\nRSS selection: pids {:?}, names {:?} (cmdline filter {:?}), with children: {}",
+            sel.pids, sel.process_names, sel.match_cmdline, sel.with_children
         );
     }
     if let Some(b) = &r.rss_before {

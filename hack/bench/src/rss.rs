@@ -20,6 +20,10 @@ use serde::{Deserialize, Serialize};
 pub struct Selector {
     pub pids: Vec<u32>,
     pub names: Vec<String>,
+    /// Only count `names` matches whose command line contains this string
+    /// (e.g. the daemon's socket path), so that the same helper binary of
+    /// another daemon on the machine is not counted.
+    pub cmdline_filter: Option<String>,
     pub with_children: bool,
 }
 
@@ -111,6 +115,13 @@ fn read_comm(proc_root: &Path, pid: u32) -> Option<String> {
         .map(|s| s.trim_end_matches('\n').to_string())
 }
 
+/// Command line with NUL separators turned into spaces.
+fn read_cmdline(proc_root: &Path, pid: u32) -> Option<String> {
+    fs::read(proc_root.join(pid.to_string()).join("cmdline"))
+        .ok()
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+}
+
 fn read_status(proc_root: &Path, pid: u32) -> Option<StatusInfo> {
     fs::read_to_string(proc_root.join(pid.to_string()).join("status"))
         .ok()
@@ -129,7 +140,11 @@ fn resolve_in(proc_root: &Path, sel: &Selector) -> BTreeSet<u32> {
     if !sel.names.is_empty() {
         for &pid in &pids {
             let matched = read_comm(proc_root, pid)
-                .is_some_and(|comm| sel.names.iter().any(|n| comm_matches(&comm, n)));
+                .is_some_and(|comm| sel.names.iter().any(|n| comm_matches(&comm, n)))
+                && sel
+                    .cmdline_filter
+                    .as_deref()
+                    .is_none_or(|f| read_cmdline(proc_root, pid).is_some_and(|c| c.contains(f)));
             if matched {
                 set.insert(pid);
             }
@@ -230,10 +245,29 @@ mod tests {
     }
 
     #[test]
+    fn name_match_with_cmdline_filter() {
+        let me = std::process::id();
+        let comm = read_comm(Path::new("/proc"), me).unwrap();
+        let cmdline = read_cmdline(Path::new("/proc"), me).unwrap();
+        let argv0 = cmdline.split(' ').next().unwrap().to_string();
+        let sel = |filter: Option<String>| Selector {
+            pids: vec![],
+            names: vec![comm.clone()],
+            cmdline_filter: filter,
+            with_children: false,
+        };
+        assert!(resolve_in(Path::new("/proc"), &sel(None)).contains(&me));
+        assert!(resolve_in(Path::new("/proc"), &sel(Some(argv0))).contains(&me));
+        let none = sel(Some("no-such-arg-berth-bench-xyz".into()));
+        assert!(!resolve_in(Path::new("/proc"), &none).contains(&me));
+    }
+
+    #[test]
     fn samples_own_process() {
         let sel = Selector {
             pids: vec![std::process::id()],
             names: vec![],
+            cmdline_filter: None,
             with_children: true,
         };
         let s = sample(&sel);

@@ -1,0 +1,51 @@
+# Berth: the two commands that matter are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+CARGO ?= cargo
+# Tests run several berthd instances in parallel; two threads suit the 2-core CI machine.
+TEST_THREADS ?= 2
+
+.PHONY: run setup build test check unit e2e test-rig bench images fmt clippy clean-test
+
+## run: install dependencies and a default CNI network if none exists, build, and run berthd (as root)
+run: setup build
+	exec target/release/berthd
+
+setup:
+	hack/install-deps.sh
+	hack/install-cni-config.sh
+
+build:
+	$(CARGO) build --release --locked --bins
+
+## test: everything CI runs: format, lint, unit tests, then e2e tests against a real berthd
+test: test-rig check unit e2e
+
+test-rig:
+	hack/install-deps.sh
+	hack/test-images.sh
+
+check: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --locked --workspace --exclude berth-e2e -- --test-threads=$(TEST_THREADS)
+
+e2e:
+	$(CARGO) build --locked --bins
+	$(CARGO) test --locked -p berth-e2e -- --test-threads=$(TEST_THREADS)
+
+## bench: Berth and containerd side by side (hack/bench/README.md)
+bench:
+	hack/bench/run.sh
+
+images:
+	hack/test-images.sh
+
+clean-test:
+	hack/registry.sh stop || true
+	rm -rf /var/tmp/berth-e2e

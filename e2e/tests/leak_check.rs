@@ -1,0 +1,99 @@
+//! The leak check must catch each kind of leak, or every "nothing left behind" in other tests means
+//! nothing. Each case creates one real leak under a test dir, checks it is reported, then removes it.
+
+use std::path::Path;
+use std::process::Command;
+
+use berth_e2e::leaks;
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().expect("spawn");
+    assert!(status.success(), "{cmd:?}");
+}
+
+fn test_dir(name: &str) -> tempfile::TempDir {
+    std::fs::create_dir_all("/var/tmp/berth-e2e").unwrap();
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in("/var/tmp/berth-e2e")
+        .unwrap()
+}
+
+#[test]
+fn detects_a_mount_under_the_test_dir() {
+    let dir = test_dir("leak-mount-");
+    let target = dir.path().join("state/shm");
+    std::fs::create_dir_all(&target).unwrap();
+    run(Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&target));
+    let found = leaks::mounts_under(dir.path());
+    run(Command::new("umount").arg(&target));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains("state/shm"));
+    assert!(leaks::check(dir.path(), "e2enomatch").is_ok());
+}
+
+#[test]
+fn detects_a_process_working_in_the_test_dir() {
+    let dir = test_dir("leak-proc-");
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .current_dir(dir.path())
+        .spawn()
+        .unwrap();
+    let found = leaks::processes_using(dir.path());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        found.iter().any(|f| f.contains(&child.id().to_string())),
+        "{found:?}"
+    );
+    assert!(leaks::processes_using(dir.path()).is_empty());
+}
+
+#[test]
+fn detects_a_cgroup_named_after_the_test() {
+    let id = format!("e2eleak{}", std::process::id());
+    // This host is hybrid: a v1 controller hierarchy and the v2 mount are both walked.
+    let roots = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified"];
+    let mut made = Vec::new();
+    for root in roots {
+        if Path::new(root).is_dir() {
+            let cg = Path::new(root).join(format!("berth-{id}"));
+            std::fs::create_dir(&cg).unwrap();
+            made.push(cg);
+        }
+    }
+    assert!(!made.is_empty(), "no cgroup hierarchy to test with");
+    let found = leaks::cgroups_named(&id);
+    for cg in &made {
+        std::fs::remove_dir(cg).unwrap();
+    }
+    assert_eq!(found.len(), made.len(), "{found:?}");
+    assert!(leaks::cgroups_named(&id).is_empty());
+}
+
+#[test]
+fn detects_a_named_network_namespace() {
+    let id = format!("e2eleakns{}", std::process::id());
+    let name = format!("berth-{id}");
+    run(Command::new("ip").args(["netns", "add", &name]));
+    let found = leaks::netns_named(&id);
+    run(Command::new("ip").args(["netns", "delete", &name]));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(leaks::netns_named(&id).is_empty());
+}
+
+#[test]
+fn detects_a_cni_ip_reservation() {
+    let dir = test_dir("leak-ipam-");
+    let network = dir.path().join("cni/ipam/berth-e2e");
+    std::fs::create_dir_all(&network).unwrap();
+    std::fs::write(network.join("lock"), "").unwrap();
+    std::fs::write(network.join("last_reserved_ip.0"), "10.89.1.2").unwrap();
+    assert!(leaks::cni_reservations(&dir.path().join("cni/ipam")).is_empty());
+    std::fs::write(network.join("10.89.1.2"), "abcdef\neth0").unwrap();
+    let err = leaks::check(dir.path(), "e2enomatch").unwrap_err();
+    assert!(err.contains("10.89.1.2"), "{err}");
+}

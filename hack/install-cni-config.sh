@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs Berth's default CNI network (bridge berth0 on 10.88.0.0/16, host-local IPAM, masquerade,
+# portmap for hostPort) into the CNI conf dir, but only when that dir holds no network config at all:
+# a node's existing network setup is never touched. berthd itself never writes host network config.
+#   hack/install-cni-config.sh [CONF_DIR]   (default /etc/cni/net.d)
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+conf_dir=${1:-/etc/cni/net.d}
+mkdir -p "$conf_dir"
+shopt -s nullglob
+existing=("$conf_dir"/*.conflist "$conf_dir"/*.conf "$conf_dir"/*.json)
+if ((${#existing[@]} > 0)); then
+    log "CNI config already present in $conf_dir (${existing[*]##*/}); leaving it alone"
+    exit 0
+fi
+tmp=$(mktemp "$conf_dir/.10-berth.conflist.XXXXXX")
+cat >"$tmp" <<'JSON'
+{
+  "cniVersion": "1.0.0",
+  "name": "berth",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "berth0",
+      "isGateway": true,
+      "ipMasq": true,
+      "hairpinMode": true,
+      "ipam": {
+        "type": "host-local",
+        "routes": [{ "dst": "0.0.0.0/0" }],
+        "ranges": [[{ "subnet": "10.88.0.0/16" }]]
+      }
+    },
+    { "type": "portmap", "capabilities": { "portMappings": true } }
+  ]
+}
+JSON
+chmod 0644 "$tmp"
+# Rename into place so a watcher never sees a half-written file.
+mv "$tmp" "$conf_dir/10-berth.conflist"
+log "installed $conf_dir/10-berth.conflist"
