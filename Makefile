@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Tests run several berthd instances in parallel; two threads suit the 2-core CI machine.
 TEST_THREADS ?= 2
 
-.PHONY: run setup build test check unit e2e test-rig bench images fmt clippy clean-test
+.PHONY: run setup build test check unit e2e test-rig bench images fmt clippy shellcheck clean-test
 
 ## run: install dependencies and a default CNI network if none exists, build, and run berthd (as root)
 run: setup build
@@ -24,7 +24,10 @@ test-rig:
 	hack/install-deps.sh
 	hack/test-images.sh
 
-check: fmt clippy
+check: fmt clippy shellcheck
+
+shellcheck:
+	shellcheck -x hack/*.sh hack/bench/*.sh .ci/run
 
 fmt:
 	$(CARGO) fmt --all -- --check

@@ -123,9 +123,7 @@ async fn runtime_not_ready_when_the_default_handler_binary_is_missing() {
     berthd.finish();
 }
 
-#[tokio::test]
-async fn runtime_config_reports_the_configured_cgroup_driver() {
-    let berthd = Berthd::start("cgdefault").await.unwrap();
+async fn cgroup_driver(berthd: &Berthd) -> i32 {
     let r = berthd
         .runtime()
         .await
@@ -134,8 +132,14 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
         .await
         .unwrap()
         .into_inner();
+    r.linux.expect("linux runtime config").cgroup_driver
+}
+
+#[tokio::test]
+async fn runtime_config_reports_the_configured_cgroup_driver() {
+    let berthd = Berthd::start("cgdefault").await.unwrap();
     assert_eq!(
-        r.linux.unwrap().cgroup_driver,
+        cgroup_driver(&berthd).await,
         cri::CgroupDriver::Cgroupfs as i32
     );
     berthd.finish();
@@ -145,16 +149,8 @@ async fn runtime_config_reports_the_configured_cgroup_driver() {
         ..Options::default()
     };
     let berthd = Berthd::start_with("cgsystemd", options).await.unwrap();
-    let r = berthd
-        .runtime()
-        .await
-        .unwrap()
-        .runtime_config(cri::RuntimeConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(
-        r.linux.unwrap().cgroup_driver,
+        cgroup_driver(&berthd).await,
         cri::CgroupDriver::Systemd as i32
     );
     berthd.finish();

@@ -72,7 +72,7 @@ kill_ours_under() {
   for d in /proc/[0-9]*; do
     pid=${d#/proc/}
     [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
-    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
+    if { tr '\0' ' ' <"$d/cmdline"; } 2>/dev/null | grep -qF -- "$dir/"; then
       kill -TERM "$pid" 2>/dev/null || true
     fi
   done
@@ -89,7 +89,7 @@ stop_berthd() {
   [[ -f $BERTH_PIDFILE ]] || return 0
   local pid i
   pid=$(<"$BERTH_PIDFILE")
-  if [[ $pid =~ ^[0-9]+$ ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--listen unix://$BERTH_SOCK"; then
+  if [[ $pid =~ ^[0-9]+$ ]] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null | grep -qF -- "--listen unix://$BERTH_SOCK"; then
     # Pods/containers left by a workload go through the CRI (network teardown).
     timeout 120 "$BENCH_BIN" cleanup --endpoint "unix://$BERTH_SOCK" 2>&1 |
       grep -v ' 0 container(s) and 0 pod' >&2 || true
@@ -138,6 +138,10 @@ if has_runtime containerd; then command -v containerd >/dev/null || die "contain
 
 mkdir -p "$OUT"
 log "results in $OUT"
+LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
+if awk -v l="${LOAD_AT_START%% *}" -v n="$(nproc)" 'BEGIN { exit !(l > n / 2) }'; then
+  log "warning: load average $LOAD_AT_START on $(nproc) CPUs: other work is running, expect noisy figures"
+fi
 
 free_port() {
   local p=$1
@@ -181,6 +185,9 @@ fi
 
 # ---------------------------------------------------------------- workloads
 
+# Both daemons run side by side (idle when not benchmarked); the workloads
+# alternate berth, containerd, berth, ... so that background load on the
+# machine hits both sides alike.
 BENCH_ARGS=(-n "$ITER" --warmup "$WARMUP" -c "$CONC")
 status=0
 
@@ -191,47 +198,55 @@ if has_runtime berth; then
   mkdir -p "$BERTH_DIR/root" "$BERTH_DIR/state"
   rm -f "$BERTH_SOCK"
   berthd_argv "$BERTH_DIR/root" "$BERTH_DIR/state" "$BERTH_SOCK"
-  setsid "${BERTHD_ARGV[@]}" \
-    >>"$BERTH_DIR/berthd.log" 2>&1 </dev/null &
+  setsid "${BERTHD_ARGV[@]}" >>"$BERTH_DIR/berthd.log" 2>&1 </dev/null &
   echo $! >"$BERTH_PIDFILE"
   "$BENCH_BIN" wait --endpoint "unix://$BERTH_SOCK" --timeout 60 ||
     { tail -n 20 "$BERTH_DIR/berthd.log" >&2; die "berthd did not come up (log: $BERTH_DIR/berthd.log)"; }
-  log "berth: ${WORKLOADS[*]} x$ITER (pid $(<"$BERTH_PIDFILE"))"
-  "$BENCH_BIN" --endpoint "unix://$BERTH_SOCK" --label berth "${BENCH_ARGS[@]}" \
-    --pid "$(<"$BERTH_PIDFILE")" --with-children --process-name berth-monitor --match-cmdline "$BERTH_DIR/" \
-    --json-file "$OUT/berth.json" "${WORKLOADS[@]}" >"$OUT/berth.txt" || status=$?
-  stop_berthd
+  log "berthd pid $(<"$BERTH_PIDFILE") on unix://$BERTH_SOCK"
+  BERTH_RUN_ARGS=(--endpoint "unix://$BERTH_SOCK" --label berth --pid "$(<"$BERTH_PIDFILE")"
+    --with-children --process-name berth-monitor --match-cmdline "$BERTH_DIR/")
 fi
 
 if has_runtime containerd; then
   "$HERE/containerd.sh" stop >/dev/null 2>&1 || true
   # Fresh, empty store like berthd's.
-  ctrd_dir=$BENCH_DIR/containerd
-  rm -rf "$ctrd_dir/root" "$ctrd_dir/state"
+  rm -rf "$BENCH_DIR/containerd/root" "$BENCH_DIR/containerd/state"
   "$HERE/containerd.sh" start
   eval "$("$HERE/containerd.sh" env)"
-  log "containerd: ${WORKLOADS[*]} x$ITER (pid $BERTH_BENCH_CONTAINERD_PID)"
-  "$BENCH_BIN" --endpoint "$BERTH_BENCH_CONTAINERD_ENDPOINT" --label containerd "${BENCH_ARGS[@]}" \
-    --pid "$BERTH_BENCH_CONTAINERD_PID" --with-children --process-name containerd-shim-runc-v2 \
-    --match-cmdline "${BERTH_BENCH_CONTAINERD_ENDPOINT#unix://}" \
-    --json-file "$OUT/containerd.json" "${WORKLOADS[@]}" >"$OUT/containerd.txt" || status=$?
-  "$HERE/containerd.sh" stop
+  sock=${BERTH_BENCH_CONTAINERD_ENDPOINT#unix://}
+  CTRD_RUN_ARGS=(--endpoint "unix://$sock" --label containerd --pid "$BERTH_BENCH_CONTAINERD_PID"
+    --with-children --process-name containerd-shim-runc-v2 --match-cmdline "$sock")
 fi
+
+for w in "${WORKLOADS[@]}"; do
+  for r in "${RUNTIMES[@]}"; do
+    log "$r: $w x$ITER"
+    if [[ $r == berth ]]; then args=("${BERTH_RUN_ARGS[@]}"); else args=("${CTRD_RUN_ARGS[@]}"); fi
+    "$BENCH_BIN" "${args[@]}" "${BENCH_ARGS[@]}" --json-file "$OUT/$r-$w.json" "$w" \
+      >>"$OUT/$r.txt" || status=$?
+  done
+done
+
+has_runtime berth && stop_berthd
+has_runtime containerd && "$HERE/containerd.sh" stop
 
 # ---------------------------------------------------------------- report
 
 echo
-echo "berth-bench: ${WORKLOADS[*]}, $ITER iterations (+$WARMUP warm-up), concurrency $CONC, $(nproc) CPUs, kernel $(uname -r)"
+echo "berth-bench: ${WORKLOADS[*]}, $ITER iterations (+$WARMUP warm-up), concurrency $CONC;" \
+  "$(nproc) CPUs, kernel $(uname -r), load average at start $LOAD_AT_START"
 if has_runtime berth && has_runtime containerd; then
-  startup_args=()
+  cmp_args=()
+  for w in "${WORKLOADS[@]}"; do
+    cmp_args+=(--left "$OUT/berth-$w.json" --right "$OUT/containerd-$w.json")
+  done
   if ((STARTUP_RUNS > 0)); then
-    startup_args=(--left-startup "$OUT/berth-startup.json" --right-startup "$OUT/containerd-startup.json")
+    cmp_args+=(--left-startup "$OUT/berth-startup.json" --right-startup "$OUT/containerd-startup.json")
   fi
-  "$BENCH_BIN" compare --left "$OUT/berth.json" --right "$OUT/containerd.json" "${startup_args[@]}" |
-    tee "$OUT/compare.txt"
+  "$BENCH_BIN" compare "${cmp_args[@]}" | tee "$OUT/compare.txt"
 else
   for r in "${RUNTIMES[@]}"; do
-    [[ -f $OUT/$r-startup.txt ]] && cat "$OUT/$r-startup.txt"
+    if [[ -f $OUT/$r-startup.txt ]]; then cat "$OUT/$r-startup.txt"; fi
     cat "$OUT/$r.txt"
   done
 fi

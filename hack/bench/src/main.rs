@@ -178,11 +178,13 @@ struct StartupArgs {
 #[derive(Args, Debug)]
 struct CompareArgs {
     /// Workload report (`--json-file`) of the left runtime (usually Berth).
-    #[arg(long)]
-    left: PathBuf,
-    /// Workload report of the right runtime (usually containerd).
-    #[arg(long)]
-    right: PathBuf,
+    /// Repeatable: reports of separate runs (e.g. one per workload) are
+    /// merged in order.
+    #[arg(long, required = true)]
+    left: Vec<PathBuf>,
+    /// Workload report(s) of the right runtime (usually containerd).
+    #[arg(long, required = true)]
+    right: Vec<PathBuf>,
     /// Startup report of the left runtime.
     #[arg(long)]
     left_startup: Option<PathBuf>,
@@ -356,9 +358,18 @@ fn read_report<T: serde::de::DeserializeOwned>(p: &PathBuf) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))
 }
 
+/// Read one or more bench reports of the same runtime and merge them.
+fn read_merged(paths: &[PathBuf]) -> Result<BenchReport> {
+    let reports = paths
+        .iter()
+        .map(read_report)
+        .collect::<Result<Vec<BenchReport>>>()?;
+    report::merge(reports).context("no report given")
+}
+
 fn cmd_compare(a: CompareArgs) -> Result<bool> {
-    let left: BenchReport = read_report(&a.left)?;
-    let right: BenchReport = read_report(&a.right)?;
+    let left = read_merged(&a.left)?;
+    let right = read_merged(&a.right)?;
     let ls: Option<StartupReport> = a.left_startup.as_ref().map(read_report).transpose()?;
     let rs: Option<StartupReport> = a.right_startup.as_ref().map(read_report).transpose()?;
     print!(

@@ -144,6 +144,24 @@ pub struct StartupReport {
     pub median_idle_rss_kib: u64,
 }
 
+/// Merge reports of consecutive runs against the same runtime: identity
+/// from the first, RSS before from the first, RSS after from the last,
+/// workloads concatenated in order.
+pub fn merge(reports: Vec<BenchReport>) -> Option<BenchReport> {
+    let mut it = reports.into_iter();
+    let mut out = it.next()?;
+    for r in it {
+        if r.rss_after.is_some() {
+            out.rss_after = r.rss_after;
+        }
+        if out.rss_before.is_none() {
+            out.rss_before = r.rss_before;
+        }
+        out.workloads.extend(r.workloads);
+    }
+    Some(out)
+}
+
 // ---------------------------------------------------------------- rendering
 
 /// Render rows as a left-aligned first column and right-aligned others.
@@ -508,6 +526,27 @@ mod tests {
         assert!(s.contains("unsupported"), "{s}");
         assert!(s.contains("0.50x"), "{s}");
         assert!(s.contains("berth p50"), "{s}");
+    }
+
+    #[test]
+    fn merge_keeps_first_before_and_last_after() {
+        let rss = |kib| RssSample {
+            total_rss_kib: kib,
+            total_hwm_kib: kib,
+            processes: vec![],
+        };
+        let mut a = report("berth", vec![op("Version", 10.0, 1, 0)]);
+        a.rss_before = Some(rss(100));
+        a.rss_after = Some(rss(110));
+        let mut b = report("berth", vec![op("Status", 20.0, 1, 0)]);
+        b.workloads[0].name = "status".into();
+        b.rss_before = Some(rss(110));
+        b.rss_after = Some(rss(120));
+        let m = merge(vec![a, b]).unwrap();
+        assert_eq!(m.workloads.len(), 2);
+        assert_eq!(m.rss_before.unwrap().total_rss_kib, 100);
+        assert_eq!(m.rss_after.unwrap().total_rss_kib, 120);
+        assert!(merge(vec![]).is_none());
     }
 
     #[test]
