@@ -22,7 +22,7 @@ test: test-rig check unit e2e
 
 test-rig:
 	hack/install-deps.sh
-	hack/test-images.sh
+	hack/test-images.sh --with-auth
 
 check: fmt clippy shellcheck
 

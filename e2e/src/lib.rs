@@ -8,6 +8,8 @@
 mod berthd;
 mod http;
 pub mod leaks;
+pub mod oci_layout;
+pub mod registry;
 
 pub use berthd::{Berthd, Options, berthd_binary, wait_timeout};
 pub use http::http_get;

@@ -5,6 +5,12 @@
 #   hack/bench/run.sh                    # default workloads: version status list
 #   hack/bench/run.sh version            # just some workloads
 #   BERTH_BENCH_ITERATIONS=5000 hack/bench/run.sh list
+#   hack/bench/run.sh pull-cold:10:1 pull-warm:500 image-queries   # NAME[:ITERATIONS[:WARMUP]]
+#   hack/bench/run.sh images             # the image set: pull-cold:10:1 pull-warm:500:20 image-queries:2000:100
+#
+# Image workloads pull from the local test registry (hack/registry.sh start,
+# hack/test-images.sh); image-queries also needs hack/bench/many-images.sh,
+# which this script runs itself.
 #
 # Per runtime it measures
 #   * startup: exec -> first successful Version RPC, BERTH_BENCH_STARTUP_RUNS
@@ -45,8 +51,27 @@ BENCH_BIN=${BERTH_BENCH_BIN:-$TARGET/release/berth-bench}
 export BERTH_BENCH_BIN=$BENCH_BIN
 read -r -a BERTHD_EXTRA <<<"${BERTH_BENCH_BERTHD_ARGS:-}"
 
-WORKLOADS=("$@")
+WORKLOADS=()
+for w in "$@"; do
+  case $w in
+  images) WORKLOADS+=(pull-cold:10:1 pull-warm:500:20 image-queries:2000:100) ;;
+  *) WORKLOADS+=("$w") ;;
+  esac
+done
 ((${#WORKLOADS[@]})) || WORKLOADS=(version status list)
+# NAME[:ITERATIONS[:WARMUP]] -> globals W_NAME W_ITER W_WARMUP
+parse_workload() {
+  local spec=$1
+  W_NAME=${spec%%:*}
+  W_ITER=$ITER
+  W_WARMUP=$WARMUP
+  if [[ $spec == *:* ]]; then
+    spec=${spec#*:}
+    W_ITER=${spec%%:*}
+    [[ $spec == *:* ]] && W_WARMUP=${spec#*:}
+  fi
+  [[ $W_ITER =~ ^[0-9]+$ && $W_WARMUP =~ ^[0-9]+$ ]] || die "bad workload spec '$1' (NAME[:ITERATIONS[:WARMUP]])"
+}
 
 BERTH_DIR=$BENCH_DIR/berth
 BERTH_SOCK=$BERTH_DIR/berth.sock
@@ -188,7 +213,6 @@ fi
 # Both daemons run side by side (idle when not benchmarked); the workloads
 # alternate berth, containerd, berth, ... so that background load on the
 # machine hits both sides alike.
-BENCH_ARGS=(-n "$ITER" --warmup "$WARMUP" -c "$CONC")
 status=0
 
 if has_runtime berth; then
@@ -219,11 +243,13 @@ if has_runtime containerd; then
 fi
 
 for w in "${WORKLOADS[@]}"; do
+  parse_workload "$w"
+  if [[ $W_NAME == image-queries ]]; then "$HERE/many-images.sh" 200; fi
   for r in "${RUNTIMES[@]}"; do
-    log "$r: $w x$ITER"
+    log "$r: $W_NAME x$W_ITER (+$W_WARMUP warm-up)"
     if [[ $r == berth ]]; then args=("${BERTH_RUN_ARGS[@]}"); else args=("${CTRD_RUN_ARGS[@]}"); fi
-    "$BENCH_BIN" "${args[@]}" "${BENCH_ARGS[@]}" --json-file "$OUT/$r-$w.json" "$w" \
-      >>"$OUT/$r.txt" || status=$?
+    "$BENCH_BIN" "${args[@]}" -n "$W_ITER" --warmup "$W_WARMUP" -c "$CONC" \
+      --json-file "$OUT/$r-$W_NAME.json" "$W_NAME" >>"$OUT/$r.txt" || status=$?
   done
 done
 
@@ -238,7 +264,8 @@ echo "berth-bench: ${WORKLOADS[*]}, $ITER iterations (+$WARMUP warm-up), concurr
 if has_runtime berth && has_runtime containerd; then
   cmp_args=()
   for w in "${WORKLOADS[@]}"; do
-    cmp_args+=(--left "$OUT/berth-$w.json" --right "$OUT/containerd-$w.json")
+    parse_workload "$w"
+    cmp_args+=(--left "$OUT/berth-$W_NAME.json" --right "$OUT/containerd-$W_NAME.json")
   done
   if ((STARTUP_RUNS > 0)); then
     cmp_args+=(--left-startup "$OUT/berth-startup.json" --right-startup "$OUT/containerd-startup.json")

@@ -33,6 +33,17 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     }
     let metrics = Metrics::new(berth_cri::RUNTIME_VERSION)?;
     let pod_cidrs = PodCidrStore::open(&config.state);
+    let registry =
+        berth_registry::Client::new(config.registry.clone()).context("configuring registries")?;
+    let image_metrics = berth_image::ImageMetrics::register(metrics.registry())?;
+    let images = berth_image::ImageService::open(
+        &config.root,
+        config.image.clone(),
+        registry,
+        store.clone(),
+        image_metrics,
+    )
+    .context("opening the image store")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move |mut rx: watch::Receiver<bool>| async move {
@@ -60,6 +71,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         metrics,
         store,
         pod_cidrs,
+        images,
     });
     let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
     let server = tonic::transport::Server::builder()

@@ -128,6 +128,15 @@ struct RunArgs {
     /// Also write the JSON report to this file.
     #[arg(long, value_name = "PATH")]
     json_file: Option<PathBuf>,
+    /// Image for pull-cold and pull-warm.
+    #[arg(long, default_value_t = WorkloadOpts::default().image)]
+    image: String,
+    /// Repository of image-queries' images (`<repo>:img-<i>`, hack/bench/many-images.sh).
+    #[arg(long, default_value_t = WorkloadOpts::default().many_repo)]
+    many_repo: String,
+    /// How many images image-queries pulls before it measures.
+    #[arg(long, default_value_t = WorkloadOpts::default().many_count)]
+    many_count: usize,
 }
 
 #[derive(Args, Debug)]
@@ -274,7 +283,11 @@ async fn cmd_run(a: RunArgs) -> Result<bool> {
         concurrency: a.concurrency as usize,
         call_timeout: secs(a.call_timeout, "--call-timeout")?,
     };
-    let opts = WorkloadOpts::default();
+    let opts = WorkloadOpts {
+        image: a.image.clone(),
+        many_repo: a.many_repo.clone(),
+        many_count: a.many_count,
+    };
     let mut results = Vec::new();
     for kind in kinds {
         let workload = Arc::from(kind.build(&opts));

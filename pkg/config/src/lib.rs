@@ -13,8 +13,8 @@ mod model;
 pub use error::ConfigError;
 pub use load::{DEFAULT_CONFIG_PATH, Loaded, Overrides, load};
 pub use model::{
-    CgroupConfig, CgroupDriver, CniConfig, Config, GrpcConfig, LogConfig, LogFormat, LogLevel,
-    MetricsConfig, RuntimeConfig, RuntimeHandler,
+    CgroupConfig, CgroupDriver, CniConfig, Config, GrpcConfig, ImageConfig, LogConfig, LogFormat,
+    LogLevel, MetricsConfig, RegistryConfig, RegistryHost, RuntimeConfig, RuntimeHandler,
 };
 
 /// The full default configuration as documented TOML (what `berthd config default` prints).

@@ -25,6 +25,8 @@ pub struct Config {
     pub cgroup: CgroupConfig,
     pub runtime: RuntimeConfig,
     pub cni: CniConfig,
+    pub image: ImageConfig,
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
@@ -39,6 +41,8 @@ impl Default for Config {
             cgroup: CgroupConfig::default(),
             runtime: RuntimeConfig::default(),
             cni: CniConfig::default(),
+            image: ImageConfig::default(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -60,10 +64,26 @@ impl Config {
         self.runtime.handlers.get(name).map(|h| (name, h))
     }
 
-    /// The configuration as JSON, for `Status` verbose info.
+    /// The configuration as JSON, for `Status` verbose info. Registry secrets are redacted: any
+    /// CRI client can ask for this.
     pub fn to_json(&self) -> String {
         // Serializing plain data with string keys cannot fail; fall back to an empty object regardless.
-        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+        let Ok(mut value) = serde_json::to_value(self) else {
+            return "{}".to_string();
+        };
+        if let Some(hosts) = value
+            .pointer_mut("/registry/hosts")
+            .and_then(|h| h.as_object_mut())
+        {
+            for host in hosts.values_mut().filter_map(|h| h.as_object_mut()) {
+                for key in RegistryHost::SECRETS {
+                    if let Some(v) = host.get_mut(key).filter(|v| !v.is_null()) {
+                        *v = serde_json::Value::String(REDACTED.into());
+                    }
+                }
+            }
+        }
+        value.to_string()
     }
 }
 
@@ -266,5 +286,91 @@ impl Default for CniConfig {
             conf_dir: PathBuf::from("/etc/cni/net.d"),
             bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
         }
+    }
+}
+
+/// Image pulls and the image store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImageConfig {
+    /// Layers of one pull downloaded at the same time.
+    pub max_concurrent_downloads: usize,
+    /// A pull that receives no data for this many seconds fails.
+    pub pull_stall_timeout_secs: u64,
+    /// Images reported as pinned to kubelet, which then never garbage-collects them.
+    pub pinned: Vec<String>,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            max_concurrent_downloads: 3,
+            pull_stall_timeout_secs: 60,
+            pinned: Vec::new(),
+        }
+    }
+}
+
+/// Registries, keyed by host (`docker.io`, `registry.k8s.io`, `localhost:5000`), with `*` as the
+/// catch-all for hosts without an entry of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub hosts: BTreeMap<String, RegistryHost>,
+}
+
+impl RegistryConfig {
+    /// Key of the catch-all entry in [`RegistryConfig::hosts`].
+    pub const CATCH_ALL: &str = "*";
+
+    /// The settings for `host`: its own entry, else the catch-all, else none.
+    pub fn host(&self, host: &str) -> Option<&RegistryHost> {
+        self.hosts
+            .get(host)
+            .or_else(|| self.hosts.get(Self::CATCH_ALL))
+    }
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// How to reach one registry. Field names are the config file format.
+#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryHost {
+    /// Endpoints tried in order before the origin, e.g. `http://127.0.0.1:5000`. A mirror serves any
+    /// registry's repositories under the same path; the image keeps the name that was asked for.
+    pub mirrors: Vec<String>,
+    /// Allow plain HTTP and do not verify TLS certificates (origin and mirrors).
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) trusted for this host and its mirrors.
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// base64 `user:password`, as in docker's config.json.
+    pub auth: Option<String>,
+    pub identity_token: Option<String>,
+    /// Never fall back to the origin when every mirror fails (air-gapped nodes).
+    pub skip_origin: bool,
+}
+
+impl RegistryHost {
+    /// Fields never printed or reported.
+    const SECRETS: [&str; 3] = ["password", "auth", "identity_token"];
+}
+
+/// Secrets are redacted so that configs can be logged.
+impl std::fmt::Debug for RegistryHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| REDACTED);
+        f.debug_struct("RegistryHost")
+            .field("mirrors", &self.mirrors)
+            .field("insecure", &self.insecure)
+            .field("ca_file", &self.ca_file)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("auth", &redact(&self.auth))
+            .field("identity_token", &redact(&self.identity_token))
+            .field("skip_origin", &self.skip_origin)
+            .finish()
     }
 }

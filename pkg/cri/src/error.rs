@@ -1,6 +1,9 @@
 //! Every error that reaches a CRI caller is mapped to a gRPC status here, and only here.
 
+use berth_image::ImageError;
 use berth_network::NetworkError;
+use berth_registry::RegistryError;
+use berth_snapshot::SnapshotError;
 use berth_store::StoreError;
 use tonic::{Code, Status};
 
@@ -15,6 +18,10 @@ pub enum CriError {
     Network(#[from] NetworkError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl CriError {
@@ -25,6 +32,8 @@ impl CriError {
             CriError::Network(NetworkError::InvalidCidr { .. }) => Code::InvalidArgument,
             CriError::Network(NetworkError::Persist { .. }) => Code::Internal,
             CriError::Store(e) => store_code(e),
+            CriError::Image(e) => image_code(e),
+            CriError::Internal(_) => Code::Internal,
         }
     }
 }
@@ -35,6 +44,44 @@ fn store_code(e: &StoreError) -> Code {
         StoreError::AlreadyExists { .. } => Code::AlreadyExists,
         StoreError::Ambiguous { .. } | StoreError::InvalidId { .. } => Code::InvalidArgument,
         _ => Code::Internal,
+    }
+}
+
+fn image_code(e: &ImageError) -> Code {
+    match e {
+        ImageError::Registry(e) => registry_code(e),
+        ImageError::Snapshot(SnapshotError::UnsafePath { .. }) => Code::InvalidArgument,
+        ImageError::Snapshot(SnapshotError::DiffIdMismatch { .. }) => Code::DataLoss,
+        ImageError::Snapshot(_) => Code::Internal,
+        ImageError::Store(e) => store_code(e),
+        ImageError::Shared(inner) => image_code(inner),
+        ImageError::InvalidDigest(_)
+        | ImageError::UnsupportedLayer(_)
+        | ImageError::UnsupportedManifest(_)
+        | ImageError::InvalidImage { .. } => Code::InvalidArgument,
+        ImageError::DigestMismatch { .. }
+        | ImageError::SizeMismatch { .. }
+        | ImageError::Decompress(_) => Code::DataLoss,
+        ImageError::Stalled { .. } => Code::DeadlineExceeded,
+        ImageError::Io { .. } | ImageError::Internal(_) => Code::Internal,
+    }
+}
+
+fn registry_code(e: &RegistryError) -> Code {
+    match e {
+        RegistryError::InvalidReference { .. }
+        | RegistryError::InvalidDigest { .. }
+        | RegistryError::InvalidCredentials(_)
+        | RegistryError::UnsupportedMediaType { .. }
+        | RegistryError::InvalidManifest { .. }
+        | RegistryError::NoMatchingPlatform { .. } => Code::InvalidArgument,
+        RegistryError::NotFound { .. } | RegistryError::BlobNotFound { .. } => Code::NotFound,
+        RegistryError::Unauthorized { .. } => Code::Unauthenticated,
+        RegistryError::DigestMismatch { .. }
+        | RegistryError::SizeMismatch { .. }
+        | RegistryError::TooLarge { .. } => Code::DataLoss,
+        RegistryError::Http { .. } | RegistryError::Network { .. } => Code::Unavailable,
+        RegistryError::Tls { .. } | RegistryError::Config { .. } => Code::FailedPrecondition,
     }
 }
 

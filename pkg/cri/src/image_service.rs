@@ -1,31 +1,177 @@
-//! ImageService: UNIMPLEMENTED (instrumented, with the method's name) until the image capability lands.
+//! ImageService: translation between CRI and `berth-image`.
 
+use std::collections::HashMap;
+
+use berth_image::ImageView;
 use k8s_cri::v1 as cri;
 use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crate::ImageApi;
+use crate::error::CriError;
 
-macro_rules! image_service {
-    ($($name:ident($req:ident) -> $resp:ident = $method:literal;)*) => {
-        #[tonic::async_trait]
-        impl ImageService for ImageApi {
-            $(
-                async fn $name(
-                    &self,
-                    request: Request<cri::$req>,
-                ) -> Result<Response<cri::$resp>, Status> {
-                    self.shared.unimplemented($method, request).await
-                }
-            )*
-        }
-    };
+fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, CriError> {
+    match spec.map(|s| s.image.trim()) {
+        Some(name) if !name.is_empty() => Ok(name),
+        _ => Err(CriError::InvalidArgument(
+            "an image reference is required".into(),
+        )),
+    }
 }
 
-image_service! {
-    list_images(ListImagesRequest) -> ListImagesResponse = "ListImages";
-    image_status(ImageStatusRequest) -> ImageStatusResponse = "ImageStatus";
-    pull_image(PullImageRequest) -> PullImageResponse = "PullImage";
-    remove_image(RemoveImageRequest) -> RemoveImageResponse = "RemoveImage";
-    image_fs_info(ImageFsInfoRequest) -> ImageFsInfoResponse = "ImageFsInfo";
+fn to_cri(view: &ImageView) -> cri::Image {
+    let record = &view.record;
+    let (uid, username) = record.cri_user();
+    cri::Image {
+        id: record.id.clone(),
+        repo_tags: record.repo_tags.clone(),
+        repo_digests: record.repo_digests.clone(),
+        size: record.size,
+        uid: uid.map(|value| cri::Int64Value { value }),
+        username,
+        spec: Some(cri::ImageSpec {
+            image: record.id.clone(),
+            ..Default::default()
+        }),
+        pinned: view.pinned,
+    }
+}
+
+fn credentials(
+    auth: Option<cri::AuthConfig>,
+) -> Result<Option<berth_registry::Credentials>, CriError> {
+    let Some(auth) = auth else { return Ok(None) };
+    Ok(berth_registry::Credentials::from_cri(
+        &auth.username,
+        &auth.password,
+        &auth.auth,
+        &auth.identity_token,
+        &auth.registry_token,
+    )
+    .map_err(berth_image::ImageError::from)?)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+#[tonic::async_trait]
+impl ImageService for ImageApi {
+    async fn pull_image(
+        &self,
+        request: Request<cri::PullImageRequest>,
+    ) -> Result<Response<cri::PullImageResponse>, Status> {
+        let shared = &self.shared;
+        shared
+            .rpc("PullImage", request, |req| async move {
+                let name = image_name(req.image.as_ref())?;
+                let creds = credentials(req.auth)?;
+                let record = shared.deps.images.pull(name, creds).await?;
+                Ok(cri::PullImageResponse {
+                    image_ref: record.id,
+                })
+            })
+            .await
+    }
+
+    async fn image_status(
+        &self,
+        request: Request<cri::ImageStatusRequest>,
+    ) -> Result<Response<cri::ImageStatusResponse>, Status> {
+        let shared = &self.shared;
+        shared
+            .rpc("ImageStatus", request, |req| async move {
+                let name = image_name(req.image.as_ref())?;
+                // CRI: an unknown image is an empty response, not an error.
+                let Some(view) = shared.deps.images.status(name) else {
+                    return Ok(cri::ImageStatusResponse::default());
+                };
+                let mut info = HashMap::new();
+                if req.verbose {
+                    let config = shared.deps.images.config_json(&view.record.id)?;
+                    let config: serde_json::Value =
+                        serde_json::from_slice(&config).unwrap_or_default();
+                    let verbose = serde_json::json!({
+                        "imageSpec": config,
+                        "manifestDigest": view.record.manifest_digest,
+                        "chainID": view.record.top_chain_id(),
+                        "layers": view.record.layers,
+                    });
+                    info.insert("info".to_string(), verbose.to_string());
+                }
+                Ok(cri::ImageStatusResponse {
+                    image: Some(to_cri(&view)),
+                    info,
+                })
+            })
+            .await
+    }
+
+    async fn list_images(
+        &self,
+        request: Request<cri::ListImagesRequest>,
+    ) -> Result<Response<cri::ListImagesResponse>, Status> {
+        let shared = &self.shared;
+        shared
+            .rpc("ListImages", request, |req| async move {
+                let filter = req.filter.and_then(|f| f.image).map(|s| s.image);
+                let images = shared
+                    .deps
+                    .images
+                    .list(filter.as_deref())
+                    .iter()
+                    .map(to_cri)
+                    .collect();
+                Ok(cri::ListImagesResponse { images })
+            })
+            .await
+    }
+
+    async fn remove_image(
+        &self,
+        request: Request<cri::RemoveImageRequest>,
+    ) -> Result<Response<cri::RemoveImageResponse>, Status> {
+        let shared = &self.shared;
+        shared
+            .rpc("RemoveImage", request, |req| async move {
+                let name = image_name(req.image.as_ref())?;
+                shared.deps.images.remove(name).await?;
+                Ok(cri::RemoveImageResponse {})
+            })
+            .await
+    }
+
+    async fn image_fs_info(
+        &self,
+        request: Request<cri::ImageFsInfoRequest>,
+    ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
+        let shared = &self.shared;
+        shared
+            .rpc("ImageFsInfo", request, |_| async move {
+                let images = shared.deps.images.clone();
+                let usage = tokio::task::spawn_blocking(move || images.fs_usage())
+                    .await
+                    .map_err(|e| CriError::Internal(format!("fs usage task: {e}")))??;
+                let filesystem = cri::FilesystemUsage {
+                    timestamp: now_ns(),
+                    fs_id: Some(cri::FilesystemIdentifier {
+                        mountpoint: shared.deps.images.mountpoint().display().to_string(),
+                    }),
+                    used_bytes: Some(cri::UInt64Value {
+                        value: usage.used_bytes,
+                    }),
+                    inodes_used: Some(cri::UInt64Value {
+                        value: usage.inodes_used,
+                    }),
+                };
+                Ok(cri::ImageFsInfoResponse {
+                    image_filesystems: vec![filesystem],
+                    container_filesystems: Vec::new(),
+                })
+            })
+            .await
+    }
 }

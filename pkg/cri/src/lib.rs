@@ -32,6 +32,7 @@ pub struct Dependencies {
     pub metrics: Metrics,
     pub store: Store,
     pub pod_cidrs: PodCidrStore,
+    pub images: berth_image::ImageService,
 }
 
 /// State shared by both services.

@@ -6,7 +6,7 @@
 //! [`runner`] drives warm-up and measured iterations over `concurrency`
 //! tasks sharing one channel.
 //!
-//! Adding a workload (e.g. `pull`, `runp`, `container`, `exec`, `stats`):
+//! Adding a workload (e.g. `runp`, `container`, `exec`, `stats`):
 //! 1. create `src/workloads/NAME.rs` with a type implementing [`Workload`];
 //! 2. add `mod NAME;` below, a variant to [`WorkloadKind`] and an arm to
 //!    [`WorkloadKind::build`] (and, if it needs knobs such as an image
@@ -25,6 +25,7 @@ use crate::client::Clients;
 
 pub mod runner;
 
+mod images;
 mod list;
 mod status;
 mod version;
@@ -32,12 +33,27 @@ mod version;
 /// A boxed, sendable future (workloads are used as `dyn Workload`).
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Options shared by every workload. Future workloads add their knobs here
-/// (image references, pod namespace, command to exec, ...).
-/// Workloads that create objects (pods, containers) should also get a
-/// per-run unique id here to put in their names.
-#[derive(Debug, Clone, Default)]
-pub struct WorkloadOpts {}
+/// Options shared by every workload. Workloads that create objects (pods,
+/// containers) should also get a per-run unique id here to put in their names.
+#[derive(Debug, Clone)]
+pub struct WorkloadOpts {
+    /// The image `pull-cold` and `pull-warm` pull.
+    pub image: String,
+    /// Repository of the images `image-queries` works on (`<repo>:img-<i>`).
+    pub many_repo: String,
+    /// How many of them.
+    pub many_count: usize,
+}
+
+impl Default for WorkloadOpts {
+    fn default() -> Self {
+        WorkloadOpts {
+            image: "127.0.0.1:5000/berth-test/big:latest".into(),
+            many_repo: "127.0.0.1:5000/berth-bench/many".into(),
+            many_count: 200,
+        }
+    }
+}
 
 /// One benchmark workload.
 pub trait Workload: Send + Sync + 'static {
@@ -78,14 +94,23 @@ pub enum WorkloadKind {
     Status,
     /// ListPodSandbox + ListContainers + ListImages, each N times.
     List,
+    /// PullImage of an absent image (removed, untimed, before each pull).
+    PullCold,
+    /// PullImage of an image whose layers are all present.
+    PullWarm,
+    /// ImageStatus by tag + ListImages with --many-count images present.
+    ImageQueries,
 }
 
 impl WorkloadKind {
-    pub fn build(self, _opts: &WorkloadOpts) -> Box<dyn Workload> {
+    pub fn build(self, opts: &WorkloadOpts) -> Box<dyn Workload> {
         match self {
             WorkloadKind::Version => Box::new(version::Version),
             WorkloadKind::Status => Box::new(status::Status),
             WorkloadKind::List => Box::new(list::List),
+            WorkloadKind::PullCold => Box::new(images::PullCold::new(opts)),
+            WorkloadKind::PullWarm => Box::new(images::PullWarm::new(opts)),
+            WorkloadKind::ImageQueries => Box::new(images::ImageQueries::new(opts)),
         }
     }
 

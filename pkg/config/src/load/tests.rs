@@ -170,6 +170,14 @@ fn semantic_checks() {
             "runtime.handlers.Bad_Name",
         ),
         ("[cni]\nbin_dirs = [\"rel\"]\n", "cni.bin_dirs"),
+        (
+            "[image]\nmax_concurrent_downloads = 0\n",
+            "image.max_concurrent_downloads",
+        ),
+        (
+            "[registry.hosts.\"docker.io\"]\nmirrors = [\"ftp://x\"]\n",
+            "registry.hosts.docker.io.mirrors",
+        ),
     ];
     for (text, key) in cases {
         write(&main, text);
@@ -201,4 +209,57 @@ fn json_for_status() {
     let json: serde_json::Value = serde_json::from_str(&Config::default().to_json()).unwrap();
     assert_eq!(json["runtime"]["default_handler"], "runc");
     assert_eq!(json["cgroup"]["driver"], "cgroupfs");
+}
+
+#[test]
+fn registry_hosts_merge_across_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(
+        &main,
+        "[registry.hosts.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n",
+    );
+    write(
+        &dir.path().join("config.d/10-k8s.toml"),
+        "[registry.hosts.\"*\"]\ninsecure = true\n[image]\npinned = [\"registry.k8s.io/pause:3.9\"]\n",
+    );
+    let config = load(Some(&main), &Overrides::default()).unwrap().config;
+    assert_eq!(config.registry.hosts.len(), 2);
+    assert_eq!(
+        config.registry.hosts["docker.io"].mirrors,
+        ["http://127.0.0.1:5000"]
+    );
+    assert!(config.registry.hosts["*"].insecure);
+    assert_eq!(config.image.pinned, ["registry.k8s.io/pause:3.9"]);
+    assert_eq!(config.image.max_concurrent_downloads, 3);
+}
+
+#[test]
+fn registry_secrets_are_redacted_in_debug_and_status_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(
+        &main,
+        "[registry.hosts.\"docker.io\"]\nusername = \"u\"\npassword = \"hunter2\"\n\
+         [registry.hosts.\"*\"]\nauth = \"dTpodW50ZXIy\"\nidentity_token = \"tok-secret\"\n",
+    );
+    let config = load(Some(&main), &Overrides::default()).unwrap().config;
+    let debug = format!("{:?}", config.registry);
+    let json = config.to_json();
+    for secret in ["hunter2", "dTpodW50ZXIy", "tok-secret"] {
+        assert!(!debug.contains(secret), "{debug}");
+        assert!(!json.contains(secret), "{json}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(json["registry"]["hosts"]["docker.io"]["username"], "u");
+    assert_eq!(
+        json["registry"]["hosts"]["docker.io"]["password"],
+        "<redacted>"
+    );
+    assert!(json["registry"]["hosts"]["docker.io"]["auth"].is_null());
+    assert_eq!(
+        config.registry.host("quay.io").unwrap().auth.as_deref(),
+        Some("dTpodW50ZXIy")
+    );
+    assert!(config.registry.host("docker.io").unwrap().auth.is_none());
 }

@@ -1,0 +1,224 @@
+//! Berth's images: pulls from OCI registries into a verified content store and overlayfs layer
+//! snapshots, and the CRI image semantics kubelet relies on (lookup by ID, tag, digest or short name;
+//! tag moves; removal that frees what no image needs any more).
+//!
+//! - [`ImageService::pull`] resolves a reference (platform selection for indexes), stores the manifest
+//!   and config, and streams each missing layer from the registry through decompression straight into
+//!   its snapshot, verifying the blob digest and size and the layer's diff ID on the way. Layers download
+//!   and unpack in parallel (bounded) and are committed in order. Pulls of the same reference, and
+//!   fetches of the same layer or blob, are coalesced.
+//! - Metadata lives in the store (`berth-store`); an in-memory catalog answers lookups.
+
+mod catalog;
+mod channel_reader;
+mod coalesce;
+mod content;
+mod decompress;
+mod digest;
+mod error;
+mod gc;
+mod metrics;
+mod pull;
+mod record;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use berth_config::ImageConfig;
+use berth_registry::{Credentials, Reference};
+use berth_snapshot::Snapshotter;
+use berth_store::Store;
+
+pub use content::ContentStore;
+pub use digest::Digest;
+pub use error::ImageError;
+pub use metrics::ImageMetrics;
+pub use record::{ImageRecord, LayerRecord};
+
+use catalog::Catalog;
+use coalesce::Coalescer;
+
+/// Disk used by images: content plus snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FsUsage {
+    pub used_bytes: u64,
+    pub inodes_used: u64,
+}
+
+/// An image as CRI shows it.
+#[derive(Debug, Clone)]
+pub struct ImageView {
+    pub record: ImageRecord,
+    pub pinned: bool,
+}
+
+/// Snapshots that must not be garbage-collected although no image references them (the containers
+/// built on them). The container layer implements this.
+pub trait SnapshotUsers: Send + Sync {
+    fn in_use(&self) -> HashSet<String>;
+}
+
+#[derive(Clone)]
+pub struct ImageService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    config: ImageConfig,
+    registry: berth_registry::Client,
+    content: ContentStore,
+    snapshots: Snapshotter,
+    store: Store,
+    catalog: RwLock<Catalog>,
+    metrics: ImageMetrics,
+    /// Serialises metadata updates (record writes, tag moves, garbage collection).
+    metadata: tokio::sync::Mutex<()>,
+    /// Chain IDs that pulls in flight rely on; garbage collection leaves them alone.
+    leases: Mutex<Vec<String>>,
+    pulls: Coalescer<String, Result<ImageRecord, Arc<ImageError>>>,
+    layers: Coalescer<String, Result<(), Arc<ImageError>>>,
+    blobs: Coalescer<String, Result<Arc<Vec<u8>>, Arc<ImageError>>>,
+    users: RwLock<Option<Arc<dyn SnapshotUsers>>>,
+}
+
+impl ImageService {
+    /// Opens the image store under `root` (`<berth root>`): content in `content/`, snapshots in
+    /// `snapshots/`, records in the metadata store.
+    pub fn open(
+        root: &Path,
+        config: ImageConfig,
+        registry: berth_registry::Client,
+        store: Store,
+        metrics: ImageMetrics,
+    ) -> Result<ImageService, ImageError> {
+        let content = ContentStore::open(&root.join("content"))?;
+        let snapshots = Snapshotter::open(&root.join("snapshots"))?;
+        let records = store.list::<ImageRecord>()?;
+        Ok(ImageService {
+            inner: Arc::new(Inner {
+                root: root.to_path_buf(),
+                config,
+                registry,
+                content,
+                snapshots,
+                store,
+                catalog: RwLock::new(Catalog::from_records(records)),
+                metrics,
+                metadata: tokio::sync::Mutex::new(()),
+                leases: Mutex::new(Vec::new()),
+                pulls: Coalescer::default(),
+                layers: Coalescer::default(),
+                blobs: Coalescer::default(),
+                users: RwLock::new(None),
+            }),
+        })
+    }
+
+    /// Lets the container layer protect the snapshots its containers use.
+    pub fn set_snapshot_users(&self, users: Arc<dyn SnapshotUsers>) {
+        *self.inner.users.write().unwrap_or_else(|p| p.into_inner()) = Some(users);
+    }
+
+    pub fn snapshotter(&self) -> &Snapshotter {
+        &self.inner.snapshots
+    }
+
+    /// Pulls `reference` (short names, tags, digests, `localhost:5000/x`; an image ID or repo digest
+    /// of an image already present returns it without touching the network).
+    pub async fn pull(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<ImageRecord, ImageError> {
+        if let Some(present) = self.present_by_id_or_digest(reference) {
+            return Ok(present);
+        }
+        pull::pull(&self.inner, reference, credentials).await
+    }
+
+    fn present_by_id_or_digest(&self, reference: &str) -> Option<ImageRecord> {
+        let catalog = self.inner.catalog();
+        let is_id = reference.starts_with("sha256:")
+            || (reference.len() == 64 && reference.bytes().all(|b| b.is_ascii_hexdigit()));
+        let is_digest_ref = reference.contains('@');
+        if !(is_id || is_digest_ref) {
+            return None;
+        }
+        let record = catalog.lookup(reference)?;
+        record
+            .layers
+            .iter()
+            .all(|l| self.inner.snapshots.exists(&l.chain_id))
+            .then(|| record.clone())
+    }
+
+    /// The image `query` names, if present.
+    pub fn status(&self, query: &str) -> Option<ImageView> {
+        let record = self.inner.catalog().lookup(query)?.clone();
+        Some(self.inner.view(record))
+    }
+
+    /// The image's config JSON, for verbose status.
+    pub fn config_json(&self, id: &str) -> Result<Vec<u8>, ImageError> {
+        self.inner.content.read(&Digest::parse(id)?)
+    }
+
+    /// Every image, or those `filter` names.
+    pub fn list(&self, filter: Option<&str>) -> Vec<ImageView> {
+        let catalog = self.inner.catalog();
+        let records: Vec<ImageRecord> = match filter.filter(|f| !f.is_empty()) {
+            Some(query) => catalog.lookup(query).into_iter().cloned().collect(),
+            None => catalog.all().cloned().collect(),
+        };
+        drop(catalog);
+        let mut views: Vec<ImageView> = records.into_iter().map(|r| self.inner.view(r)).collect();
+        views.sort_by(|a, b| a.record.id.cmp(&b.record.id));
+        views
+    }
+
+    /// Removes what `query` names: a tag of a multi-tagged image only untags it; an ID, a repo
+    /// digest or an image's last tag removes the image. Then frees content and snapshots no image or
+    /// container needs. Removing an absent image succeeds (CRI semantics).
+    pub async fn remove(&self, query: &str) -> Result<(), ImageError> {
+        gc::remove(&self.inner, query).await
+    }
+
+    /// Bytes and inodes used by content and snapshots, and the filesystem they live on.
+    pub fn fs_usage(&self) -> Result<FsUsage, ImageError> {
+        let (content_bytes, content_inodes) = self.inner.content.usage();
+        let snapshots = self.inner.snapshots.usage()?;
+        Ok(FsUsage {
+            used_bytes: content_bytes + snapshots.bytes,
+            inodes_used: content_inodes + snapshots.inodes,
+        })
+    }
+
+    /// The directory whose filesystem holds the images (CRI's mountpoint).
+    pub fn mountpoint(&self) -> &Path {
+        &self.inner.root
+    }
+}
+
+impl Inner {
+    fn catalog(&self) -> std::sync::RwLockReadGuard<'_, Catalog> {
+        self.catalog.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn catalog_mut(&self) -> std::sync::RwLockWriteGuard<'_, Catalog> {
+        self.catalog.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn view(&self, record: ImageRecord) -> ImageView {
+        let pinned = self.config.pinned.iter().any(|pin| {
+            let normalized = Reference::parse(pin)
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| pin.clone());
+            record.id == *pin
+                || record.repo_tags.contains(&normalized)
+                || record.repo_digests.contains(&normalized)
+        });
+        ImageView { record, pinned }
+    }
+}

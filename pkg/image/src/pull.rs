@@ -1,0 +1,498 @@
+//! Pulling: resolve, verify, stream layers into snapshots, record.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_registry::{Credentials, DigestVerifier, Endpoint, ManifestKind, Reference};
+use berth_snapshot::UnpackedLayer;
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::channel_reader::ChannelReader;
+use crate::decompress::{Compression, decoder, layer_compression};
+use crate::record::{ImageRecord, LayerRecord};
+use crate::{Digest, ImageError, Inner};
+
+/// Image configs are small; refuse absurd ones rather than buffering them.
+const MAX_CONFIG_SIZE: u64 = 8 * 1024 * 1024;
+
+/// What one pull fetches, shared by its layer tasks.
+struct Plan {
+    reference: Reference,
+    credentials: Option<Credentials>,
+    endpoint: Option<Endpoint>,
+    layers: Vec<LayerRecord>,
+    downloads: Semaphore,
+    stall: Duration,
+}
+
+pub(crate) async fn pull(
+    inner: &Arc<Inner>,
+    reference: &str,
+    credentials: Option<Credentials>,
+) -> Result<ImageRecord, ImageError> {
+    let reference = Reference::parse(reference)?;
+    // Pulls of one reference with the same credentials share one execution.
+    let key = format!(
+        "{reference}\0{}",
+        credentials
+            .as_ref()
+            .map(|c| Credentials::fingerprint(Some(c)))
+            .unwrap_or_default()
+    );
+    let started = Instant::now();
+    inner.metrics.in_progress.inc();
+    let result = inner
+        .pulls
+        .run(key, || {
+            let inner = inner.clone();
+            let reference = reference.clone();
+            async move {
+                pull_uncoalesced(&inner, reference, credentials)
+                    .await
+                    .map_err(Arc::new)
+            }
+        })
+        .await;
+    inner.metrics.in_progress.dec();
+    inner
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "success" } else { "failure" };
+    inner.metrics.pulls.with_label_values(&[outcome]).inc();
+    result.map_err(ImageError::from)
+}
+
+async fn pull_uncoalesced(
+    inner: &Arc<Inner>,
+    reference: Reference,
+    credentials: Option<Credentials>,
+) -> Result<ImageRecord, ImageError> {
+    tracing::info!(image = %reference, "pulling");
+    let started = Instant::now();
+    let top = inner
+        .registry
+        .fetch_manifest(&reference, credentials.as_ref())
+        .await?;
+    let resolved_digest = top.digest.clone();
+    // Blobs are written to the content store only once the whole pull succeeded, so a failed pull
+    // leaves nothing behind.
+    let mut blobs: Vec<(Digest, Vec<u8>)> = Vec::new();
+    let manifest = match &top.kind {
+        ManifestKind::Index(index) => {
+            let host = berth_registry::host_platform();
+            let chosen = berth_registry::select_platform(
+                index,
+                &host.os,
+                &host.architecture,
+                host.variant.as_deref(),
+            )?;
+            let pinned = reference.with_digest(chosen.digest.clone());
+            let chosen = inner
+                .registry
+                .fetch_manifest(&pinned, credentials.as_ref())
+                .await?;
+            blobs.push((Digest::parse(&top.digest)?, top.bytes.to_vec()));
+            chosen
+        }
+        ManifestKind::Image(_) => top,
+    };
+    let ManifestKind::Image(parsed) = &manifest.kind else {
+        return Err(ImageError::InvalidImage {
+            reference: reference.to_string(),
+            reason: "the index entry for this platform is itself an index".into(),
+        });
+    };
+    let manifest_digest = Digest::parse(&manifest.digest)?;
+    let config_digest = Digest::parse(&parsed.config.digest)?;
+    let plan_endpoint = Some(manifest.endpoint.clone());
+
+    let config_bytes = fetch_config(
+        inner,
+        &reference,
+        &parsed.config,
+        plan_endpoint.as_ref(),
+        credentials.as_ref(),
+    )
+    .await?;
+    let config = berth_registry::parse_config(config_digest.as_str(), &config_bytes)?;
+    let diff_ids = &config.rootfs.diff_ids;
+    if diff_ids.len() != parsed.layers.len() {
+        return Err(ImageError::InvalidImage {
+            reference: reference.to_string(),
+            reason: format!(
+                "manifest lists {} layers but the config has {} diff IDs",
+                parsed.layers.len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let mut layers = Vec::with_capacity(diff_ids.len());
+    let mut parent: Option<String> = None;
+    for (layer, diff_id) in parsed.layers.iter().zip(diff_ids) {
+        layer_compression(&layer.media_type)?;
+        Digest::parse(&layer.digest)?;
+        Digest::parse(diff_id)?;
+        let chain_id = berth_snapshot::chain_id(parent.as_deref(), diff_id);
+        layers.push(LayerRecord {
+            digest: layer.digest.clone(),
+            diff_id: diff_id.clone(),
+            chain_id: chain_id.clone(),
+            size: layer.size,
+            media_type: layer.media_type.clone(),
+        });
+        parent = Some(chain_id);
+    }
+    blobs.push((manifest_digest.clone(), manifest.bytes.to_vec()));
+    blobs.push((config_digest.clone(), config_bytes.to_vec()));
+
+    let chain_ids: Vec<String> = layers.iter().map(|l| l.chain_id.clone()).collect();
+    lease(inner, &chain_ids, true);
+    let plan = Arc::new(Plan {
+        reference: reference.clone(),
+        credentials,
+        endpoint: plan_endpoint,
+        layers: layers.clone(),
+        downloads: Semaphore::new(inner.config.max_concurrent_downloads.max(1)),
+        stall: Duration::from_secs(inner.config.pull_stall_timeout_secs.max(1)),
+    });
+    let fetched = fetch_layers(inner, &plan).await;
+    let recorded = match fetched {
+        Ok(()) => {
+            for (digest, bytes) in &blobs {
+                inner.content.write(digest, bytes)?;
+            }
+            let size = parsed.config.size + layers.iter().map(|l| l.size).sum::<u64>();
+            record(
+                inner,
+                &reference,
+                &resolved_digest,
+                config_digest.as_str(),
+                manifest_digest.as_str(),
+                size,
+                layers,
+                config
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.user.clone())
+                    .unwrap_or_default(),
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
+    lease(inner, &chain_ids, false);
+    let record = recorded?;
+    tracing::info!(image = %reference, id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
+    Ok(record)
+}
+
+fn lease(inner: &Inner, chain_ids: &[String], take: bool) {
+    let mut leases = inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+    for id in chain_ids {
+        if take {
+            leases.push(id.clone());
+        } else if let Some(pos) = leases.iter().position(|l| l == id) {
+            leases.swap_remove(pos);
+        }
+    }
+}
+
+/// The config blob, from the content store or the registry (coalesced by digest).
+async fn fetch_config(
+    inner: &Arc<Inner>,
+    reference: &Reference,
+    descriptor: &berth_registry::Descriptor,
+    endpoint: Option<&Endpoint>,
+    credentials: Option<&Credentials>,
+) -> Result<Arc<Vec<u8>>, ImageError> {
+    let digest = Digest::parse(&descriptor.digest)?;
+    if inner.content.has(&digest) {
+        return Ok(Arc::new(inner.content.read(&digest)?));
+    }
+    if descriptor.size > MAX_CONFIG_SIZE {
+        return Err(ImageError::InvalidImage {
+            reference: reference.to_string(),
+            reason: format!(
+                "config of {} bytes is larger than {MAX_CONFIG_SIZE}",
+                descriptor.size
+            ),
+        });
+    }
+    let key = digest.to_string();
+    inner
+        .blobs
+        .run(key, || async {
+            let mut blob = inner
+                .registry
+                .fetch_blob(reference, digest.as_str(), endpoint, credentials)
+                .await
+                .map_err(|e| Arc::new(e.into()))?;
+            let mut bytes = Vec::with_capacity(descriptor.size as usize);
+            while let Some(chunk) = blob.next_chunk().await.map_err(|e| Arc::new(e.into()))? {
+                if (bytes.len() + chunk.len()) as u64 > descriptor.size {
+                    break;
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            check_size("config", descriptor.size, bytes.len() as u64).map_err(Arc::new)?;
+            let actual = Digest::of(&bytes);
+            if actual != digest {
+                return Err(Arc::new(ImageError::DigestMismatch {
+                    what: "config".to_string(),
+                    expected: digest.to_string(),
+                    actual: actual.to_string(),
+                }));
+            }
+            Ok(Arc::new(bytes))
+        })
+        .await
+        .map_err(ImageError::from)
+}
+
+fn check_size(what: &str, expected: u64, actual: u64) -> Result<(), ImageError> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(ImageError::SizeMismatch {
+            what: what.to_string(),
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Ensures every layer's snapshot exists, downloading and unpacking the missing ones in parallel.
+async fn fetch_layers(inner: &Arc<Inner>, plan: &Arc<Plan>) -> Result<(), ImageError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..plan.layers.len() {
+        tasks.spawn(ensure_layer(inner.clone(), plan.clone(), i));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(|e| ImageError::Internal(format!("layer task: {e}")))?;
+        if let Err(e) = result {
+            // Dropping the set aborts the other layers; their unpacks clean up after themselves.
+            tasks.abort_all();
+            return Err(ImageError::from(e));
+        }
+    }
+    Ok(())
+}
+
+type LayerResult = Result<(), Arc<ImageError>>;
+
+/// Layer `i` exists once it and every layer below it are committed. Coalesced by chain ID, so a layer
+/// shared with another pull in flight is fetched once.
+fn ensure_layer(
+    inner: Arc<Inner>,
+    plan: Arc<Plan>,
+    i: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = LayerResult> + Send>> {
+    Box::pin(async move {
+        let chain_id = plan.layers[i].chain_id.clone();
+        let work = {
+            let inner = inner.clone();
+            let plan = plan.clone();
+            move || async move {
+                if inner.snapshots.exists(&plan.layers[i].chain_id) {
+                    inner.metrics.layers_reused.inc();
+                    return Ok(());
+                }
+                let unpacked = {
+                    let _permit = plan
+                        .downloads
+                        .acquire()
+                        .await
+                        .map_err(|e| Arc::new(ImageError::Internal(e.to_string())))?;
+                    download_and_unpack(&inner, &plan, i)
+                        .await
+                        .map_err(Arc::new)?
+                };
+                // Unpacked in parallel, committed in order: a snapshot's parent must exist first.
+                if i > 0 {
+                    ensure_layer(inner.clone(), plan.clone(), i - 1).await?;
+                }
+                let chain_id = plan.layers[i].chain_id.clone();
+                let parent = (i > 0).then(|| plan.layers[i - 1].chain_id.clone());
+                tokio::task::spawn_blocking(move || unpacked.commit(&chain_id, parent.as_deref()))
+                    .await
+                    .map_err(|e| Arc::new(ImageError::Internal(format!("commit task: {e}"))))?
+                    .map_err(|e| Arc::new(ImageError::from(e)))?;
+                inner.metrics.layers_fetched.inc();
+                Ok(())
+            }
+        };
+        inner.layers.run(chain_id, work).await
+    })
+}
+
+/// Streams one layer blob from the registry through its decompressor into a staged snapshot,
+/// verifying the blob's size and digest as it flows and the layer's diff ID at the end.
+async fn download_and_unpack(
+    inner: &Arc<Inner>,
+    plan: &Plan,
+    i: usize,
+) -> Result<UnpackedLayer, ImageError> {
+    let layer = &plan.layers[i];
+    let compression: Compression = layer_compression(&layer.media_type)?;
+    let mut blob = inner
+        .registry
+        .fetch_blob(
+            &plan.reference,
+            &layer.digest,
+            plan.endpoint.as_ref(),
+            plan.credentials.as_ref(),
+        )
+        .await?;
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let snapshots = inner.snapshots.clone();
+    let diff_id = layer.diff_id.clone();
+    let unpack = tokio::task::spawn_blocking(move || -> Result<UnpackedLayer, ImageError> {
+        let mut reader = ChannelReader::new(rx);
+        let unpacked = {
+            let decoded = decoder(compression, &mut reader)?;
+            snapshots.unpack(&diff_id, decoded)?
+        };
+        // The download's verdict (size, digest) arrives after its last byte: wait for it.
+        // Dropping `unpacked` on failure discards the staged layer.
+        reader
+            .drain()
+            .map_err(|e| ImageError::Decompress(e.to_string()))?;
+        Ok(unpacked)
+    });
+
+    let what = format!("layer {} of {}", layer.digest, plan.reference);
+    let mut verifier = DigestVerifier::new(what.clone(), &layer.digest, Some(layer.size))?;
+    let mut failure: Option<ImageError> = None;
+    loop {
+        let chunk = match tokio::time::timeout(plan.stall, blob.next_chunk()).await {
+            Err(_) => {
+                failure = Some(ImageError::Stalled {
+                    what: what.clone(),
+                    secs: plan.stall.as_secs(),
+                });
+                break;
+            }
+            Ok(Err(e)) => {
+                failure = Some(e.into());
+                break;
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(chunk))) => chunk,
+        };
+        if let Err(e) = verifier.update(&chunk) {
+            failure = Some(e.into());
+            break;
+        }
+        inner.metrics.bytes.inc_by(chunk.len() as u64);
+        if tx.send(Ok(chunk)).await.is_err() {
+            // The unpacker stopped early; its error says why.
+            break;
+        }
+    }
+    if failure.is_none()
+        && let Err(e) = verifier.finish()
+    {
+        failure = Some(e.into());
+    }
+    if let Some(e) = &failure {
+        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+    }
+    drop(tx);
+    let unpacked = unpack
+        .await
+        .map_err(|e| ImageError::Internal(format!("unpack task: {e}")))?;
+    // A download failure is the cause; the unpacker's error (if any) is its consequence.
+    match failure {
+        Some(e) => Err(e),
+        None => unpacked,
+    }
+}
+
+/// Records the image: tags move here from whichever image held them; unchanged records are not
+/// rewritten (a pull of an image already present then costs no disk write).
+#[allow(clippy::too_many_arguments)]
+async fn record(
+    inner: &Arc<Inner>,
+    reference: &Reference,
+    resolved_digest: &str,
+    id: &str,
+    manifest_digest: &str,
+    size: u64,
+    layers: Vec<LayerRecord>,
+    user: String,
+) -> Result<ImageRecord, ImageError> {
+    let _guard = inner.metadata.lock().await;
+    let name = reference.name();
+    let tag = match (&reference.tag, &reference.digest) {
+        (Some(tag), None) => Some(format!("{name}:{tag}")),
+        _ => None,
+    };
+    let repo_digest = format!("{name}@{resolved_digest}");
+    let (mut record, previous_owner) = {
+        let catalog = inner.catalog();
+        let record = catalog.get(id).cloned().unwrap_or_else(|| ImageRecord {
+            id: id.to_string(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            manifest_digest: manifest_digest.to_string(),
+            size,
+            layers: layers.clone(),
+            user: user.clone(),
+            created_at_ns: now_ns(),
+        });
+        let previous = tag
+            .as_ref()
+            .and_then(|t| catalog.tagged(t))
+            .filter(|owner| owner.id != id)
+            .cloned();
+        (record, previous)
+    };
+    let before = record.clone();
+    if let Some(tag) = &tag
+        && !record.repo_tags.contains(tag)
+    {
+        record.repo_tags.push(tag.clone());
+    }
+    // One repo digest per repository: the newest resolution replaces an older one.
+    record
+        .repo_digests
+        .retain(|d| !d.starts_with(&format!("{name}@")));
+    record.repo_digests.push(repo_digest);
+    record.repo_digests.sort();
+    record.repo_tags.sort();
+    let untagged = previous_owner.map(|mut owner| {
+        owner.repo_tags.retain(|t| Some(t) != tag.as_ref());
+        owner
+    });
+    if record == before && untagged.is_none() && inner.store.get::<ImageRecord>(id)?.is_some() {
+        return Ok(record);
+    }
+    let store = inner.store.clone();
+    let (to_write, moved) = (record.clone(), untagged.clone());
+    tokio::task::spawn_blocking(move || {
+        store.write(|tx| {
+            tx.put(&to_write)?;
+            if let Some(owner) = &moved {
+                tx.put(owner)?;
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map_err(|e| ImageError::Internal(format!("store task: {e}")))??;
+    let mut catalog = inner.catalog_mut();
+    if let Some(owner) = untagged {
+        catalog.insert(owner);
+    }
+    catalog.insert(record.clone());
+    Ok(record)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
