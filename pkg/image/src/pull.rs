@@ -13,6 +13,9 @@ use crate::decompress::{Compression, decoder, layer_compression};
 use crate::record::{ImageRecord, LayerRecord};
 use crate::{Digest, ImageError, Inner};
 
+/// How often a long layer download logs how far it got.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Image configs are small; refuse absurd ones rather than buffering them.
 const MAX_CONFIG_SIZE: u64 = 8 * 1024 * 1024;
 
@@ -266,8 +269,13 @@ fn check_size(what: &str, expected: u64, actual: u64) -> Result<(), ImageError> 
 /// Ensures every layer's snapshot exists, downloading and unpacking the missing ones in parallel.
 async fn fetch_layers(inner: &Arc<Inner>, plan: &Arc<Plan>) -> Result<(), ImageError> {
     let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..plan.layers.len() {
-        tasks.spawn(ensure_layer(inner.clone(), plan.clone(), i));
+    for (i, layer) in plan.layers.iter().enumerate() {
+        // A committed snapshot implies its ancestors, so present layers need no task.
+        if inner.snapshots.exists(&layer.chain_id) {
+            inner.metrics.layers_reused.inc();
+        } else {
+            tasks.spawn(ensure_layer(inner.clone(), plan.clone(), i));
+        }
     }
     while let Some(joined) = tasks.join_next().await {
         let result = joined.map_err(|e| ImageError::Internal(format!("layer task: {e}")))?;
@@ -295,8 +303,9 @@ fn ensure_layer(
             let inner = inner.clone();
             let plan = plan.clone();
             move || async move {
+                // Another pull (or this one's upper layer, waiting for its parent) may have
+                // committed it meanwhile.
                 if inner.snapshots.exists(&plan.layers[i].chain_id) {
-                    inner.metrics.layers_reused.inc();
                     return Ok(());
                 }
                 let unpacked = {
@@ -365,7 +374,20 @@ async fn download_and_unpack(
     let what = format!("layer {} of {}", layer.digest, plan.reference);
     let mut verifier = DigestVerifier::new(what.clone(), &layer.digest, Some(layer.size))?;
     let mut failure: Option<ImageError> = None;
+    let started = Instant::now();
+    let mut last_progress = started;
     loop {
+        if last_progress.elapsed() >= PROGRESS_INTERVAL {
+            last_progress = Instant::now();
+            tracing::info!(
+                image = %plan.reference,
+                layer = %layer.digest,
+                received = verifier.bytes_seen(),
+                size = layer.size,
+                elapsed_s = started.elapsed().as_secs(),
+                "pull progress"
+            );
+        }
         let chunk = match tokio::time::timeout(plan.stall, blob.next_chunk()).await {
             Err(_) => {
                 failure = Some(ImageError::Stalled {
@@ -406,7 +428,16 @@ async fn download_and_unpack(
     // A download failure is the cause; the unpacker's error (if any) is its consequence.
     match failure {
         Some(e) => Err(e),
-        None => unpacked,
+        None => {
+            tracing::debug!(
+                image = %plan.reference,
+                layer = %layer.digest,
+                size = layer.size,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "layer downloaded"
+            );
+            unpacked
+        }
     }
 }
 
