@@ -55,6 +55,22 @@ pub struct Berthd {
 }
 
 impl Berthd {
+    /// Runs the `berth` CLI against this berthd; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<(bool, String, String)> {
+        let out = Command::new(berth_binary()?)
+            .arg("-H")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .context("running berth")?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// Starts berthd with default options.
     pub async fn start(name: &str) -> anyhow::Result<Berthd> {
         Self::start_with(name, Options::default()).await
@@ -308,19 +324,28 @@ impl Drop for Berthd {
 
 /// The berthd binary: $BERTHD_BIN, else the one cargo built beside this test binary.
 pub fn berthd_binary() -> anyhow::Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("BERTHD_BIN") {
+    binary("berthd", "BERTHD_BIN", "berthd")
+}
+
+/// The berth CLI: $BERTH_BIN, else the one cargo built beside this test binary.
+pub fn berth_binary() -> anyhow::Result<PathBuf> {
+    binary("berth", "BERTH_BIN", "berth")
+}
+
+fn binary(name: &str, env: &str, package: &str) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = std::env::var_os(env) {
         return Ok(PathBuf::from(bin));
     }
     let exe = std::env::current_exe()?;
-    // target/<profile>/deps/<test> -> target/<profile>/berthd
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
     let candidate = exe
         .parent()
         .and_then(Path::parent)
-        .map(|dir| dir.join("berthd"))
+        .map(|dir| dir.join(name))
         .context("locating the target dir")?;
     if !candidate.exists() {
         bail!(
-            "{} not found: build it first (`cargo build -p berthd`, which `make test` does) or set BERTHD_BIN",
+            "{} not found: build it first (`cargo build -p {package}`, which `make test` does) or set {env}",
             candidate.display()
         );
     }

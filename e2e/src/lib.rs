@@ -11,5 +11,5 @@ pub mod leaks;
 pub mod oci_layout;
 pub mod registry;
 
-pub use berthd::{Berthd, Options, berthd_binary, wait_timeout};
+pub use berthd::{Berthd, Options, berth_binary, berthd_binary, wait_timeout};
 pub use http::http_get;

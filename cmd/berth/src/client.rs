@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -12,6 +13,15 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 pub async fn channel(endpoint: &str, timeout: Duration) -> anyhow::Result<Channel> {
+    channel_with(endpoint, timeout, Some(timeout)).await
+}
+
+/// `call_timeout` `None`: calls may take as long as they take (pulls).
+async fn channel_with(
+    endpoint: &str,
+    connect_timeout: Duration,
+    call_timeout: Option<Duration>,
+) -> anyhow::Result<Channel> {
     let Some(path) = endpoint.strip_prefix("unix://") else {
         bail!("unsupported endpoint {endpoint:?}: only unix:///path is supported");
     };
@@ -23,9 +33,11 @@ pub async fn channel(endpoint: &str, timeout: Duration) -> anyhow::Result<Channe
         }
     });
     // The URI is required by tonic but unused: the connector dials the socket.
-    Endpoint::try_from("http://[::]:0")?
-        .connect_timeout(timeout)
-        .timeout(timeout)
+    let mut endpoint_config = Endpoint::try_from("http://[::]:0")?.connect_timeout(connect_timeout);
+    if let Some(timeout) = call_timeout {
+        endpoint_config = endpoint_config.timeout(timeout);
+    }
+    endpoint_config
         .connect_with_connector(connector)
         .await
         .with_context(|| format!("connecting to {endpoint}"))
@@ -38,6 +50,18 @@ pub async fn runtime(
     Ok(RuntimeServiceClient::new(channel(endpoint, timeout).await?)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE))
+}
+
+pub async fn images(
+    endpoint: &str,
+    connect_timeout: Duration,
+    call_timeout: Option<Duration>,
+) -> anyhow::Result<ImageServiceClient<Channel>> {
+    Ok(
+        ImageServiceClient::new(channel_with(endpoint, connect_timeout, call_timeout).await?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
 }
 
 /// `berth info`: conditions, handlers and the verbose info, with JSON-valued entries inlined.

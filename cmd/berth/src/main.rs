@@ -1,6 +1,7 @@
 //! berth: a command-line client for Berth (or any CRI runtime), with docker's verbs, talking CRI.
 
 mod client;
+mod images;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,29 @@ enum Command {
     Version,
     /// Show the runtime's status, conditions and configuration.
     Info,
+    /// Pull an image (short names mean docker.io/library/NAME:latest).
+    Pull {
+        image: String,
+        /// Registry credentials as USER:PASSWORD.
+        #[arg(long, env = "BERTH_CREDS", hide_env_values = true)]
+        creds: Option<String>,
+    },
+    /// List images, or those a reference names.
+    Images {
+        filter: Option<String>,
+        /// Only print image IDs.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Remove images by ID, tag or digest. Removing one tag of an image with several keeps the rest.
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Show an image's status and config as JSON.
+    Inspect { image: String },
+    /// Show the disk used by images (ImageFsInfo).
+    Imagefs,
 }
 
 fn main() -> ExitCode {
@@ -61,10 +85,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let timeout = std::time::Duration::from_secs(cli.timeout);
-    let mut runtime = client::runtime(&cli.endpoint, timeout).await?;
-    match cli.command {
+    let endpoint = cli.endpoint.as_str();
+    // Image verbs bound their calls by --timeout too, except pull, which takes as long as it takes.
+    let images = |call_timeout| client::images(endpoint, timeout, call_timeout);
+    match &cli.command {
         Command::Version => {
-            let v = runtime
+            let v = client::runtime(endpoint, timeout)
+                .await?
                 .version(cri::VersionRequest {
                     version: "v1".to_string(),
                 })
@@ -76,12 +103,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Runtime API version: {}", v.runtime_api_version);
         }
         Command::Info => {
-            let status = runtime
+            let status = client::runtime(endpoint, timeout)
+                .await?
                 .status(cri::StatusRequest { verbose: true })
                 .await?
                 .into_inner();
             println!("{}", client::info_json(&status)?);
         }
+        Command::Pull { image, creds } => {
+            let auth = images::auth(creds.as_deref())?;
+            images::pull(&mut images(None).await?, image, auth).await?;
+        }
+        Command::Images { filter, quiet } => {
+            images::list(&mut images(Some(timeout)).await?, filter.as_deref(), *quiet).await?;
+        }
+        Command::Rmi { images: names } => {
+            images::remove(&mut images(Some(timeout)).await?, names).await?;
+        }
+        Command::Inspect { image } => {
+            images::inspect(&mut images(Some(timeout)).await?, image).await?;
+        }
+        Command::Imagefs => images::fs_info(&mut images(Some(timeout)).await?).await?,
     }
     Ok(())
 }

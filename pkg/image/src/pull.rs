@@ -13,6 +13,11 @@ use crate::decompress::{Compression, decoder, layer_compression};
 use crate::record::{ImageRecord, LayerRecord};
 use crate::{Digest, ImageError, Inner};
 
+/// Chunks buffered between a layer's download and its unpacker. The network is usually faster than
+/// unpacking, and hyper hands over chunks of up to a few hundred KiB, so this bounds a pull's memory
+/// (layers × chunks × chunk size) while TCP's own window keeps the download going.
+const CHUNKS_IN_FLIGHT: usize = 8;
+
 /// How often a long layer download logs how far it got.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -354,7 +359,7 @@ async fn download_and_unpack(
             plan.credentials.as_ref(),
         )
         .await?;
-    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(CHUNKS_IN_FLIGHT);
     let snapshots = inner.snapshots.clone();
     let diff_id = layer.diff_id.clone();
     let unpack = tokio::task::spawn_blocking(move || -> Result<UnpackedLayer, ImageError> {

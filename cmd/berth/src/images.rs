@@ -1,0 +1,282 @@
+//! Image verbs: `pull`, `images`, `rmi`, `inspect`, `imagefs`.
+
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use tonic::transport::Channel;
+
+pub type Images = ImageServiceClient<Channel>;
+
+fn spec(image: &str) -> Option<cri::ImageSpec> {
+    Some(cri::ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    })
+}
+
+/// `--creds user:password` (a password may contain ':'), like `crictl pull --creds`.
+pub fn auth(creds: Option<&str>) -> anyhow::Result<Option<cri::AuthConfig>> {
+    let Some(creds) = creds else { return Ok(None) };
+    let Some((username, password)) = creds.split_once(':') else {
+        bail!("--creds must be USER:PASSWORD");
+    };
+    if username.is_empty() {
+        bail!("--creds: the user name is empty");
+    }
+    Ok(Some(cri::AuthConfig {
+        username: username.to_string(),
+        password: password.to_string(),
+        ..Default::default()
+    }))
+}
+
+pub async fn pull(
+    images: &mut Images,
+    image: &str,
+    auth: Option<cri::AuthConfig>,
+) -> anyhow::Result<()> {
+    let id = images
+        .pull_image(cri::PullImageRequest {
+            image: spec(image),
+            auth,
+            sandbox_config: None,
+        })
+        .await
+        .with_context(|| format!("pulling {image}"))?
+        .into_inner()
+        .image_ref;
+    println!("Image is up to date for {image}: {id}");
+    Ok(())
+}
+
+/// "sha256:<hex>" -> the first 13 hex digits, as docker and crictl print IDs.
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(13)]
+}
+
+/// Bytes in docker's style: 1000-based units with three significant digits.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + UNITS[unit]
+    }
+}
+
+/// One row per repo tag (an untagged image gets `<none>`), sorted by repository and tag.
+fn rows(list: &[cri::Image]) -> Vec<[String; 5]> {
+    let mut rows = Vec::new();
+    for image in list {
+        let tags: Vec<(String, String)> = if image.repo_tags.is_empty() {
+            let repo = image
+                .repo_digests
+                .first()
+                .and_then(|d| d.split_once('@'))
+                .map_or("<none>", |(repo, _)| repo);
+            vec![(repo.to_string(), "<none>".to_string())]
+        } else {
+            image
+                .repo_tags
+                .iter()
+                .map(
+                    |t| match t.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
+                        Some((repo, tag)) => (repo.to_string(), tag.to_string()),
+                        None => (t.clone(), "<none>".to_string()),
+                    },
+                )
+                .collect()
+        };
+        for (repo, tag) in tags {
+            rows.push([
+                repo,
+                tag,
+                short_id(&image.id).to_string(),
+                human_size(image.size),
+                if image.pinned { "true" } else { "false" }.to_string(),
+            ]);
+        }
+    }
+    rows.sort();
+    rows
+}
+
+pub async fn list(images: &mut Images, filter: Option<&str>, quiet: bool) -> anyhow::Result<()> {
+    let list = images
+        .list_images(cri::ListImagesRequest {
+            filter: filter.map(|f| cri::ImageFilter { image: spec(f) }),
+        })
+        .await?
+        .into_inner()
+        .images;
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for image in &list {
+            writeln!(out, "{}", image.id)?;
+        }
+        return Ok(());
+    }
+    let header = ["IMAGE", "TAG", "IMAGE ID", "SIZE", "PINNED"].map(str::to_string);
+    let rows = rows(&list);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
+}
+
+/// The image's ID, or an error naming what was asked for (ImageStatus answers "absent" with an
+/// empty response).
+async fn status(
+    images: &mut Images,
+    image: &str,
+    verbose: bool,
+) -> anyhow::Result<cri::ImageStatusResponse> {
+    let response = images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(image),
+            verbose,
+        })
+        .await?
+        .into_inner();
+    if response.image.is_none() {
+        bail!("no such image: {image}");
+    }
+    Ok(response)
+}
+
+pub async fn remove(images: &mut Images, names: &[String]) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for name in names {
+        // RemoveImage succeeds for absent images (CRI semantics); a person wants to know.
+        let result = match status(images, name, false).await {
+            Ok(_) => images
+                .remove_image(cri::RemoveImageRequest { image: spec(name) })
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => println!("Deleted: {name}"),
+            Err(e) => {
+                eprintln!("berth: removing {name}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} image(s) not removed", names.len());
+    }
+    Ok(())
+}
+
+pub async fn inspect(images: &mut Images, image: &str) -> anyhow::Result<()> {
+    let response = status(images, image, true).await?;
+    let Some(found) = response.image else {
+        bail!("no such image: {image}");
+    };
+    let info: serde_json::Value = response
+        .info
+        .get("info")
+        .and_then(|raw| serde_json::from_str(raw).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let json = serde_json::json!({
+        "id": found.id,
+        "repoTags": found.repo_tags,
+        "repoDigests": found.repo_digests,
+        "size": found.size,
+        "uid": found.uid.map(|u| u.value),
+        "username": found.username,
+        "pinned": found.pinned,
+        "info": info,
+    });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+pub async fn fs_info(images: &mut Images) -> anyhow::Result<()> {
+    let response = images
+        .image_fs_info(cri::ImageFsInfoRequest {})
+        .await?
+        .into_inner();
+    for fs in &response.image_filesystems {
+        let mountpoint = fs.fs_id.as_ref().map_or("", |f| f.mountpoint.as_str());
+        let bytes = fs.used_bytes.as_ref().map_or(0, |v| v.value);
+        let inodes = fs.inodes_used.as_ref().map_or(0, |v| v.value);
+        println!("{mountpoint}: {} used, {inodes} inodes", human_size(bytes));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_ids_print_like_docker() {
+        assert_eq!(human_size(999), "999B");
+        assert_eq!(human_size(1_500), "1.5kB");
+        assert_eq!(human_size(4_261_000), "4.261MB");
+        assert_eq!(human_size(200_000_000), "200MB");
+        assert_eq!(short_id("sha256:0123456789abcdef0123"), "0123456789abc");
+    }
+
+    #[test]
+    fn rows_split_repo_and_tag_and_keep_ports() {
+        let image = cri::Image {
+            id: "sha256:aaaaaaaaaaaaaaaa".into(),
+            repo_tags: vec![
+                "localhost:5000/x/y:1.0".into(),
+                "docker.io/library/busybox:latest".into(),
+            ],
+            size: 2_000,
+            ..Default::default()
+        };
+        let untagged = cri::Image {
+            id: "sha256:bbbbbbbbbbbbbbbb".into(),
+            repo_digests: vec!["localhost:5000/z@sha256:cc".into()],
+            ..Default::default()
+        };
+        let rows = rows(&[image, untagged]);
+        assert_eq!(rows[0][..2], ["docker.io/library/busybox", "latest"]);
+        assert_eq!(rows[1][..2], ["localhost:5000/x/y", "1.0"]);
+        assert_eq!(
+            rows[2][..3],
+            ["localhost:5000/z", "<none>", "bbbbbbbbbbbbb"]
+        );
+        assert_eq!(rows[1][3], "2kB");
+    }
+
+    #[test]
+    fn creds_need_a_user() {
+        assert!(auth(Some("nouser")).is_err());
+        assert!(auth(Some(":pw")).is_err());
+        let a = auth(Some("u:p:w")).unwrap().unwrap();
+        assert_eq!((a.username.as_str(), a.password.as_str()), ("u", "p:w"));
+        assert!(auth(None).unwrap().is_none());
+    }
+}

@@ -1,0 +1,61 @@
+//! The `berth` CLI against a real berthd: what a person types at a shell.
+
+use berth_e2e::Berthd;
+use berth_e2e::registry::SHARED;
+
+#[tokio::test]
+async fn cli_pulls_lists_inspects_and_removes_images() {
+    let berthd = Berthd::start("cli").await.unwrap();
+    let image = format!("{SHARED}/berth-test/config:latest");
+    let run = |args: &[&str]| berthd.cli(args).unwrap();
+
+    let (ok, out, err) = run(&["pull", &image]);
+    assert!(ok, "{err}");
+    assert!(out.contains(&image) && out.contains("sha256:"), "{out}");
+
+    let (ok, out, err) = run(&["images"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("IMAGE") && lines[0].contains("IMAGE ID"),
+        "{out}"
+    );
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[1].starts_with(&format!("{SHARED}/berth-test/config")),
+        "{out}"
+    );
+    assert!(lines[1].contains("latest"), "{out}");
+
+    let (ok, quiet, _) = run(&["images", "-q"]);
+    assert!(ok);
+    let id = quiet.trim().to_string();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{quiet}");
+
+    let (ok, out, err) = run(&["inspect", &image]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["id"], id.as_str());
+    assert_eq!(json["username"], "berth");
+    assert_eq!(
+        json["info"]["imageSpec"]["config"]["WorkingDir"],
+        "/work/dir"
+    );
+
+    let (ok, out, _) = run(&["imagefs"]);
+    assert!(ok && out.contains(&*berthd.root.to_string_lossy()), "{out}");
+
+    // A person is told about a typo; CRI's RemoveImage alone would say nothing.
+    let (ok, _, err) = run(&["rmi", "no-such-image:1"]);
+    assert!(!ok && err.contains("no such image"), "{err}");
+    let (ok, _, err) = run(&["inspect", "no-such-image:1"]);
+    assert!(!ok && err.contains("no such image"), "{err}");
+    let (ok, _, err) = run(&["pull", "--creds", "nouser", &image]);
+    assert!(!ok && err.contains("USER:PASSWORD"), "{err}");
+
+    let (ok, out, err) = run(&["rmi", &image]);
+    assert!(ok && out.contains("Deleted"), "{err}");
+    let (ok, out, _) = run(&["images", "-q"]);
+    assert!(ok && out.trim().is_empty(), "{out}");
+    berthd.finish();
+}
