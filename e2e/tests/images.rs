@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use base64::Engine as _;
 use berth_e2e::oci_layout::{Entry, RawTar, write_image};
 use berth_e2e::registry::{self, AUTH, AUTH_PASSWORD, AUTH_USER, PrivateRegistry, SHARED};
 use berth_e2e::{Berthd, Options};
@@ -359,54 +360,14 @@ async fn basic_auth_registry_needs_the_right_credentials() {
         .unwrap();
     // The docker config.json form: base64("user:password").
     remove(&berthd, &image).await;
-    let encoded = {
-        use std::io::Write;
-        let mut out = Vec::new();
-        let mut enc = base64_writer(&mut out);
-        write!(enc, "{AUTH_USER}:{AUTH_PASSWORD}").unwrap();
-        drop(enc);
-        String::from_utf8(out).unwrap()
-    };
+    let encoded =
+        base64::engine::general_purpose::STANDARD.encode(format!("{AUTH_USER}:{AUTH_PASSWORD}"));
     let config = cri::AuthConfig {
         auth: encoded,
         ..Default::default()
     };
     pull_with(&berthd, &image, Some(config)).await.unwrap();
     berthd.finish();
-}
-
-/// Minimal base64 (standard alphabet, padded) so the test needs no extra crate.
-fn base64_writer(out: &mut Vec<u8>) -> impl std::io::Write + '_ {
-    struct B64<'a>(&'a mut Vec<u8>, Vec<u8>);
-    impl std::io::Write for B64<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.1.extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    impl Drop for B64<'_> {
-        fn drop(&mut self) {
-            const ALPHABET: &[u8] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            for chunk in self.1.chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
-                for i in 0..4 {
-                    if i <= chunk.len() {
-                        self.0.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]);
-                    } else {
-                        self.0.push(b'=');
-                    }
-                }
-            }
-        }
-    }
-    B64(out, Vec::new())
 }
 
 #[tokio::test]

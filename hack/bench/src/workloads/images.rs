@@ -50,66 +50,32 @@ async fn remove(clients: &mut Clients, image: &str) -> Result<()> {
     Ok(())
 }
 
-pub struct PullCold {
+/// `pull-cold` (the image is removed, untimed, before every timed pull) or `pull-warm` (pulled once
+/// in setup, so every timed pull finds all layers present).
+pub struct Pull {
     image: String,
+    cold: bool,
 }
 
-impl PullCold {
-    pub fn new(opts: &WorkloadOpts) -> PullCold {
-        PullCold {
+impl Pull {
+    pub fn cold(opts: &WorkloadOpts) -> Pull {
+        Pull {
             image: opts.image.clone(),
+            cold: true,
+        }
+    }
+
+    pub fn warm(opts: &WorkloadOpts) -> Pull {
+        Pull {
+            image: opts.image.clone(),
+            cold: false,
         }
     }
 }
 
-impl Workload for PullCold {
+impl Workload for Pull {
     fn name(&self) -> &'static str {
-        "pull-cold"
-    }
-
-    fn ops(&self) -> &'static [&'static str] {
-        &["PullImage"]
-    }
-
-    fn iteration<'a>(
-        &'a self,
-        clients: &'a mut Clients,
-        _iter: u64,
-        rec: &'a mut Recorder,
-    ) -> BoxFut<'a, ()> {
-        Box::pin(async move {
-            if let Err(e) = remove(clients, &self.image).await {
-                rec.fail("PullImage", format!("{e:#}"));
-                return;
-            }
-            rec.call(
-                "PullImage",
-                clients.image.pull_image(pull_request(&self.image)),
-            )
-            .await;
-        })
-    }
-
-    fn teardown<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
-        Box::pin(remove(clients, &self.image))
-    }
-}
-
-pub struct PullWarm {
-    image: String,
-}
-
-impl PullWarm {
-    pub fn new(opts: &WorkloadOpts) -> PullWarm {
-        PullWarm {
-            image: opts.image.clone(),
-        }
-    }
-}
-
-impl Workload for PullWarm {
-    fn name(&self) -> &'static str {
-        "pull-warm"
+        if self.cold { "pull-cold" } else { "pull-warm" }
     }
 
     fn ops(&self) -> &'static [&'static str] {
@@ -117,7 +83,13 @@ impl Workload for PullWarm {
     }
 
     fn setup<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
-        Box::pin(pull(clients, &self.image))
+        Box::pin(async move {
+            if self.cold {
+                Ok(())
+            } else {
+                pull(clients, &self.image).await
+            }
+        })
     }
 
     fn iteration<'a>(
@@ -127,6 +99,12 @@ impl Workload for PullWarm {
         rec: &'a mut Recorder,
     ) -> BoxFut<'a, ()> {
         Box::pin(async move {
+            if self.cold
+                && let Err(e) = remove(clients, &self.image).await
+            {
+                rec.fail("PullImage", format!("{e:#}"));
+                return;
+            }
             rec.call(
                 "PullImage",
                 clients.image.pull_image(pull_request(&self.image)),

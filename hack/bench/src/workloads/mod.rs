@@ -108,8 +108,8 @@ impl WorkloadKind {
             WorkloadKind::Version => Box::new(version::Version),
             WorkloadKind::Status => Box::new(status::Status),
             WorkloadKind::List => Box::new(list::List),
-            WorkloadKind::PullCold => Box::new(images::PullCold::new(opts)),
-            WorkloadKind::PullWarm => Box::new(images::PullWarm::new(opts)),
+            WorkloadKind::PullCold => Box::new(images::Pull::cold(opts)),
+            WorkloadKind::PullWarm => Box::new(images::Pull::warm(opts)),
             WorkloadKind::ImageQueries => Box::new(images::ImageQueries::new(opts)),
         }
     }
