@@ -27,6 +27,9 @@ pub struct Options {
     pub cni: bool,
     /// Extra configuration, written as a drop-in (`config.d/50-test.toml`).
     pub dropin: String,
+    /// Delay the answer of the last CNI plugin (portmap) on ADD by a few seconds, after it did its
+    /// work: a window to crash berthd between the CNI ADD and RunPodSandbox's answer.
+    pub slow_cni_result: bool,
 }
 
 impl Default for Options {
@@ -34,6 +37,7 @@ impl Default for Options {
         Options {
             cni: true,
             dropin: String::new(),
+            slow_cni_result: false,
         }
     }
 }
@@ -99,12 +103,30 @@ impl Berthd {
         std::fs::create_dir_all(etc.join("config.d"))?;
         std::fs::create_dir_all(&cni_conf_dir)?;
         let metrics_address = free_port()?;
+        let mut bin_dirs = vec![PathBuf::from(CNI_BIN_DIR)];
+        if options.slow_cni_result {
+            let slow = dir.join("cni/bin");
+            std::fs::create_dir_all(&slow)?;
+            let wrapper = slow.join("portmap");
+            // The real plugin does the work; only its answer is held back.
+            std::fs::write(
+                &wrapper,
+                format!(
+                    "#!/bin/sh\nout=$({CNI_BIN_DIR}/portmap)\nrc=$?\n[ \"$CNI_COMMAND\" = ADD ] && sleep 5\nprintf '%s' \"$out\"\nexit $rc\n"
+                ),
+            )?;
+            std::fs::set_permissions(
+                &wrapper,
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )?;
+            bin_dirs.insert(0, slow);
+        }
         std::fs::write(
             &config_file,
             format!(
                 "root = {root:?}\nstate = {state:?}\nlisten = \"unix://{socket}\"\n\n\
                  [log]\nlevel = \"debug\"\n\n[metrics]\naddress = \"{metrics_address}\"\n\n\
-                 [cni]\nconf_dir = {cni_conf_dir:?}\nbin_dirs = [{CNI_BIN_DIR:?}]\n",
+                 [cni]\nconf_dir = {cni_conf_dir:?}\nbin_dirs = {bin_dirs:?}\n",
                 socket = socket.display(),
             ),
         )?;
@@ -147,6 +169,11 @@ impl Berthd {
         format!("e2e{}", suffix.to_ascii_lowercase())
     }
 
+    /// The test's own CNI bridge.
+    pub fn bridge_name(&self) -> String {
+        format!("br-{}", self.test_id()).chars().take(15).collect()
+    }
+
     /// A bridge + host-local network private to this test.
     pub fn write_cni_config(&self) -> anyhow::Result<()> {
         let id = self.test_id();
@@ -161,7 +188,7 @@ impl Berthd {
             "plugins": [
                 {
                     "type": "bridge",
-                    "bridge": format!("br-{id}").chars().take(15).collect::<String>(),
+                    "bridge": self.bridge_name(),
                     "isGateway": true,
                     "ipMasq": false,
                     "hairpinMode": true,
@@ -307,6 +334,11 @@ impl Berthd {
         if let Err(leaks) = leaks::check(&self.dir, &self.test_id()) {
             panic!("test {} left things behind:\n{leaks}", self.name);
         }
+        // The bridge plugin never deletes its bridge (other pods may use it); this test's is ours.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge_name()])
+            .stderr(Stdio::null())
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -9,6 +9,7 @@ mod berthd;
 mod http;
 pub mod leaks;
 pub mod oci_layout;
+pub mod pods;
 pub mod registry;
 
 pub use berthd::{Berthd, Options, berth_binary, berthd_binary, wait_timeout};

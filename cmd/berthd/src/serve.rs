@@ -2,6 +2,7 @@
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -32,7 +33,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         tracing::warn!(path = %store.path().display(), "metadata store was not closed cleanly and has been repaired");
     }
     let metrics = Metrics::new(berth_cri::RUNTIME_VERSION)?;
-    let pod_cidrs = PodCidrStore::open(&config.state);
+    let pod_cidrs = Arc::new(PodCidrStore::open(&config.state));
     let registry =
         berth_registry::Client::new(config.registry.clone()).context("configuring registries")?;
     let image_metrics = berth_image::ImageMetrics::register(metrics.registry())?;
@@ -44,6 +45,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         image_metrics,
     )
     .context("opening the image store")?;
+    let sandboxes = open_sandboxes(&config, &metrics, &store, &pod_cidrs)?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move |mut rx: watch::Receiver<bool>| async move {
@@ -72,6 +74,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         store,
         pod_cidrs,
         images,
+        sandboxes,
     });
     let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
     let server = tonic::transport::Server::builder()
@@ -144,4 +147,38 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .mode(0o711)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))
+}
+
+/// How long one CNI plugin call may take before it is killed (containerd and CRI-O allow minutes;
+/// a plugin that needs more than this is stuck).
+const CNI_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn open_sandboxes(
+    config: &berth_config::Config,
+    metrics: &Metrics,
+    store: &Store,
+    pod_cidrs: &Arc<PodCidrStore>,
+) -> anyhow::Result<berth_sandbox::SandboxService> {
+    let cni_metrics = berth_network::CniMetrics::register(metrics.registry())?;
+    let cni = berth_network::Cni::new(
+        config.cni.conf_dir.clone(),
+        config.cni.bin_dirs.clone(),
+        CNI_PLUGIN_TIMEOUT,
+    )
+    .with_metrics(cni_metrics)
+    .with_pod_cidrs(pod_cidrs.clone());
+    let driver = match config.cgroup.driver {
+        berth_config::CgroupDriver::Cgroupfs => berth_cgroup::Driver::Cgroupfs,
+        berth_config::CgroupDriver::Systemd => berth_cgroup::Driver::Systemd,
+    };
+    let cgroups = berth_cgroup::Cgroups::new(driver).context("detecting cgroups")?;
+    berth_sandbox::SandboxService::open(berth_sandbox::SandboxDeps {
+        state_dir: config.state.clone(),
+        store: store.clone(),
+        cni,
+        cgroups,
+        handlers: config.runtime.handlers.keys().cloned().collect(),
+        default_handler: config.runtime.default_handler.clone(),
+    })
+    .context("opening the pod sandboxes")
 }

@@ -1,8 +1,9 @@
 //! Every error that reaches a CRI caller is mapped to a gRPC status here, and only here.
 
 use berth_image::ImageError;
-use berth_network::NetworkError;
+use berth_network::{CniError, NetworkError};
 use berth_registry::RegistryError;
+use berth_sandbox::SandboxError;
 use berth_snapshot::SnapshotError;
 use berth_store::StoreError;
 use tonic::{Code, Status};
@@ -20,6 +21,9 @@ pub enum CriError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// Boxed: sandbox errors carry CNI plugin output and would bloat every `Result` here.
+    #[error(transparent)]
+    Sandbox(Box<SandboxError>),
     #[error("{0}")]
     Internal(String),
 }
@@ -33,6 +37,7 @@ impl CriError {
             CriError::Network(NetworkError::Persist { .. }) => Code::Internal,
             CriError::Store(e) => store_code(e),
             CriError::Image(e) => image_code(e),
+            CriError::Sandbox(e) => sandbox_code(e),
             CriError::Internal(_) => Code::Internal,
         }
     }
@@ -67,6 +72,35 @@ fn image_code(e: &ImageError) -> Code {
     }
 }
 
+fn sandbox_code(e: &SandboxError) -> Code {
+    match e {
+        SandboxError::InvalidArgument(_) | SandboxError::Ambiguous { .. } => Code::InvalidArgument,
+        SandboxError::NotFound(_) => Code::NotFound,
+        SandboxError::UnknownHandler { .. } => Code::InvalidArgument,
+        SandboxError::Unsupported(_) => Code::Unimplemented,
+        SandboxError::FailedPrecondition { .. } => Code::FailedPrecondition,
+        SandboxError::Namespace(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        SandboxError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        SandboxError::Cni(e) => cni_code(e),
+        SandboxError::Store(e) => store_code(e),
+        SandboxError::Io { .. }
+        | SandboxError::Mount { .. }
+        | SandboxError::Namespace(_)
+        | SandboxError::Cgroup(_)
+        | SandboxError::Internal(_) => Code::Internal,
+    }
+}
+
+fn cni_code(e: &CniError) -> Code {
+    match e {
+        e if e.is_config_error() => Code::FailedPrecondition,
+        CniError::InvalidRequest(_) => Code::InvalidArgument,
+        CniError::NetnsMissing { .. } => Code::NotFound,
+        CniError::Timeout { .. } => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    }
+}
+
 fn registry_code(e: &RegistryError) -> Code {
     match e {
         RegistryError::InvalidReference { .. }
@@ -82,6 +116,12 @@ fn registry_code(e: &RegistryError) -> Code {
         | RegistryError::TooLarge { .. } => Code::DataLoss,
         RegistryError::Http { .. } | RegistryError::Network { .. } => Code::Unavailable,
         RegistryError::Tls { .. } | RegistryError::Config { .. } => Code::FailedPrecondition,
+    }
+}
+
+impl From<SandboxError> for CriError {
+    fn from(e: SandboxError) -> CriError {
+        CriError::Sandbox(Box::new(e))
     }
 }
 

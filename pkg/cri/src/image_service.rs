@@ -51,13 +51,6 @@ fn credentials(
     .map_err(berth_image::ImageError::from)?)
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 #[tonic::async_trait]
 impl ImageService for ImageApi {
     async fn pull_image(
@@ -156,7 +149,7 @@ impl ImageService for ImageApi {
                     .await
                     .map_err(|e| CriError::Internal(format!("fs usage task: {e}")))??;
                 let filesystem = cri::FilesystemUsage {
-                    timestamp: now_ns(),
+                    timestamp: crate::now_ns(),
                     fs_id: Some(cri::FilesystemIdentifier {
                         mountpoint: shared.deps.images.mountpoint().display().to_string(),
                     }),

@@ -9,6 +9,7 @@ mod ids;
 mod image_service;
 mod inflight;
 mod instrument;
+mod pods;
 mod runtime_service;
 mod status;
 
@@ -31,8 +32,16 @@ pub struct Dependencies {
     pub config_sources: Vec<PathBuf>,
     pub metrics: Metrics,
     pub store: Store,
-    pub pod_cidrs: PodCidrStore,
+    pub pod_cidrs: Arc<PodCidrStore>,
     pub images: berth_image::ImageService,
+    pub sandboxes: berth_sandbox::SandboxService,
+}
+
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 /// State shared by both services.

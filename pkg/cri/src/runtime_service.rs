@@ -9,6 +9,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
+use crate::pods;
 use crate::{KUBELET_API_VERSION, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_VERSION, RuntimeApi};
 
 /// Generates the trait impl: the real methods are written out, the unimplemented ones listed by name.
@@ -110,6 +111,79 @@ runtime_service! {
                 .await
         }
 
+        async fn run_pod_sandbox(
+            &self,
+            request: Request<cri::RunPodSandboxRequest>,
+        ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("RunPodSandbox", request, |req| async move {
+                    let config = pods::sandbox_config(req)?;
+                    let pod_sandbox_id = shared.deps.sandboxes.run(config).await?;
+                    Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
+                })
+                .await
+        }
+
+        async fn stop_pod_sandbox(
+            &self,
+            request: Request<cri::StopPodSandboxRequest>,
+        ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("StopPodSandbox", request, |req| async move {
+                    shared.deps.sandboxes.stop(&req.pod_sandbox_id).await?;
+                    Ok(cri::StopPodSandboxResponse {})
+                })
+                .await
+        }
+
+        async fn remove_pod_sandbox(
+            &self,
+            request: Request<cri::RemovePodSandboxRequest>,
+        ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("RemovePodSandbox", request, |req| async move {
+                    shared.deps.sandboxes.remove(&req.pod_sandbox_id).await?;
+                    Ok(cri::RemovePodSandboxResponse {})
+                })
+                .await
+        }
+
+        async fn pod_sandbox_status(
+            &self,
+            request: Request<cri::PodSandboxStatusRequest>,
+        ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("PodSandboxStatus", request, |req| async move {
+                    let record = shared.deps.sandboxes.get(&req.pod_sandbox_id)?;
+                    Ok(pods::status_to_cri(&record, req.verbose))
+                })
+                .await
+        }
+
+        async fn list_pod_sandbox(
+            &self,
+            request: Request<cri::ListPodSandboxRequest>,
+        ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("ListPodSandbox", request, |req| async move {
+                    let filter = pods::filter(req.filter);
+                    let items = shared
+                        .deps
+                        .sandboxes
+                        .list(&filter)
+                        .iter()
+                        .map(pods::sandbox_to_cri)
+                        .collect();
+                    Ok(cri::ListPodSandboxResponse { items })
+                })
+                .await
+        }
+
         async fn get_container_events(
             &self,
             request: Request<cri::GetEventsRequest>,
@@ -118,11 +192,6 @@ runtime_service! {
         }
     }
     unimplemented {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
         create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
         start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
         stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";

@@ -81,6 +81,11 @@ impl PodCidrs {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// One string per CIDR, as the CNI `ipRanges` capability takes them.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(Cidr::to_string).collect()
+    }
 }
 
 impl fmt::Display for PodCidrs {

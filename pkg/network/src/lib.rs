@@ -1,17 +1,23 @@
 //! Pod networking.
 //!
-//! Today: the pod CIDR kubelet hands over in `UpdateRuntimeConfig` (kept for the CNI `ipRanges` capability),
-//! and network readiness, i.e. whether a usable CNI configuration exists. Pod network setup through CNI
-//! plugins lands with the sandboxes.
+//! The pod CIDR kubelet hands over in `UpdateRuntimeConfig` (kept for the CNI `ipRanges` capability),
+//! network readiness (whether a usable CNI configuration exists), and the CNI runtime that sets up and
+//! tears down pod networks by running CNI plugins ([`cni::Cni`]).
 
 mod cidr;
+pub mod cni;
 mod readiness;
 
 pub use cidr::{Cidr, PodCidrStore, PodCidrs};
+pub use cni::{
+    Bandwidth, Cni, CniError, CniMetrics, Dns, PodNetwork, PodNetworkRequest, PortMapping, Protocol,
+};
 pub use readiness::{NetworkReadiness, cni_readiness};
 
 use std::path::PathBuf;
 
+/// Errors of the pod CIDR store. CNI errors are [`CniError`], kept apart so that callers matching on
+/// this enum exhaustively (the CRI layer's gRPC code mapping) are not broken by CNI variants.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("invalid pod CIDR {value:?}: {reason}")]

@@ -1,12 +1,13 @@
 //! Network readiness: a usable CNI configuration exists.
 //!
 //! Kubelet will not start non-host-network pods while the runtime reports NetworkReady=false, so the check
-//! is real: the lexically first configuration file that parses and whose plugins all exist in a bin dir
-//! makes the network ready; anything else keeps it not ready with a reason saying why.
+//! is real: it is the configuration selection pod network setup uses ([`crate::cni::load_network`]), so
+//! "ready" means setup would find a configuration that parses, has a supported version and whose plugins
+//! all exist in a bin dir.
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use crate::cni::load_network;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetworkReadiness {
@@ -21,103 +22,34 @@ pub struct NetworkReadiness {
 
 pub const REASON_NOT_READY: &str = "NetworkPluginNotReady";
 
-#[derive(Deserialize)]
-struct Plugin {
-    #[serde(rename = "type")]
-    kind: String,
-}
-
-#[derive(Deserialize)]
-struct ConfFile {
-    name: Option<String>,
-    #[serde(rename = "type")]
-    kind: Option<String>,
-    plugins: Option<Vec<Plugin>>,
-}
-
 /// Checks `conf_dir` for a usable network configuration with plugins found in `bin_dirs`.
 pub fn cni_readiness(conf_dir: &Path, bin_dirs: &[PathBuf]) -> NetworkReadiness {
-    let not_ready = |message: String| NetworkReadiness {
-        ready: false,
-        reason: REASON_NOT_READY.to_string(),
-        message,
-        config_file: None,
-        network_name: None,
-    };
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(conf_dir) {
-        Ok(entries) => entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.extension()
-                    .is_some_and(|e| e == "conflist" || e == "conf" || e == "json")
-            })
-            .collect(),
-        Err(e) => {
-            return not_ready(format!(
-                "cannot read CNI config dir {}: {e}",
-                conf_dir.display()
-            ));
-        }
-    };
-    files.sort();
-    let mut problems = Vec::new();
-    for file in files {
-        match check_file(&file, bin_dirs) {
-            Ok(name) => {
-                return NetworkReadiness {
-                    ready: true,
-                    reason: String::new(),
-                    message: format!("using CNI network {name:?} from {}", file.display()),
-                    config_file: Some(file),
-                    network_name: Some(name),
-                };
-            }
-            Err(problem) => problems.push(format!("{}: {problem}", file.display())),
-        }
+    match load_network(conf_dir, bin_dirs) {
+        Ok(selected) => NetworkReadiness {
+            ready: true,
+            reason: String::new(),
+            message: format!(
+                "using CNI network {:?} from {}",
+                selected.list.name(),
+                selected.config_file.display()
+            ),
+            network_name: Some(selected.list.name().to_string()),
+            config_file: Some(selected.config_file),
+        },
+        Err(e) => NetworkReadiness {
+            ready: false,
+            reason: REASON_NOT_READY.to_string(),
+            message: e.to_string(),
+            config_file: None,
+            network_name: None,
+        },
     }
-    if problems.is_empty() {
-        not_ready(format!(
-            "no CNI network configuration found in {}",
-            conf_dir.display()
-        ))
-    } else {
-        not_ready(format!(
-            "no valid CNI network configuration in {}: {}",
-            conf_dir.display(),
-            problems.join("; ")
-        ))
-    }
-}
-
-fn check_file(file: &Path, bin_dirs: &[PathBuf]) -> Result<String, String> {
-    let text = std::fs::read(file).map_err(|e| e.to_string())?;
-    let conf: ConfFile = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-    let name = conf
-        .name
-        .filter(|n| !n.is_empty())
-        .ok_or("no network name")?;
-    let is_list = file.extension().is_some_and(|e| e == "conflist");
-    let types: Vec<String> = match (is_list, conf.plugins, conf.kind) {
-        (true, Some(plugins), _) if !plugins.is_empty() => {
-            plugins.into_iter().map(|p| p.kind).collect()
-        }
-        (true, _, _) => return Err("a .conflist needs a non-empty \"plugins\" list".into()),
-        (false, _, Some(kind)) => vec![kind],
-        (false, _, None) => return Err("no plugin \"type\"".into()),
-    };
-    for kind in types {
-        let found = bin_dirs.iter().any(|dir| dir.join(&kind).is_file());
-        if !found {
-            return Err(format!("plugin {kind:?} not found in the CNI bin dirs"));
-        }
-    }
-    Ok(name)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
@@ -127,7 +59,11 @@ mod tests {
         std::fs::create_dir_all(&bin).unwrap();
         for plugin in ["bridge", "loopback"] {
             std::fs::write(bin.join(plugin), "").unwrap();
+            std::fs::set_permissions(bin.join(plugin), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
         }
+        // Present but not executable: exec would fail, so it does not count.
+        std::fs::write(bin.join("noexec"), "").unwrap();
         (dir, conf, bin)
     }
 
@@ -136,6 +72,7 @@ mod tests {
         let r = cni_readiness(Path::new("/nonexistent/berth"), &[]);
         assert!(!r.ready);
         assert_eq!(r.reason, REASON_NOT_READY);
+        assert!(r.message.contains("cannot read"), "{}", r.message);
     }
 
     #[test]
@@ -144,7 +81,7 @@ mod tests {
         let r = cni_readiness(&conf, &[bin]);
         assert!(!r.ready);
         assert!(
-            r.message.contains("no CNI network configuration"),
+            r.message.contains("no .conflist, .conf or .json file"),
             "{}",
             r.message
         );
@@ -155,8 +92,18 @@ mod tests {
         let (_d, conf, bin) = setup();
         std::fs::write(conf.join("00-broken.conflist"), "{").unwrap();
         std::fs::write(
+            conf.join("05-old.conflist"),
+            r#"{"cniVersion":"0.2.0","name":"old","plugins":[{"type":"bridge"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
             conf.join("10-missing-plugin.conflist"),
             r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"nope"}]}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            conf.join("15-noexec.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"noexec"}]}"#,
         )
         .unwrap();
         std::fs::write(
@@ -172,6 +119,26 @@ mod tests {
         let r = cni_readiness(&conf, &[bin]);
         assert!(r.ready, "{}", r.message);
         assert_eq!(r.network_name.as_deref(), Some("good"));
+        assert!(r.config_file.unwrap().ends_with("20-good.conflist"));
+    }
+
+    #[test]
+    fn reasons_name_every_skipped_file() {
+        let (_d, conf, bin) = setup();
+        std::fs::write(conf.join("00-broken.conflist"), "{").unwrap();
+        std::fs::write(
+            conf.join("10-missing-plugin.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"a","plugins":[{"type":"nope"}]}"#,
+        )
+        .unwrap();
+        let r = cni_readiness(&conf, &[bin]);
+        assert!(!r.ready);
+        assert!(
+            r.message.contains("00-broken.conflist: not JSON"),
+            "{}",
+            r.message
+        );
+        assert!(r.message.contains("\"nope\" not found"), "{}", r.message);
     }
 
     #[test]

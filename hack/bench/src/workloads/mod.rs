@@ -6,7 +6,7 @@
 //! [`runner`] drives warm-up and measured iterations over `concurrency`
 //! tasks sharing one channel.
 //!
-//! Adding a workload (e.g. `runp`, `container`, `exec`, `stats`):
+//! Adding a workload (e.g. `container`, `exec`, `stats`):
 //! 1. create `src/workloads/NAME.rs` with a type implementing [`Workload`];
 //! 2. add `mod NAME;` below, a variant to [`WorkloadKind`] and an arm to
 //!    [`WorkloadKind::build`] (and, if it needs knobs such as an image
@@ -27,6 +27,7 @@ pub mod runner;
 
 mod images;
 mod list;
+mod pods;
 mod status;
 mod version;
 
@@ -100,6 +101,10 @@ pub enum WorkloadKind {
     PullWarm,
     /// ImageStatus by tag + ListImages with --many-count images present.
     ImageQueries,
+    /// RunPodSandbox + StopPodSandbox + RemovePodSandbox of one pod (no containers).
+    Runp,
+    /// 50 RunPodSandbox at once, timed until the last pod is ready.
+    RunpBurst,
 }
 
 impl WorkloadKind {
@@ -111,6 +116,8 @@ impl WorkloadKind {
             WorkloadKind::PullCold => Box::new(images::Pull::cold(opts)),
             WorkloadKind::PullWarm => Box::new(images::Pull::warm(opts)),
             WorkloadKind::ImageQueries => Box::new(images::ImageQueries::new(opts)),
+            WorkloadKind::Runp => Box::new(pods::RunPod::new()),
+            WorkloadKind::RunpBurst => Box::new(pods::RunPodBurst::new()),
         }
     }
 

@@ -1,0 +1,406 @@
+//! Pod sandboxes with real namespaces, cgroups and CNI plugins (Debian's containernetworking-plugins).
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use berth_e2e::pods::*;
+use berth_e2e::{Berthd, Options};
+use k8s_cri::v1 as cri;
+use tonic::Code;
+
+const READY: i32 = cri::PodSandboxState::SandboxReady as i32;
+const NOTREADY: i32 = cri::PodSandboxState::SandboxNotready as i32;
+
+async fn state(berthd: &Berthd, id: &str) -> i32 {
+    pod_status(berthd, id).await.unwrap().status.unwrap().state
+}
+
+#[tokio::test]
+async fn pod_gets_an_ip_answers_ping_and_goes_away_cleanly() {
+    let berthd = Berthd::start("podip").await.unwrap();
+    let id = run_pod(&berthd, pod_config(&berthd, "web")).await.unwrap();
+    assert_eq!(id.len(), 64);
+    assert_eq!(state(&berthd, &id).await, READY);
+    let ip = pod_ip(&berthd, &id).await;
+    assert!(ip.starts_with("10.89."), "{ip}");
+    assert!(ping(None, &ip), "host pings the pod at {ip}");
+
+    let info = pod_info(&berthd, &id).await;
+    let netns = ns_path(&info, "netns");
+    let (ok, links) = nsenter(
+        &[format!("--net={}", netns.display())],
+        &["ip", "-o", "addr"],
+    );
+    assert!(ok, "{links}");
+    assert!(links.contains(&ip), "{links}");
+    assert!(
+        links.contains("lo") && links.contains("127.0.0.1"),
+        "loopback is up: {links}"
+    );
+    assert!(info["cgroup"].is_object(), "{info}");
+    assert!(info["cni"].is_object(), "{info}");
+
+    // By unique prefix too.
+    let status = pod_status(&berthd, &id[..8]).await.unwrap().status.unwrap();
+    assert_eq!(status.id, id);
+    assert_eq!(status.metadata.unwrap().name, "web");
+    assert_eq!(status.labels["app"], "web");
+
+    stop_pod(&berthd, &id).await.unwrap();
+    assert_eq!(state(&berthd, &id).await, NOTREADY);
+    assert!(!ping(None, &ip), "stopped pod no longer answers");
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    assert_eq!(
+        pod_status(&berthd, &id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert!(list_pods(&berthd, None).await.is_empty());
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn two_pods_reach_each_other_and_lists_filter() {
+    let berthd = Berthd::start("twopods").await.unwrap();
+    let a = run_pod(&berthd, pod_config(&berthd, "a")).await.unwrap();
+    let b = run_pod(&berthd, pod_config(&berthd, "b")).await.unwrap();
+    let netns_a = ns_path(&pod_info(&berthd, &a).await, "netns");
+    let ip_b = pod_ip(&berthd, &b).await;
+    assert!(ping(Some(&netns_a), &ip_b), "pod a reaches pod b at {ip_b}");
+
+    stop_pod(&berthd, &b).await.unwrap();
+    let ready = list_pods(
+        &berthd,
+        Some(cri::PodSandboxFilter {
+            state: Some(cri::PodSandboxStateValue { state: READY }),
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(
+        ready.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+        [a.as_str()]
+    );
+    let labelled = list_pods(
+        &berthd,
+        Some(cri::PodSandboxFilter {
+            label_selector: HashMap::from([("app".into(), "b".into())]),
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(labelled.len(), 1);
+    assert_eq!(labelled[0].id, b);
+    let by_prefix = list_pods(
+        &berthd,
+        Some(cri::PodSandboxFilter {
+            id: a[..10].to_string(),
+            ..Default::default()
+        }),
+    )
+    .await;
+    assert_eq!(by_prefix.len(), 1);
+    for id in [&a, &b] {
+        remove_pod(&berthd, id).await.unwrap();
+    }
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn host_network_pod_uses_the_hosts_namespace() {
+    let berthd = Berthd::start("hostnet").await.unwrap();
+    let mut config = pod_config(&berthd, "hostnet");
+    let ns = config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap();
+    ns.network = cri::NamespaceMode::Node as i32;
+    let id = run_pod(&berthd, config).await.unwrap();
+    let info = pod_info(&berthd, &id).await;
+    assert!(info["netns"].is_null(), "{info}");
+    assert!(info["utsns"].is_null(), "{info}");
+    assert!(info["cni"].is_null(), "no CNI for host network: {info}");
+    assert_eq!(pod_ip(&berthd, &id).await, "");
+    // The pod's /etc/hosts is the host's.
+    let dir = std::path::PathBuf::from(info["dir"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hosts")).unwrap(),
+        std::fs::read_to_string("/etc/hosts").unwrap()
+    );
+    remove_pod(&berthd, &id).await.unwrap();
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn dns_hostname_and_sysctls_are_applied_inside_the_pod() {
+    let berthd = Berthd::start("podfiles").await.unwrap();
+    let mut config = pod_config(&berthd, "files");
+    config.hostname = "files-0".into();
+    config.dns_config = Some(cri::DnsConfig {
+        servers: vec!["10.96.0.10".into()],
+        searches: vec!["e2e.svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let linux = config.linux.as_mut().unwrap();
+    linux.sysctls = HashMap::from([
+        ("net.ipv4.ip_unprivileged_port_start".into(), "80".into()),
+        ("kernel.shmmni".into(), "1234".into()),
+    ]);
+    let id = run_pod(&berthd, config).await.unwrap();
+    let info = pod_info(&berthd, &id).await;
+    let dir = std::path::PathBuf::from(info["dir"].as_str().unwrap());
+    assert_eq!(
+        std::fs::read_to_string(dir.join("resolv.conf")).unwrap(),
+        "search e2e.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("hostname")).unwrap(),
+        "files-0\n"
+    );
+    let hosts = std::fs::read_to_string(dir.join("hosts")).unwrap();
+    assert!(
+        hosts.contains(&format!("{}\tfiles-0", pod_ip(&berthd, &id).await)),
+        "{hosts}"
+    );
+
+    let uts = format!("--uts={}", ns_path(&info, "utsns").display());
+    let (_, hostname) = nsenter(&[uts], &["hostname"]);
+    assert_eq!(hostname.trim(), "files-0");
+    let net = format!("--net={}", ns_path(&info, "netns").display());
+    let (_, port_start) = nsenter(
+        &[net],
+        &["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"],
+    );
+    assert_eq!(port_start.trim(), "80");
+    let ipc = format!("--ipc={}", ns_path(&info, "ipcns").display());
+    let (_, shmmni) = nsenter(&[ipc], &["cat", "/proc/sys/kernel/shmmni"]);
+    assert_eq!(shmmni.trim(), "1234");
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/kernel/shmmni")
+            .unwrap()
+            .trim(),
+        "1234",
+        "the host's value is untouched"
+    );
+    // /dev/shm for the pod's containers is a tmpfs of its own.
+    let shm = info["shm"].as_str().unwrap();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(shm) && l.contains("tmpfs"))
+    );
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn bad_pod_requests_get_clear_errors_and_change_nothing() {
+    let berthd = Berthd::start("badpods").await.unwrap();
+    let mut not_namespaced = pod_config(&berthd, "sysctl");
+    not_namespaced.linux.as_mut().unwrap().sysctls =
+        HashMap::from([("kernel.panic".into(), "1".into())]);
+    let mut host_net_sysctl = pod_config(&berthd, "hostsysctl");
+    let linux = host_net_sysctl.linux.as_mut().unwrap();
+    linux.sysctls = HashMap::from([("net.ipv4.ip_forward".into(), "1".into())]);
+    linux
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .network = cri::NamespaceMode::Node as i32;
+    let mut no_name = pod_config(&berthd, "x");
+    no_name.metadata.as_mut().unwrap().name.clear();
+    let mut bad_parent = pod_config(&berthd, "parent");
+    bad_parent.linux.as_mut().unwrap().cgroup_parent = "/../../etc".into();
+    for (config, what) in [
+        (not_namespaced, "kernel.panic"),
+        (host_net_sysctl, "net.ipv4.ip_forward"),
+        (no_name, "name"),
+        (bad_parent, "cgroup"),
+    ] {
+        let err = run_pod(&berthd, config).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        assert!(err.message().contains(what), "{what}: {err:?}");
+    }
+    let mut rt = berthd.runtime().await.unwrap();
+    let err = rt
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config(&berthd, "handler")),
+            runtime_handler: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("nope"), "{err:?}");
+    assert_eq!(
+        stop_pod(&berthd, &"ab".repeat(32))
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    assert!(list_pods(&berthd, None).await.is_empty());
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn kubelet_retries_get_the_same_sandbox() {
+    let berthd = Berthd::start("retry").await.unwrap();
+    let config = pod_config(&berthd, "retry");
+    let (first, second) = tokio::join!(
+        run_pod(&berthd, config.clone()),
+        run_pod(&berthd, config.clone())
+    );
+    let id = first.unwrap();
+    assert_eq!(second.unwrap(), id, "a retry in flight waits for the first");
+    assert_eq!(
+        run_pod(&berthd, config.clone()).await.unwrap(),
+        id,
+        "a retry after it"
+    );
+    assert_eq!(list_pods(&berthd, None).await.len(), 1);
+    let mut next = config;
+    next.metadata.as_mut().unwrap().attempt = 1;
+    let other = run_pod(&berthd, next).await.unwrap();
+    assert_ne!(other, id, "a new attempt is a new sandbox");
+    for id in [&id, &other] {
+        remove_pod(&berthd, id).await.unwrap();
+    }
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn host_port_reaches_a_listener_in_the_pod() {
+    let berthd = Berthd::start("hostport").await.unwrap();
+    let host_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut config = pod_config(&berthd, "hostport");
+    config.port_mappings = vec![cri::PortMapping {
+        protocol: cri::Protocol::Tcp as i32,
+        container_port: 8080,
+        host_port: host_port as i32,
+        host_ip: String::new(),
+    }];
+    let id = run_pod(&berthd, config).await.unwrap();
+    let netns = ns_path(&pod_info(&berthd, &id).await, "netns");
+    // Until containers land, a listener started in the pod's netns stands in for one.
+    let mut listener = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args([
+            "--",
+            "busybox",
+            "nc",
+            "-l",
+            "-p",
+            "8080",
+            "-e",
+            "echo",
+            "hello-from-pod",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut reply = String::new();
+    let mut connected = false;
+    for _ in 0..20 {
+        if let Ok(mut stream) = TcpStream::connect(("127.0.0.1", host_port)) {
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .unwrap();
+            let _ = stream.write_all(b"hi\n");
+            let _ = stream.read_to_string(&mut reply);
+            connected = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(connected, "connecting to 127.0.0.1:{host_port}");
+    assert_eq!(reply.trim(), "hello-from-pod");
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn restart_keeps_ready_pods_ready_with_the_same_ip() {
+    let mut berthd = Berthd::start("podrestart").await.unwrap();
+    let id = run_pod(&berthd, pod_config(&berthd, "keep")).await.unwrap();
+    let ip = pod_ip(&berthd, &id).await;
+    assert!(berthd.stop().unwrap().success());
+    berthd.launch().await.unwrap();
+    assert_eq!(state(&berthd, &id).await, READY);
+    assert_eq!(pod_ip(&berthd, &id).await, ip);
+    assert!(ping(None, &ip));
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn remove_works_with_the_cni_config_deleted() {
+    let berthd = Berthd::start("nocniconf").await.unwrap();
+    let id = run_pod(&berthd, pod_config(&berthd, "gone")).await.unwrap();
+    std::fs::remove_dir_all(&berthd.cni_conf_dir).unwrap();
+    // DEL runs with the network config recorded at ADD time, so the IP is released.
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
+    let options = Options {
+        slow_cni_result: true,
+        ..Options::default()
+    };
+    let mut berthd = Berthd::start_with("podcrash", options).await.unwrap();
+    let config = pod_config(&berthd, "crash");
+    let pending = {
+        let config = config.clone();
+        let channel = berthd.channel().await.unwrap();
+        tokio::spawn(async move {
+            let mut rt = cri::runtime_service_client::RuntimeServiceClient::new(channel);
+            rt.run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config),
+                runtime_handler: String::new(),
+            })
+            .await
+        })
+    };
+    // The IP is reserved once the bridge plugin ran; the slowed-down portmap plugin then holds
+    // RunPodSandbox open: kill berthd right there.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while berth_e2e::leaks::cni_reservations(&berthd.cni_ipam_dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no IP was ever reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    berthd.kill().unwrap();
+    assert!(pending.await.unwrap().is_err());
+    berthd.launch().await.unwrap();
+    let pods = list_pods(&berthd, None).await;
+    assert_eq!(pods.len(), 1, "the half-made sandbox is listed");
+    assert_eq!(pods[0].state, NOTREADY);
+    stop_pod(&berthd, &pods[0].id).await.unwrap();
+    remove_pod(&berthd, &pods[0].id).await.unwrap();
+    berthd.finish();
+}

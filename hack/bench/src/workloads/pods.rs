@@ -1,0 +1,219 @@
+//! Pod workloads: what kubelet does to start and tear down pods (no containers).
+//!
+//! * `runp`: RunPodSandbox, then StopPodSandbox and RemovePodSandbox, each timed. Pods get a
+//!   name unique to the run and iteration, own network/IPC/UTS namespaces and the runtime's CNI
+//!   network, like a plain kubelet pod.
+//! * `runp-burst`: `BURST` pods created at once (kubelet starting a node's pods after a reboot),
+//!   timed as one operation until the last one is ready; then all stopped and removed, untimed.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use k8s_cri::v1 as cri;
+
+use super::{BoxFut, Recorder, Workload};
+use crate::client::Clients;
+
+/// How many pods `runp-burst` starts at once.
+pub const BURST: usize = 50;
+
+fn pod_config(run_id: &str, iter: u64, index: usize) -> cri::PodSandboxConfig {
+    let name = format!("bench-{iter}-{index}");
+    cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: name.clone(),
+            uid: format!("{run_id}-{iter}-{index}"),
+            namespace: "berth-bench".into(),
+            attempt: 0,
+        }),
+        hostname: name,
+        log_directory: format!("/var/tmp/berth-bench/logs/{run_id}"),
+        labels: HashMap::from([("berth-bench".into(), run_id.to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            security_context: Some(cri::LinuxSandboxSecurityContext {
+                namespace_options: Some(cri::NamespaceOption {
+                    network: cri::NamespaceMode::Pod as i32,
+                    pid: cri::NamespaceMode::Container as i32,
+                    ipc: cri::NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn run_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
+    cri::RunPodSandboxRequest {
+        config: Some(config),
+        runtime_handler: String::new(),
+    }
+}
+
+/// A per-run id for pod names and uids, so reruns never collide with leftovers.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{:08x}", nanos ^ std::process::id())
+}
+
+pub struct RunPod {
+    run_id: String,
+}
+
+impl RunPod {
+    pub fn new() -> RunPod {
+        RunPod { run_id: run_id() }
+    }
+}
+
+impl Workload for RunPod {
+    fn name(&self) -> &'static str {
+        "runp"
+    }
+
+    fn ops(&self) -> &'static [&'static str] {
+        &["RunPodSandbox", "StopPodSandbox", "RemovePodSandbox"]
+    }
+
+    fn iteration<'a>(
+        &'a self,
+        clients: &'a mut Clients,
+        iter: u64,
+        rec: &'a mut Recorder,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let req = run_request(pod_config(&self.run_id, iter, 0));
+            let Some(resp) = rec
+                .call("RunPodSandbox", clients.runtime.run_pod_sandbox(req))
+                .await
+            else {
+                return;
+            };
+            let id = resp.pod_sandbox_id;
+            let stop = cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            };
+            rec.call("StopPodSandbox", clients.runtime.stop_pod_sandbox(stop))
+                .await;
+            let remove = cri::RemovePodSandboxRequest { pod_sandbox_id: id };
+            rec.call(
+                "RemovePodSandbox",
+                clients.runtime.remove_pod_sandbox(remove),
+            )
+            .await;
+        })
+    }
+}
+
+pub struct RunPodBurst {
+    run_id: String,
+}
+
+impl RunPodBurst {
+    pub fn new() -> RunPodBurst {
+        RunPodBurst { run_id: run_id() }
+    }
+}
+
+impl Workload for RunPodBurst {
+    fn name(&self) -> &'static str {
+        "runp-burst"
+    }
+
+    fn ops(&self) -> &'static [&'static str] {
+        &["RunPodSandbox x50"]
+    }
+
+    fn iteration<'a>(
+        &'a self,
+        clients: &'a mut Clients,
+        iter: u64,
+        rec: &'a mut Recorder,
+    ) -> BoxFut<'a, ()> {
+        Box::pin(async move {
+            let mut set = tokio::task::JoinSet::new();
+            for index in 0..BURST {
+                let mut runtime = clients.runtime.clone();
+                let req = run_request(pod_config(&self.run_id, iter, index));
+                set.spawn(async move { runtime.run_pod_sandbox(req).await });
+            }
+            let all = async move {
+                let mut ids = Vec::new();
+                let mut first_error = None;
+                while let Some(joined) = set.join_next().await {
+                    match joined {
+                        Ok(Ok(resp)) => ids.push(resp.into_inner().pod_sandbox_id),
+                        Ok(Err(status)) => {
+                            first_error.get_or_insert(status);
+                        }
+                        Err(e) => {
+                            first_error.get_or_insert(tonic::Status::internal(e.to_string()));
+                        }
+                    }
+                }
+                (ids, first_error)
+            };
+            let mut created = Vec::new();
+            rec.call("RunPodSandbox x50", async {
+                let (ids, error) = all.await;
+                created = ids;
+                match error {
+                    Some(status) => Err(status),
+                    None => Ok(tonic::Response::new(())),
+                }
+            })
+            .await;
+            for id in created {
+                let _ = clients
+                    .runtime
+                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: id.clone(),
+                    })
+                    .await;
+                let _ = clients
+                    .runtime
+                    .remove_pod_sandbox(cri::RemovePodSandboxRequest { pod_sandbox_id: id })
+                    .await;
+            }
+        })
+    }
+
+    fn teardown<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
+        // Whatever an error left behind.
+        Box::pin(async move {
+            let list = clients
+                .runtime
+                .list_pod_sandbox(cri::ListPodSandboxRequest {
+                    filter: Some(cri::PodSandboxFilter {
+                        label_selector: HashMap::from([(
+                            "berth-bench".into(),
+                            self.run_id.clone(),
+                        )]),
+                        ..Default::default()
+                    }),
+                })
+                .await?
+                .into_inner();
+            for pod in list.items {
+                clients
+                    .runtime
+                    .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                        pod_sandbox_id: pod.id.clone(),
+                    })
+                    .await?;
+                clients
+                    .runtime
+                    .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                        pod_sandbox_id: pod.id,
+                    })
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,115 @@
+//! What a pod asks for, in plain Rust: the CRI layer translates `PodSandboxConfig` into this, so the
+//! sandbox crate (and its tests) never depend on gRPC types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The pod's identity as kubelet sees it. Two RunPodSandbox calls with equal metadata are the
+/// same request (kubelet retrying), never two pods.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct PodMetadata {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub attempt: u32,
+}
+
+/// How a pod uses one kind of namespace (CRI `NamespaceMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NamespaceMode {
+    /// One namespace for the whole pod.
+    Pod,
+    /// One per container (CRI's default for PID).
+    #[default]
+    Container,
+    /// The host's.
+    Node,
+    /// Another container's (PID only).
+    Target,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NamespaceOptions {
+    pub network: NamespaceMode,
+    pub pid: NamespaceMode,
+    pub ipc: NamespaceMode,
+    /// The container whose PID namespace `pid: Target` names.
+    pub target_id: String,
+}
+
+impl NamespaceOptions {
+    pub fn host_network(&self) -> bool {
+        self.network == NamespaceMode::Node
+    }
+
+    pub fn host_ipc(&self) -> bool {
+        self.ipc == NamespaceMode::Node
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub protocol: Protocol,
+    pub container_port: u16,
+    pub host_port: u16,
+    /// Empty: every host address.
+    pub host_ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct DnsConfig {
+    pub servers: Vec<String>,
+    pub searches: Vec<String>,
+    pub options: Vec<String>,
+}
+
+/// Pod-level resources (CRI `LinuxContainerResources` on the sandbox) or overhead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Resources {
+    pub cpu_period: Option<u64>,
+    pub cpu_quota: Option<i64>,
+    pub cpu_shares: Option<u64>,
+    pub memory_limit: Option<i64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    /// (page size such as "2MB", limit in bytes)
+    pub hugepage_limits: Vec<(String, u64)>,
+    pub unified: BTreeMap<String, String>,
+}
+
+/// Everything RunPodSandbox takes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SandboxConfig {
+    pub metadata: PodMetadata,
+    pub hostname: String,
+    pub log_directory: String,
+    pub dns: Option<DnsConfig>,
+    pub port_mappings: Vec<PortMapping>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_parent: String,
+    pub sysctls: BTreeMap<String, String>,
+    pub namespaces: NamespaceOptions,
+    pub resources: Resources,
+    pub overhead: Resources,
+    /// RuntimeClass handler; empty means the configured default.
+    pub runtime_handler: String,
+}

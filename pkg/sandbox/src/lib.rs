@@ -1,0 +1,213 @@
+//! Pod sandboxes without a pause image.
+//!
+//! A sandbox is what its containers share: network, IPC and UTS namespaces that Berth creates and
+//! pins itself (bind-mounted nsfs files, see `berth-namespace`), the pod's resolv.conf, hosts,
+//! hostname and /dev/shm, its cgroup, and its CNI network. No process runs for a pod that has no
+//! containers.
+//!
+//! Crash safety: a record is written before the first side effect and updated after each one, and
+//! every teardown step is idempotent, so Stop and Remove clean up whatever a crashed RunPodSandbox
+//! left, from the record alone (the CNI result and network config are in it).
+
+mod config;
+mod error;
+mod files;
+mod filter;
+mod ids;
+mod lifecycle;
+mod net;
+mod record;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use berth_store::Store;
+
+pub use config::{
+    DnsConfig, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol, Resources,
+    SandboxConfig,
+};
+pub use error::SandboxError;
+pub use filter::SandboxFilter;
+pub use record::{Phase, SandboxRecord, SandboxState};
+
+/// What the sandbox service needs from the rest of berthd.
+pub struct SandboxDeps {
+    /// `<state>`: sandboxes live in `<state>/sandboxes/<id>`.
+    pub state_dir: PathBuf,
+    pub store: Store,
+    pub cni: berth_network::Cni,
+    pub cgroups: berth_cgroup::Cgroups,
+    /// Configured runtime handlers, and the one used when a pod names none.
+    pub handlers: Vec<String>,
+    pub default_handler: String,
+}
+
+/// Stops a pod's containers; the container layer implements it (StopPodSandbox must stop them
+/// before the network goes).
+pub trait PodContainers: Send + Sync {
+    fn stop_all(&self, sandbox_id: &str) -> Result<(), SandboxError>;
+}
+
+#[derive(Clone)]
+pub struct SandboxService {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    deps: SandboxDeps,
+    dir: PathBuf,
+    /// Write-through cache of the store's sandbox records: lists and status never touch disk.
+    records: RwLock<BTreeMap<String, SandboxRecord>>,
+    /// One lock per pod metadata: a kubelet retry waits for the first RunPodSandbox and then finds
+    /// its sandbox instead of creating a second one.
+    creating: tokio::sync::Mutex<HashMap<PodMetadata, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per sandbox: stop, remove and status updates of one pod never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    containers: RwLock<Option<Arc<dyn PodContainers>>>,
+}
+
+impl SandboxService {
+    /// Loads the sandboxes recorded in the store. Pods whose network namespace vanished (a reboot
+    /// empties the state dir) report NOTREADY; kubelet then stops and removes them.
+    pub fn open(deps: SandboxDeps) -> Result<SandboxService, SandboxError> {
+        let dir = deps.state_dir.join("sandboxes");
+        files::create_dir(&dir)?;
+
+        let records: BTreeMap<String, SandboxRecord> = deps
+            .store
+            .list::<SandboxRecord>()?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        for record in records.values() {
+            if record.phase == Phase::Created && record.state() == SandboxState::NotReady {
+                tracing::warn!(sandbox_id = %record.id, "pod network namespace is gone; reporting the sandbox NOTREADY");
+            }
+        }
+        Ok(SandboxService {
+            inner: Arc::new(Inner {
+                deps,
+                dir,
+                records: RwLock::new(records),
+                creating: tokio::sync::Mutex::new(HashMap::new()),
+                locks: Mutex::new(HashMap::new()),
+                containers: RwLock::new(None),
+            }),
+        })
+    }
+
+    /// Lets the container layer stop a pod's containers when the pod stops.
+    pub fn set_containers(&self, containers: Arc<dyn PodContainers>) {
+        *self
+            .inner
+            .containers
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Some(containers);
+    }
+
+    /// RunPodSandbox. Returns the new sandbox's ID, or the existing one's for a retry.
+    pub async fn run(&self, config: SandboxConfig) -> Result<String, SandboxError> {
+        lifecycle::run(&self.inner, config).await
+    }
+
+    /// StopPodSandbox: containers stopped, network torn down, NOTREADY. Idempotent.
+    pub async fn stop(&self, id_or_prefix: &str) -> Result<(), SandboxError> {
+        let id = self.resolve(id_or_prefix)?;
+        lifecycle::stop(&self.inner, &id).await
+    }
+
+    /// RemovePodSandbox: everything the pod created is gone. Removing an unknown sandbox succeeds.
+    pub async fn remove(&self, id_or_prefix: &str) -> Result<(), SandboxError> {
+        let id = match self.resolve(id_or_prefix) {
+            Ok(id) => id,
+            Err(SandboxError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        lifecycle::remove(&self.inner, &id).await
+    }
+
+    /// The sandbox an ID or unique ID prefix names.
+    pub fn get(&self, id_or_prefix: &str) -> Result<SandboxRecord, SandboxError> {
+        let id = self.resolve(id_or_prefix)?;
+        self.inner
+            .records()
+            .get(&id)
+            .cloned()
+            .ok_or(SandboxError::NotFound(id))
+    }
+
+    pub fn list(&self, filter: &SandboxFilter) -> Vec<SandboxRecord> {
+        let records = self.inner.records();
+        records
+            .values()
+            .filter(|r| filter.matches(r))
+            .cloned()
+            .collect()
+    }
+
+    /// Full ID for an ID or a unique prefix of one.
+    pub fn resolve(&self, id_or_prefix: &str) -> Result<String, SandboxError> {
+        ids::resolve(self.inner.records().keys(), id_or_prefix)
+    }
+
+    /// Where sandbox directories live.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+}
+
+impl Inner {
+    fn records(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SandboxRecord>> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn records_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, SandboxRecord>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Writes the record to the store (durably), then to the cache.
+    async fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
+        let store = self.deps.store.clone();
+        let to_write = record.clone();
+        tokio::task::spawn_blocking(move || store.put(&to_write))
+            .await
+            .map_err(|e| SandboxError::Internal(format!("store task: {e}")))??;
+        self.records_mut().insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), SandboxError> {
+        let store = self.deps.store.clone();
+        let key = id.to_string();
+        tokio::task::spawn_blocking(move || store.delete::<SandboxRecord>(&key))
+            .await
+            .map_err(|e| SandboxError::Internal(format!("store task: {e}")))??;
+        self.records_mut().remove(id);
+        Ok(())
+    }
+
+    fn containers(&self) -> Option<Arc<dyn PodContainers>> {
+        self.containers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

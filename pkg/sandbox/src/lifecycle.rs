@@ -1,0 +1,327 @@
+//! RunPodSandbox, StopPodSandbox and RemovePodSandbox: the steps, their order, and their undoing.
+
+use std::sync::Arc;
+
+use berth_namespace::NsKind;
+
+use crate::config::{NamespaceMode, SandboxConfig};
+use crate::error::SandboxError;
+use crate::record::{Phase, SandboxRecord};
+use crate::{Inner, files, ids, net};
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Checks everything that can be checked before any side effect, so bad input changes nothing.
+fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxError> {
+    let m = &config.metadata;
+    if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
+        return Err(SandboxError::InvalidArgument(
+            "pod sandbox metadata needs a name, a namespace and a uid".into(),
+        ));
+    }
+    if config.runtime_handler.is_empty() {
+        config.runtime_handler = inner.deps.default_handler.clone();
+    }
+    if !inner.deps.handlers.contains(&config.runtime_handler) {
+        return Err(SandboxError::UnknownHandler {
+            handler: config.runtime_handler.clone(),
+            known: inner.deps.handlers.join(", "),
+        });
+    }
+    let ns = &config.namespaces;
+    if ns.network == NamespaceMode::Target || ns.ipc == NamespaceMode::Target {
+        return Err(SandboxError::InvalidArgument(
+            "only the PID namespace can target a container".into(),
+        ));
+    }
+    match ns.pid {
+        NamespaceMode::Pod => {
+            return Err(SandboxError::Unsupported(
+                "a PID namespace shared by the whole pod (shareProcessNamespace)".into(),
+            ));
+        }
+        NamespaceMode::Target if ns.target_id.is_empty() => {
+            return Err(SandboxError::InvalidArgument(
+                "PID namespace mode TARGET needs a target container id".into(),
+            ));
+        }
+        _ => {}
+    }
+    if !config.hostname.is_empty() && !valid_hostname(&config.hostname) {
+        return Err(SandboxError::InvalidArgument(format!(
+            "hostname {:?} is not a valid DNS-1123 label sequence of at most 64 characters",
+            config.hostname
+        )));
+    }
+    berth_namespace::validate_sysctls(&config.sysctls, !ns.host_network(), !ns.host_ipc())?;
+    files::resolv_conf(config.dns.as_ref())?;
+    Ok(())
+}
+
+fn valid_hostname(name: &str) -> bool {
+    name.len() <= 64
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// The node's hostname, which host-network pods without one of their own get.
+fn node_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+pub(crate) async fn run(
+    inner: &Arc<Inner>,
+    mut config: SandboxConfig,
+) -> Result<String, SandboxError> {
+    validate(inner, &mut config)?;
+    // Kubelet retries with the same metadata: the retry waits here for the first call and then
+    // finds its sandbox.
+    let slot = inner
+        .creating
+        .lock()
+        .await
+        .entry(config.metadata.clone())
+        .or_default()
+        .clone();
+    let result = {
+        let _guard = slot.lock().await;
+        let existing = inner
+            .records()
+            .values()
+            .find(|r| r.metadata == config.metadata)
+            .map(|r| r.id.clone());
+        match existing {
+            Some(id) => {
+                tracing::info!(sandbox_id = %id, "RunPodSandbox retry: returning the existing sandbox");
+                Ok(id)
+            }
+            None => create(inner, config.clone()).await,
+        }
+    };
+    let mut creating = inner.creating.lock().await;
+    if Arc::strong_count(&slot) == 2 {
+        creating.remove(&config.metadata);
+    }
+    result
+}
+
+async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, SandboxError> {
+    let started = std::time::Instant::now();
+    let id = ids::generate()?;
+    let dir = inner.dir.join(&id);
+    let hostname = if config.hostname.is_empty() {
+        node_hostname()
+    } else {
+        config.hostname.clone()
+    };
+    let cgroup = inner.deps.cgroups.pod_cgroup(&config.cgroup_parent, &id)?;
+    let mut record = SandboxRecord {
+        id: id.clone(),
+        metadata: config.metadata.clone(),
+        phase: Phase::Creating,
+        created_at_ns: now_ns(),
+        labels: config.labels.clone(),
+        annotations: config.annotations.clone(),
+        runtime_handler: config.runtime_handler.clone(),
+        hostname,
+        log_directory: config.log_directory.clone(),
+        namespaces: config.namespaces.clone(),
+        dns: config.dns.clone(),
+        port_mappings: config.port_mappings.clone(),
+        sysctls: config.sysctls.clone(),
+        dir,
+        netns: None,
+        ipcns: None,
+        utsns: None,
+        shm: None,
+        cgroup: Some(cgroup),
+        network: None,
+    };
+    // Written before the first side effect: a crash from here on leaves a record to clean up from.
+    inner.save(&record).await?;
+    match setup(inner, &mut record, &config).await {
+        Ok(()) => {
+            record.phase = Phase::Created;
+            if let Err(e) = inner.save(&record).await {
+                undo(inner, &record).await;
+                return Err(e);
+            }
+            tracing::info!(
+                sandbox_id = %id,
+                pod = %format!("{}/{}", config.metadata.namespace, config.metadata.name),
+                ips = ?record.ips(),
+                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "pod sandbox ready"
+            );
+            Ok(id)
+        }
+        Err(e) => {
+            tracing::warn!(sandbox_id = %id, error = %e, "RunPodSandbox failed; rolling back");
+            undo(inner, &record).await;
+            Err(e)
+        }
+    }
+}
+
+/// The side effects, in order; each one recorded as soon as it exists.
+async fn setup(
+    inner: &Arc<Inner>,
+    record: &mut SandboxRecord,
+    config: &SandboxConfig,
+) -> Result<(), SandboxError> {
+    let host_network = config.namespaces.host_network();
+    let host_ipc = config.namespaces.host_ipc();
+    files::create_dir(&record.dir)?;
+
+    // Namespaces: the pod's own network, IPC and UTS (UTS follows the network, as in Kubernetes:
+    // a host-network pod has the node's hostname).
+    let mut kinds = Vec::new();
+    if !host_network {
+        kinds.push(NsKind::Net);
+        kinds.push(NsKind::Uts);
+    }
+    if !host_ipc {
+        kinds.push(NsKind::Ipc);
+    }
+    if !kinds.is_empty() {
+        let ns_dir = record.dir.join("ns");
+        let hostname = (!host_network).then_some(record.hostname.clone());
+        let sysctls = config.sysctls.clone();
+        let pinned = tokio::task::spawn_blocking(move || {
+            berth_namespace::pin(&berth_namespace::PinRequest {
+                dir: &ns_dir,
+                kinds: &kinds,
+                hostname: hostname.as_deref(),
+                sysctls: &sysctls,
+            })
+        })
+        .await
+        .map_err(|e| SandboxError::Internal(format!("namespace task: {e}")))??;
+        record.netns = pinned.path(NsKind::Net).map(Into::into);
+        record.utsns = pinned.path(NsKind::Uts).map(Into::into);
+        record.ipcns = pinned.path(NsKind::Ipc).map(Into::into);
+    }
+    if !host_ipc {
+        record.shm = Some(files::mount_shm(&record.dir)?);
+    }
+    inner.save(record).await?;
+
+    if let Some(cgroup) = record.cgroup.as_mut() {
+        let resources = net::cgroup_resources(&config.resources, &config.overhead);
+        // The cgroup notes which directories Berth made (only those are Berth's to remove).
+        let ensured = inner.deps.cgroups.ensure(cgroup, &resources);
+        inner.save(record).await?;
+        ensured?;
+    }
+
+    if let Some(netns) = record.netns.clone() {
+        let network = net::setup(inner, record, &netns).await?;
+        record.network = Some(network);
+        // Persisted before RunPodSandbox returns: DEL needs it after a crash.
+        inner.save(record).await?;
+    }
+    files::write_pod_files(
+        &record.dir,
+        record.dns.as_ref(),
+        &record.hostname,
+        host_network,
+        &record.ips(),
+    )?;
+    Ok(())
+}
+
+/// Undoes a failed RunPodSandbox completely, including its record.
+async fn undo(inner: &Arc<Inner>, record: &SandboxRecord) {
+    if let Err(e) = teardown(inner, record, true).await {
+        tracing::warn!(sandbox_id = %record.id, error = %e, "rolling back a failed RunPodSandbox");
+        return;
+    }
+    if let Err(e) = inner.delete(&record.id).await {
+        tracing::warn!(sandbox_id = %record.id, error = %e, "deleting the record of a failed RunPodSandbox");
+    }
+}
+
+/// Stop: the containers, then the network (CNI DEL with the persisted result; a broken CNI is
+/// logged, never fatal). The namespaces stay pinned until Remove: nothing runs in them any more,
+/// and kubelet may still inspect the stopped pod.
+async fn stop_steps(inner: &Arc<Inner>, record: &mut SandboxRecord) -> Result<(), SandboxError> {
+    if let Some(containers) = inner.containers() {
+        containers.stop_all(&record.id)?;
+    }
+    if record.netns.is_some() || record.network.is_some() {
+        match net::teardown(inner, record).await {
+            Ok(()) => record.network = None,
+            Err(e) => {
+                tracing::warn!(sandbox_id = %record.id, error = %e, "CNI DEL failed; the pod's IP may stay reserved")
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn stop(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxError> {
+    let lock = inner.lock_for(id);
+    let _guard = lock.lock().await;
+    let Some(mut record) = inner.records().get(id).cloned() else {
+        return Err(SandboxError::NotFound(id.to_string()));
+    };
+    if record.phase == Phase::Stopped {
+        return Ok(());
+    }
+    stop_steps(inner, &mut record).await?;
+    record.phase = Phase::Stopped;
+    inner.save(&record).await?;
+    tracing::info!(sandbox_id = %id, "pod sandbox stopped");
+    Ok(())
+}
+
+/// Everything a sandbox may have, removed in reverse order of creation. Every step tolerates what
+/// it removes being gone already. `network_too`: also run the stop steps (remove without stop, or
+/// a rollback).
+async fn teardown(
+    inner: &Arc<Inner>,
+    record: &SandboxRecord,
+    network_too: bool,
+) -> Result<(), SandboxError> {
+    let mut record = record.clone();
+    if network_too {
+        stop_steps(inner, &mut record).await?;
+    }
+    if let Some(shm) = &record.shm {
+        files::unmount_shm(shm)?;
+    }
+    berth_namespace::unpin(&record.dir.join("ns"))?;
+    if let Some(cgroup) = &record.cgroup {
+        inner.deps.cgroups.remove(cgroup)?;
+    }
+    files::remove_dir(&record.dir)
+}
+
+pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxError> {
+    let lock = inner.lock_for(id);
+    let _guard = lock.lock().await;
+    let Some(record) = inner.records().get(id).cloned() else {
+        return Ok(());
+    };
+    teardown(inner, &record, record.phase != Phase::Stopped).await?;
+    inner.delete(id).await?;
+    drop(_guard);
+    inner.forget_lock(id);
+    tracing::info!(sandbox_id = %id, "pod sandbox removed");
+    Ok(())
+}

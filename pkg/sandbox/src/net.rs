@@ -1,0 +1,95 @@
+//! The sandbox's side of CNI and cgroups: translating the pod's config into the requests the
+//! network and cgroup crates take.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::Inner;
+use crate::config::{Protocol, Resources};
+use crate::error::SandboxError;
+use crate::record::SandboxRecord;
+
+/// The CNI request for this pod; `ip_ranges` stay empty so the CNI runtime fills in kubelet's pod
+/// CIDR.
+fn request(record: &SandboxRecord, netns: Option<&Path>) -> berth_network::PodNetworkRequest {
+    berth_network::PodNetworkRequest {
+        sandbox_id: record.id.clone(),
+        netns: netns.map(Path::to_path_buf),
+        pod_name: record.metadata.name.clone(),
+        pod_namespace: record.metadata.namespace.clone(),
+        pod_uid: record.metadata.uid.clone(),
+        port_mappings: record
+            .port_mappings
+            .iter()
+            .map(|p| berth_network::PortMapping {
+                host_port: p.host_port,
+                container_port: p.container_port,
+                protocol: match p.protocol {
+                    Protocol::Tcp => berth_network::Protocol::Tcp,
+                    Protocol::Udp => berth_network::Protocol::Udp,
+                    Protocol::Sctp => berth_network::Protocol::Sctp,
+                },
+                host_ip: p.host_ip.clone(),
+            })
+            .collect(),
+        dns: record.dns.as_ref().map(|d| berth_network::Dns {
+            servers: d.servers.clone(),
+            searches: d.searches.clone(),
+            options: d.options.clone(),
+        }),
+        bandwidth: None,
+        ip_ranges: Vec::new(),
+    }
+}
+
+pub(crate) async fn setup(
+    inner: &Arc<Inner>,
+    record: &SandboxRecord,
+    netns: &Path,
+) -> Result<berth_network::PodNetwork, SandboxError> {
+    let req = request(record, Some(netns));
+    Ok(inner.deps.cni.setup(&req).await?)
+}
+
+/// CNI DEL with the persisted ADD result (and the network config it was made with). A netns that
+/// is gone (reboot) is passed as empty, so IPAM still releases the address.
+pub(crate) async fn teardown(
+    inner: &Arc<Inner>,
+    record: &SandboxRecord,
+) -> Result<(), SandboxError> {
+    let netns = record
+        .netns
+        .as_deref()
+        .filter(|ns| berth_namespace::is_pinned(ns));
+    // After ADD, the request as it was then (with the pod CIDR it used) is in the blob.
+    let req = match &record.network {
+        Some(network) => {
+            let mut req = network.request.clone();
+            req.netns = netns.map(Path::to_path_buf);
+            req
+        }
+        None => request(record, netns),
+    };
+    Ok(inner
+        .deps
+        .cni
+        .teardown(&req, record.network.as_ref())
+        .await?)
+}
+
+pub(crate) fn cgroup_resources(
+    resources: &Resources,
+    overhead: &Resources,
+) -> berth_cgroup::PodResources {
+    let convert = |r: &Resources| berth_cgroup::PodResources {
+        cpu_shares: r.cpu_shares,
+        cpu_quota: r.cpu_quota,
+        cpu_period: r.cpu_period,
+        memory_limit: r.memory_limit,
+        cpuset_cpus: r.cpuset_cpus.clone(),
+        cpuset_mems: r.cpuset_mems.clone(),
+        hugepage_limits: r.hugepage_limits.clone(),
+        unified: r.unified.clone(),
+    };
+    convert(resources).with_overhead(&convert(overhead))
+}
