@@ -40,7 +40,8 @@ cat >"$tmp" <<JSON
         "ranges": [[{ "subnet": "10.88.0.0/16" }]]
       }
     },
-    { "type": "portmap", "capabilities": { "portMappings": true } }
+    { "type": "portmap", "capabilities": { "portMappings": true } },
+    { "type": "bandwidth", "capabilities": { "bandwidth": true } }
   ]
 }
 JSON

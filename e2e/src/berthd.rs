@@ -199,7 +199,8 @@ impl Berthd {
                         "routes": [{"dst": "0.0.0.0/0"}]
                     }
                 },
-                {"type": "portmap", "capabilities": {"portMappings": true}}
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+                {"type": "bandwidth", "capabilities": {"bandwidth": true}}
             ]
         });
         std::fs::write(

@@ -386,11 +386,17 @@ async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
     };
     // The IP is reserved once the bridge plugin ran; the slowed-down portmap plugin then holds
     // RunPodSandbox open: kill berthd right there.
+    let dir = berthd.dir.clone();
+    let plugin_running = move || {
+        berth_e2e::leaks::processes_using(&dir)
+            .iter()
+            .any(|p| p.contains("cni/bin/portmap"))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while berth_e2e::leaks::cni_reservations(&berthd.cni_ipam_dir).is_empty() {
+    while berth_e2e::leaks::cni_reservations(&berthd.cni_ipam_dir).is_empty() || !plugin_running() {
         assert!(
             std::time::Instant::now() < deadline,
-            "no IP was ever reserved"
+            "ADD never got to portmap"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -402,5 +408,170 @@ async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
     assert_eq!(pods[0].state, NOTREADY);
     stop_pod(&berthd, &pods[0].id).await.unwrap();
     remove_pod(&berthd, &pods[0].id).await.unwrap();
+    // The plugin berthd was waiting for runs on (in its own process group, so a crash of berthd
+    // does not cut it off half-way); let the test's slowed-down copy finish.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while plugin_running() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the CNI plugin never finished"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn shared_pid_namespace_has_berths_init_as_pid_1() {
+    let berthd = Berthd::start("pidns").await.unwrap();
+    let mut config = pod_config(&berthd, "pidns");
+    config
+        .linux
+        .as_mut()
+        .unwrap()
+        .security_context
+        .as_mut()
+        .unwrap()
+        .namespace_options
+        .as_mut()
+        .unwrap()
+        .pid = cri::NamespaceMode::Pod as i32;
+    let id = run_pod(&berthd, config).await.unwrap();
+    let info = pod_info(&berthd, &id).await;
+    let pid = info["init"]["pid"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{info}"));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(
+        nspid.split_whitespace().collect::<Vec<_>>(),
+        ["NSpid:", &pid.to_string(), "1"]
+    );
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert!(exe.ends_with("berth-init"), "{exe:?}");
+    assert_eq!(state(&berthd, &id).await, READY);
+
+    // A pod without a shared PID namespace has no process at all.
+    let plain = run_pod(&berthd, pod_config(&berthd, "noproc"))
+        .await
+        .unwrap();
+    assert!(pod_info(&berthd, &plain).await["init"].is_null());
+
+    stop_pod(&berthd, &id).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "init still running after stop"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for id in [&id, &plain] {
+        stop_pod(&berthd, id).await.unwrap();
+        remove_pod(&berthd, id).await.unwrap();
+    }
+    berthd.finish();
+}
+
+/// The pod's cgroup in one v1 controller (this host is hybrid) or the unified hierarchy.
+fn cgroup_file(info: &serde_json::Value, controller: &str, file: &str) -> Option<String> {
+    let path = info["cgroup"]["path"]
+        .as_str()?
+        .trim_start_matches('/')
+        .to_string();
+    [
+        format!("/sys/fs/cgroup/{controller}/{path}/{file}"),
+        format!("/sys/fs/cgroup/{path}/{file}"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok())
+    .map(|s| s.trim().to_string())
+}
+
+#[tokio::test]
+async fn pod_resources_overhead_and_bandwidth_are_applied() {
+    let berthd = Berthd::start("podres").await.unwrap();
+    let mut config = pod_config(&berthd, "res");
+    let linux = config.linux.as_mut().unwrap();
+    linux.resources = Some(cri::LinuxContainerResources {
+        cpu_shares: 512,
+        cpu_period: 100_000,
+        cpu_quota: 50_000,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    linux.overhead = Some(cri::LinuxContainerResources {
+        cpu_shares: 100,
+        cpu_period: 100_000,
+        cpu_quota: 10_000,
+        memory_limit_in_bytes: 16 << 20,
+        ..Default::default()
+    });
+    config
+        .annotations
+        .insert("kubernetes.io/ingress-bandwidth".into(), "10M".into());
+    let id = run_pod(&berthd, config).await.unwrap();
+    let info = pod_info(&berthd, &id).await;
+    assert_eq!(
+        cgroup_file(&info, "cpu", "cpu.shares").as_deref(),
+        Some("612"),
+        "{info}"
+    );
+    assert_eq!(
+        cgroup_file(&info, "cpu", "cpu.cfs_quota_us").as_deref(),
+        Some("60000")
+    );
+    assert_eq!(
+        cgroup_file(&info, "memory", "memory.limit_in_bytes"),
+        Some((80u64 << 20).to_string())
+    );
+    // The bandwidth plugin shapes the pod's traffic on the host side of its veth.
+    let qdiscs = std::process::Command::new("tc")
+        .args(["qdisc", "show"])
+        .output()
+        .unwrap();
+    let qdiscs = String::from_utf8_lossy(&qdiscs.stdout);
+    assert!(
+        qdiscs.contains("tbf") && qdiscs.contains("rate 10Mbit"),
+        "{qdiscs}"
+    );
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn systemd_driver_puts_the_pod_in_its_slice() {
+    let options = Options {
+        dropin: "[cgroup]\ndriver = \"systemd\"\n".into(),
+        ..Options::default()
+    };
+    let berthd = Berthd::start_with("podslice", options).await.unwrap();
+    let mut config = pod_config(&berthd, "slice");
+    let uid = berthd.test_id();
+    config.linux.as_mut().unwrap().cgroup_parent = format!("berthe2e-pod{uid}.slice");
+    let id = run_pod(&berthd, config).await.unwrap();
+    let info = pod_info(&berthd, &id).await;
+    assert_eq!(
+        info["cgroup"]["path"],
+        format!("/berthe2e.slice/berthe2e-pod{uid}.slice"),
+        "{info}"
+    );
+    assert!(cgroup_file(&info, "cpu", "cpu.shares").is_some(), "{info}");
+    // kubelet asks the runtime which driver to use.
+    let mut rt = berthd.runtime().await.unwrap();
+    let driver = rt
+        .runtime_config(cri::RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .linux
+        .unwrap()
+        .cgroup_driver;
+    assert_eq!(driver, cri::CgroupDriver::Systemd as i32);
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
     berthd.finish();
 }

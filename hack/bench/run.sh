@@ -152,7 +152,7 @@ trap 'exit 130' INT TERM
 
 if [[ ${BERTH_BENCH_NO_BUILD:-} != 1 ]]; then
   pkgs=(-p berth-bench)
-  has_runtime berth && pkgs+=(-p berthd)
+  has_runtime berth && pkgs+=(-p berthd -p berth-init)
   log "building ${pkgs[*]} (release, target dir $TARGET)"
   (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release "${pkgs[@]}") ||
     die "build failed (set BERTH_BENCH_RUNTIMES=containerd to benchmark containerd alone)"
@@ -175,8 +175,20 @@ free_port() {
 }
 METRICS_PORT=${BERTH_BENCH_METRICS_PORT:-$(free_port 19190)}
 
+# Both runtimes use the same CNI network (containerd.sh reads the same variables): the bridge
+# berth0 on 10.88.0.0/16 with host-local IPAM in a private data dir, seeded if missing.
+CNI_CONF_DIR=${BERTH_BENCH_CNI_CONF_DIR:-$BENCH_DIR/cni/net.d}
+CNI_BIN_DIR=${BERTH_BENCH_CNI_BIN_DIR:-/usr/lib/cni}
+if [[ -z ${BERTH_BENCH_CNI_CONF_DIR:-} ]]; then
+  mkdir -p "$CNI_CONF_DIR" "$BENCH_DIR/cni/ipam"
+  "$HERE/../install-cni-config.sh" "$CNI_CONF_DIR" "$BENCH_DIR/cni/ipam" >/dev/null 2>&1
+fi
+BERTHD_CONFIG=$BENCH_DIR/berthd.toml
+mkdir -p "$BENCH_DIR"
+printf '[cni]\nconf_dir = "%s"\nbin_dirs = ["%s"]\n' "$CNI_CONF_DIR" "$CNI_BIN_DIR" >"$BERTHD_CONFIG"
+
 berthd_argv() { # ROOT STATE SOCK -> BERTHD_ARGV
-  BERTHD_ARGV=("$BERTHD_BIN" --root "$1" --state "$2" --listen "unix://$3"
+  BERTHD_ARGV=("$BERTHD_BIN" --config "$BERTHD_CONFIG" --root "$1" --state "$2" --listen "unix://$3"
     --metrics-address "127.0.0.1:$METRICS_PORT" --log-level warn "${BERTHD_EXTRA[@]}")
 }
 

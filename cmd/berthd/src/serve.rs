@@ -179,6 +179,7 @@ fn open_sandboxes(
         cgroups,
         handlers: config.runtime.handlers.keys().cloned().collect(),
         default_handler: config.runtime.default_handler.clone(),
+        init_binary: berth_sandbox::SandboxDeps::default_init_binary(),
     })
     .context("opening the pod sandboxes")
 }

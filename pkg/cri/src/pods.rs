@@ -218,6 +218,7 @@ pub(crate) fn status_to_cri(
             "hostname": record.hostname,
             "cgroup": record.cgroup,
             "cni": record.network,
+            "init": record.init,
         });
         info.insert("info".to_string(), verbose.to_string());
     }

@@ -9,11 +9,13 @@
 //! every teardown step is idempotent, so Stop and Remove clean up whatever a crashed RunPodSandbox
 //! left, from the record alone (the CNI result and network config are in it).
 
+mod bandwidth;
 mod config;
 mod error;
 mod files;
 mod filter;
 mod ids;
+mod init;
 mod lifecycle;
 mod net;
 mod record;
@@ -30,6 +32,7 @@ pub use config::{
 };
 pub use error::SandboxError;
 pub use filter::SandboxFilter;
+pub use init::InitProcess;
 pub use record::{Phase, SandboxRecord, SandboxState};
 
 /// What the sandbox service needs from the rest of berthd.
@@ -42,6 +45,15 @@ pub struct SandboxDeps {
     /// Configured runtime handlers, and the one used when a pod names none.
     pub handlers: Vec<String>,
     pub default_handler: String,
+    /// The `berth-init` binary for pods with a shared PID namespace.
+    pub init_binary: PathBuf,
+}
+
+impl SandboxDeps {
+    /// `berth-init` installed beside berthd (or found in PATH).
+    pub fn default_init_binary() -> PathBuf {
+        init::default_binary()
+    }
 }
 
 /// Stops a pod's containers; the container layer implements it (StopPodSandbox must stop them

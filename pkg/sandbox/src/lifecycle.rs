@@ -7,7 +7,7 @@ use berth_namespace::NsKind;
 use crate::config::{NamespaceMode, SandboxConfig};
 use crate::error::SandboxError;
 use crate::record::{Phase, SandboxRecord};
-use crate::{Inner, files, ids, net};
+use crate::{Inner, bandwidth, files, ids, init, net};
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -40,11 +40,6 @@ fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxErro
         ));
     }
     match ns.pid {
-        NamespaceMode::Pod => {
-            return Err(SandboxError::Unsupported(
-                "a PID namespace shared by the whole pod (shareProcessNamespace)".into(),
-            ));
-        }
         NamespaceMode::Target if ns.target_id.is_empty() => {
             return Err(SandboxError::InvalidArgument(
                 "PID namespace mode TARGET needs a target container id".into(),
@@ -60,6 +55,7 @@ fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxErro
     }
     berth_namespace::validate_sysctls(&config.sysctls, !ns.host_network(), !ns.host_ipc())?;
     files::resolv_conf(config.dns.as_ref())?;
+    bandwidth::from_annotations(&config.annotations)?;
     Ok(())
 }
 
@@ -151,6 +147,8 @@ async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, San
         shm: None,
         cgroup: Some(cgroup),
         network: None,
+        network_pending: false,
+        init: None,
     };
     // Written before the first side effect: a crash from here on leaves a record to clean up from.
     inner.save(&record).await?;
@@ -219,21 +217,27 @@ async fn setup(
     if !host_ipc {
         record.shm = Some(files::mount_shm(&record.dir)?);
     }
-    inner.save(record).await?;
-
     if let Some(cgroup) = record.cgroup.as_mut() {
         let resources = net::cgroup_resources(&config.resources, &config.overhead);
         // The cgroup notes which directories Berth made (only those are Berth's to remove).
-        let ensured = inner.deps.cgroups.ensure(cgroup, &resources);
-        inner.save(record).await?;
-        ensured?;
+        inner.deps.cgroups.ensure(cgroup, &resources)?;
     }
+    if config.namespaces.pid == NamespaceMode::Pod {
+        let binary = inner.deps.init_binary.clone();
+        record.init = Some(init::start(&binary)?);
+    }
+    // One durable write for all of the above (each record write is an fsync, and RunPodSandbox
+    // is on kubelet's critical path). A crash before it leaves only what teardown finds by path
+    // (namespaces, shm under the sandbox dir); after it, everything is recorded.
+    record.network_pending = record.netns.is_some();
+    inner.save(record).await?;
 
     if let Some(netns) = record.netns.clone() {
-        let network = net::setup(inner, record, &netns).await?;
-        record.network = Some(network);
-        // Persisted before RunPodSandbox returns: DEL needs it after a crash.
-        inner.save(record).await?;
+        // A failed ADD is rolled back by the CNI runtime itself.
+        let added = net::setup(inner, record, &netns).await;
+        record.network_pending = false;
+        record.network = Some(added?);
+        // Saved with the Created phase by the caller, before RunPodSandbox returns.
     }
     files::write_pod_files(
         &record.dir,
@@ -263,9 +267,15 @@ async fn stop_steps(inner: &Arc<Inner>, record: &mut SandboxRecord) -> Result<()
     if let Some(containers) = inner.containers() {
         containers.stop_all(&record.id)?;
     }
-    if record.netns.is_some() || record.network.is_some() {
+    if let Some(init) = &record.init {
+        init::stop(init);
+    }
+    if record.network.is_some() || record.network_pending {
         match net::teardown(inner, record).await {
-            Ok(()) => record.network = None,
+            Ok(()) => {
+                record.network = None;
+                record.network_pending = false;
+            }
             Err(e) => {
                 tracing::warn!(sandbox_id = %record.id, error = %e, "CNI DEL failed; the pod's IP may stay reserved")
             }
@@ -302,9 +312,8 @@ async fn teardown(
     if network_too {
         stop_steps(inner, &mut record).await?;
     }
-    if let Some(shm) = &record.shm {
-        files::unmount_shm(shm)?;
-    }
+    // By path, not by record: a crash may have come before the record said it was mounted.
+    files::unmount_shm(&record.dir.join(files::SHM))?;
     berth_namespace::unpin(&record.dir.join("ns"))?;
     if let Some(cgroup) = &record.cgroup {
         inner.deps.cgroups.remove(cgroup)?;

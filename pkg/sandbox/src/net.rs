@@ -37,7 +37,10 @@ fn request(record: &SandboxRecord, netns: Option<&Path>) -> berth_network::PodNe
             searches: d.searches.clone(),
             options: d.options.clone(),
         }),
-        bandwidth: None,
+        // Validated by RunPodSandbox, so only an old record could fail here: then no shaping.
+        bandwidth: crate::bandwidth::from_annotations(&record.annotations)
+            .ok()
+            .flatten(),
         ip_ranges: Vec::new(),
     }
 }

@@ -54,6 +54,13 @@ pub struct SandboxRecord {
     pub cgroup: Option<berth_cgroup::PodCgroup>,
     /// The CNI ADD result, persisted before RunPodSandbox returns; DEL uses it after a crash.
     pub network: Option<berth_network::PodNetwork>,
+    /// A CNI ADD began and its outcome is not recorded: berthd died during it, so DEL must run
+    /// (without a result) to release whatever it reserved.
+    #[serde(default)]
+    pub network_pending: bool,
+    /// PID 1 of the pod's shared PID namespace (PID mode POD only).
+    #[serde(default)]
+    pub init: Option<crate::InitProcess>,
 }
 
 impl Record for SandboxRecord {
@@ -72,7 +79,8 @@ impl SandboxRecord {
             .netns
             .as_ref()
             .is_none_or(|ns| berth_namespace::is_pinned(ns));
-        if self.phase == Phase::Created && alive {
+        let init_alive = self.init.as_ref().is_none_or(crate::InitProcess::alive);
+        if self.phase == Phase::Created && alive && init_alive {
             SandboxState::Ready
         } else {
             SandboxState::NotReady
