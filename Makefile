@@ -14,8 +14,13 @@ setup:
 	hack/install-deps.sh
 	hack/install-cni-config.sh
 
+# berth-init is a workspace of its own (no std, panic = abort): built into the same target dir, so
+# it sits beside berthd, where berthd looks for it.
+INIT := --locked --manifest-path cmd/berth-init/Cargo.toml --target-dir target
+
 build:
 	$(CARGO) build --release --locked --bins
+	$(CARGO) build --release $(INIT)
 
 ## test: everything CI runs: format, lint, unit tests, then e2e tests against a real berthd
 test: test-rig check unit e2e
@@ -31,15 +36,18 @@ shellcheck:
 
 fmt:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path cmd/berth-init/Cargo.toml -- --check
 
 clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	$(CARGO) clippy $(INIT) -- -D warnings
 
 unit:
 	$(CARGO) test --locked --workspace --exclude berth-e2e -- --test-threads=$(TEST_THREADS)
 
 e2e:
 	$(CARGO) build --locked --bins
+	$(CARGO) build $(INIT)
 	$(CARGO) test --locked -p berth-e2e -- --test-threads=$(TEST_THREADS)
 
 ## bench: Berth and containerd side by side (hack/bench/README.md)

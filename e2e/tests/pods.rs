@@ -450,6 +450,32 @@ async fn shared_pid_namespace_has_berths_init_as_pid_1() {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert!(exe.ends_with("berth-init"), "{exe:?}");
     assert_eq!(state(&berthd, &id).await, READY);
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    assert!(rss_kib < 300, "berth-init uses {rss_kib} KiB");
+
+    // An orphan in the pod's PID namespace is adopted and reaped by the init.
+    let (ok, out) = nsenter(
+        &[format!("--pid=/proc/{pid}/ns/pid")],
+        &["busybox", "sh", "-c", "busybox sleep 0.2 & echo started"],
+    );
+    assert!(ok, "{out}");
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let adopted = std::fs::read_to_string(&children).unwrap_or_default();
+        if adopted.trim().is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "init never reaped {adopted}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A pod without a shared PID namespace has no process at all.
     let plain = run_pod(&berthd, pod_config(&berthd, "noproc"))

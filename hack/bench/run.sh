@@ -152,10 +152,15 @@ trap 'exit 130' INT TERM
 
 if [[ ${BERTH_BENCH_NO_BUILD:-} != 1 ]]; then
   pkgs=(-p berth-bench)
-  has_runtime berth && pkgs+=(-p berthd -p berth-init)
+  has_runtime berth && pkgs+=(-p berthd)
   log "building ${pkgs[*]} (release, target dir $TARGET)"
   (cd "$REPO" && CARGO_TARGET_DIR=$TARGET cargo build --release "${pkgs[@]}") ||
     die "build failed (set BERTH_BENCH_RUNTIMES=containerd to benchmark containerd alone)"
+  # berth-init (pods with a shared PID namespace) is a workspace of its own; beside berthd.
+  if has_runtime berth; then
+    (cd "$REPO" && cargo build --release --manifest-path cmd/berth-init/Cargo.toml --target-dir "$TARGET") ||
+      die "building berth-init failed"
+  fi
 fi
 [[ -x $BENCH_BIN ]] || die "$BENCH_BIN not found"
 if has_runtime berth; then [[ -x $BERTHD_BIN ]] || die "$BERTHD_BIN not found"; fi

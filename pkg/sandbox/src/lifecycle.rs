@@ -184,6 +184,7 @@ async fn setup(
 ) -> Result<(), SandboxError> {
     let host_network = config.namespaces.host_network();
     let host_ipc = config.namespaces.host_ipc();
+    let mut phases = Phases::start();
     files::create_dir(&record.dir)?;
 
     // Namespaces: the pod's own network, IPC and UTS (UTS follows the network, as in Kubernetes:
@@ -214,6 +215,7 @@ async fn setup(
         record.utsns = pinned.path(NsKind::Uts).map(Into::into);
         record.ipcns = pinned.path(NsKind::Ipc).map(Into::into);
     }
+    phases.mark("namespaces");
     if !host_ipc {
         record.shm = Some(files::mount_shm(&record.dir)?);
     }
@@ -222,15 +224,18 @@ async fn setup(
         // The cgroup notes which directories Berth made (only those are Berth's to remove).
         inner.deps.cgroups.ensure(cgroup, &resources)?;
     }
+    phases.mark("shm+cgroup");
     if config.namespaces.pid == NamespaceMode::Pod {
         let binary = inner.deps.init_binary.clone();
         record.init = Some(init::start(&binary)?);
+        phases.mark("init");
     }
     // One durable write for all of the above (each record write is an fsync, and RunPodSandbox
     // is on kubelet's critical path). A crash before it leaves only what teardown finds by path
     // (namespaces, shm under the sandbox dir); after it, everything is recorded.
     record.network_pending = record.netns.is_some();
     inner.save(record).await?;
+    phases.mark("record");
 
     if let Some(netns) = record.netns.clone() {
         // A failed ADD is rolled back by the CNI runtime itself.
@@ -238,6 +243,7 @@ async fn setup(
         record.network_pending = false;
         record.network = Some(added?);
         // Saved with the Created phase by the caller, before RunPodSandbox returns.
+        phases.mark("cni");
     }
     files::write_pod_files(
         &record.dir,
@@ -246,7 +252,40 @@ async fn setup(
         host_network,
         &record.ips(),
     )?;
+    phases.mark("files");
+    tracing::debug!(sandbox_id = %record.id, phases = %phases, "pod sandbox set up");
     Ok(())
+}
+
+/// Where RunPodSandbox spends its time, for the debug log.
+struct Phases {
+    last: std::time::Instant,
+    done: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Phases {
+    fn start() -> Phases {
+        Phases {
+            last: std::time::Instant::now(),
+            done: Vec::new(),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        self.done.push((phase, now - self.last));
+        self.last = now;
+    }
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, (phase, took)) in self.done.iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            write!(f, "{sep}{phase}={:.2}ms", took.as_secs_f64() * 1000.0)?;
+        }
+        Ok(())
+    }
 }
 
 /// Undoes a failed RunPodSandbox completely, including its record.
