@@ -59,3 +59,47 @@ async fn cli_pulls_lists_inspects_and_removes_images() {
     assert!(ok && out.trim().is_empty(), "{out}");
     berthd.finish();
 }
+
+#[tokio::test]
+async fn cli_runs_lists_inspects_stops_and_removes_pods() {
+    let berthd = Berthd::start("clipods").await.unwrap();
+    let run = |args: &[&str]| berthd.cli(args).unwrap();
+
+    let (ok, out, err) = run(&["runp", "web", "-n", "e2e", "-l", "app=web"]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 64, "{out}");
+
+    let (ok, out, err) = run(&["pods"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("POD ID"), "{out}");
+    assert!(
+        lines[1].starts_with(&id[..13]) && lines[1].contains("Ready"),
+        "{out}"
+    );
+    assert!(
+        lines[1].contains("web") && lines[1].contains("e2e"),
+        "{out}"
+    );
+
+    let (ok, out, err) = run(&["inspectp", &id[..12]]);
+    assert!(ok, "{err}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["status"]["id"], id.as_str());
+    assert!(json["info"]["netns"].is_string(), "{json}");
+
+    let (ok, _, err) = run(&["rmp", &id]);
+    assert!(!ok && err.contains("stop it first"), "{err}");
+    let (ok, out, err) = run(&["stopp", &id[..10]]);
+    assert!(ok && out.contains("Stopped"), "{err}");
+    let (ok, out, err) = run(&["rmp", &id]);
+    assert!(ok && out.contains("Removed"), "{err}");
+    let (ok, _, err) = run(&["inspectp", &id]);
+    assert!(!ok && err.contains("not found"), "{err}");
+    let (ok, _, err) = run(&["runp", "bad", "--port", "80"]);
+    assert!(!ok && err.contains("HOST:CONTAINER"), "{err}");
+    let (ok, out, _) = run(&["pods", "-q"]);
+    assert!(ok && out.trim().is_empty(), "{out}");
+    berthd.finish();
+}

@@ -2,6 +2,7 @@
 
 mod client;
 mod images;
+mod pods;
 
 use std::process::ExitCode;
 
@@ -60,6 +61,47 @@ enum Command {
     Inspect { image: String },
     /// Show the disk used by images (ImageFsInfo).
     Imagefs,
+    /// Start a pod sandbox (no containers); prints its ID.
+    Runp {
+        name: String,
+        #[arg(long, short, default_value = "default")]
+        namespace: String,
+        /// Use the node's network namespace.
+        #[arg(long)]
+        host_network: bool,
+        /// One PID namespace for the whole pod.
+        #[arg(long)]
+        share_pid: bool,
+        /// HOST:CONTAINER[/tcp|udp|sctp], repeatable.
+        #[arg(long = "port", short)]
+        ports: Vec<String>,
+        /// KEY=VALUE, repeatable.
+        #[arg(long = "label", short)]
+        labels: Vec<String>,
+        /// RuntimeClass handler (default: the configured default).
+        #[arg(long, default_value = "")]
+        runtime: String,
+    },
+    /// List pod sandboxes.
+    Pods {
+        /// Only print pod IDs.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Stop pod sandboxes by ID or unique ID prefix.
+    Stopp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Remove stopped pod sandboxes (--force: ready ones too).
+    Rmp {
+        #[arg(required = true)]
+        ids: Vec<String>,
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Show a pod sandbox's status and details as JSON.
+    Inspectp { id: String },
 }
 
 fn main() -> ExitCode {
@@ -124,6 +166,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             images::inspect(&mut images(Some(timeout)).await?, image).await?;
         }
         Command::Imagefs => images::fs_info(&mut images(Some(timeout)).await?).await?,
+        Command::Runp {
+            name,
+            namespace,
+            host_network,
+            share_pid,
+            ports,
+            labels,
+            runtime,
+        } => {
+            let pod = pods::RunPod {
+                name: name.clone(),
+                namespace: namespace.clone(),
+                host_network: *host_network,
+                share_pid: *share_pid,
+                ports: ports.clone(),
+                labels: labels.clone(),
+                runtime_handler: runtime.clone(),
+            };
+            pods::run(&mut client::runtime(endpoint, timeout).await?, &pod).await?;
+        }
+        Command::Pods { quiet } => {
+            pods::list(&mut client::runtime(endpoint, timeout).await?, *quiet).await?;
+        }
+        Command::Stopp { ids } => {
+            pods::stop(&mut client::runtime(endpoint, timeout).await?, ids).await?;
+        }
+        Command::Rmp { ids, force } => {
+            pods::remove(&mut client::runtime(endpoint, timeout).await?, ids, *force).await?;
+        }
+        Command::Inspectp { id } => {
+            pods::inspect(&mut client::runtime(endpoint, timeout).await?, id).await?;
+        }
     }
     Ok(())
 }

@@ -1,0 +1,295 @@
+//! Pod verbs, as crictl names them: `runp`, `pods`, `stopp`, `rmp`, `inspectp`.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use anyhow::{Context, bail};
+use k8s_cri::v1 as cri;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use tonic::transport::Channel;
+
+pub type Runtime = RuntimeServiceClient<Channel>;
+
+/// What `berth runp` takes on the command line.
+pub struct RunPod {
+    pub name: String,
+    pub namespace: String,
+    pub host_network: bool,
+    pub share_pid: bool,
+    /// `HOST:CONTAINER[/udp]`
+    pub ports: Vec<String>,
+    /// `KEY=VALUE`
+    pub labels: Vec<String>,
+    pub runtime_handler: String,
+}
+
+fn port(spec: &str) -> anyhow::Result<cri::PortMapping> {
+    let (ports, protocol) = match spec.split_once('/') {
+        Some((ports, "tcp")) => (ports, cri::Protocol::Tcp),
+        Some((ports, "udp")) => (ports, cri::Protocol::Udp),
+        Some((ports, "sctp")) => (ports, cri::Protocol::Sctp),
+        Some((_, other)) => bail!("--port {spec}: unknown protocol {other:?}"),
+        None => (spec, cri::Protocol::Tcp),
+    };
+    let (host, container) = ports
+        .split_once(':')
+        .with_context(|| format!("--port {spec}: expected HOST:CONTAINER"))?;
+    let parse = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .with_context(|| format!("--port {spec}: {p:?} is not a port"))
+    };
+    Ok(cri::PortMapping {
+        protocol: protocol as i32,
+        host_port: i32::from(parse(host)?),
+        container_port: i32::from(parse(container)?),
+        host_ip: String::new(),
+    })
+}
+
+fn labels(specs: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    specs
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--label {l}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// A unique uid for a pod started by hand (kubelet would pass the pod object's uid).
+fn uid() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("berth-{nanos:x}-{}", std::process::id())
+}
+
+impl RunPod {
+    pub fn config(&self) -> anyhow::Result<cri::PodSandboxConfig> {
+        let mode = |node: bool| {
+            if node {
+                cri::NamespaceMode::Node as i32
+            } else {
+                cri::NamespaceMode::Pod as i32
+            }
+        };
+        Ok(cri::PodSandboxConfig {
+            metadata: Some(cri::PodSandboxMetadata {
+                name: self.name.clone(),
+                uid: uid(),
+                namespace: self.namespace.clone(),
+                attempt: 0,
+            }),
+            hostname: if self.host_network {
+                String::new()
+            } else {
+                self.name.clone()
+            },
+            port_mappings: self
+                .ports
+                .iter()
+                .map(|p| port(p))
+                .collect::<Result<_, _>>()?,
+            labels: labels(&self.labels)?,
+            linux: Some(cri::LinuxPodSandboxConfig {
+                security_context: Some(cri::LinuxSandboxSecurityContext {
+                    namespace_options: Some(cri::NamespaceOption {
+                        network: mode(self.host_network),
+                        pid: if self.share_pid {
+                            cri::NamespaceMode::Pod as i32
+                        } else {
+                            cri::NamespaceMode::Container as i32
+                        },
+                        ipc: cri::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+}
+
+pub async fn run(runtime: &mut Runtime, pod: &RunPod) -> anyhow::Result<()> {
+    let id = runtime
+        .run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod.config()?),
+            runtime_handler: pod.runtime_handler.clone(),
+        })
+        .await
+        .with_context(|| format!("running pod {}", pod.name))?
+        .into_inner()
+        .pod_sandbox_id;
+    println!("{id}");
+    Ok(())
+}
+
+fn state_name(state: i32) -> &'static str {
+    if state == cri::PodSandboxState::SandboxReady as i32 {
+        "Ready"
+    } else {
+        "NotReady"
+    }
+}
+
+/// "3 minutes ago", as docker and crictl print ages.
+fn ago(created_ns: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0);
+    let secs = (now - created_ns).max(0) / 1_000_000_000;
+    let (n, unit) = match secs {
+        0..60 => (secs, "second"),
+        60..3600 => (secs / 60, "minute"),
+        3600..86400 => (secs / 3600, "hour"),
+        _ => (secs / 86400, "day"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+pub async fn list(runtime: &mut Runtime, quiet: bool) -> anyhow::Result<()> {
+    let mut items = runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
+        .await?
+        .into_inner()
+        .items;
+    items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for pod in &items {
+            writeln!(out, "{}", pod.id)?;
+        }
+        return Ok(());
+    }
+    let header = [
+        "POD ID",
+        "CREATED",
+        "STATE",
+        "NAME",
+        "NAMESPACE",
+        "ATTEMPT",
+        "RUNTIME",
+    ]
+    .map(str::to_string);
+    let rows: Vec<[String; 7]> = items
+        .iter()
+        .map(|p| {
+            let m = p.metadata.clone().unwrap_or_default();
+            [
+                p.id.chars().take(13).collect(),
+                ago(p.created_at),
+                state_name(p.state).to_string(),
+                m.name,
+                m.namespace,
+                m.attempt.to_string(),
+                p.runtime_handler.clone(),
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
+}
+
+pub async fn stop(runtime: &mut Runtime, ids: &[String]) -> anyhow::Result<()> {
+    for id in ids {
+        runtime
+            .stop_pod_sandbox(cri::StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .with_context(|| format!("stopping pod {id}"))?;
+        println!("Stopped sandbox {id}");
+    }
+    Ok(())
+}
+
+pub async fn remove(runtime: &mut Runtime, ids: &[String], force: bool) -> anyhow::Result<()> {
+    for id in ids {
+        // RemovePodSandbox succeeds for unknown IDs (CRI semantics); a person wants to know.
+        let status = runtime
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .with_context(|| format!("pod {id}"))?
+            .into_inner();
+        let ready = status
+            .status
+            .is_some_and(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
+        if ready && !force {
+            bail!("pod {id} is ready: stop it first (berth stopp), or remove it with --force");
+        }
+        runtime
+            .remove_pod_sandbox(cri::RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .with_context(|| format!("removing pod {id}"))?;
+        println!("Removed sandbox {id}");
+    }
+    Ok(())
+}
+
+pub async fn inspect(runtime: &mut Runtime, id: &str) -> anyhow::Result<()> {
+    let response = runtime
+        .pod_sandbox_status(cri::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .with_context(|| format!("pod {id}"))?
+        .into_inner();
+    let info: serde_json::Value = response
+        .info
+        .get("info")
+        .and_then(|raw| serde_json::from_str(raw).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let json = serde_json::json!({ "status": response.status, "info": info });
+    println!("{}", serde_json::to_string_pretty(&json)?);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_and_labels_parse() {
+        let p = port("8080:80").unwrap();
+        assert_eq!(
+            (p.host_port, p.container_port, p.protocol),
+            (8080, 80, cri::Protocol::Tcp as i32)
+        );
+        assert_eq!(
+            port("53:53/udp").unwrap().protocol,
+            cri::Protocol::Udp as i32
+        );
+        for bad in ["80", "0:80", "x:80", "80:80/icmp", "70000:80"] {
+            assert!(port(bad).is_err(), "{bad}");
+        }
+        assert_eq!(labels(&["a=b".into()]).unwrap()["a"], "b");
+        assert!(labels(&["ab".into()]).is_err());
+        assert_eq!(ago(0).split(' ').nth(1), Some("days"));
+    }
+}
