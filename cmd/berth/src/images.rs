@@ -129,22 +129,11 @@ pub async fn list(images: &mut Images, filter: Option<&str>, quiet: bool) -> any
         }
         return Ok(());
     }
-    let header = ["IMAGE", "TAG", "IMAGE ID", "SIZE", "PINNED"].map(str::to_string);
-    let rows = rows(&list);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("   ").trim_end())?;
-    }
+    crate::table::print(
+        &mut out,
+        ["IMAGE", "TAG", "IMAGE ID", "SIZE", "PINNED"],
+        &rows(&list),
+    )?;
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 mod client;
 mod images;
 mod pods;
+mod table;
 
 use std::process::ExitCode;
 

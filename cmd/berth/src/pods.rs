@@ -168,16 +168,6 @@ pub async fn list(runtime: &mut Runtime, quiet: bool) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let header = [
-        "POD ID",
-        "CREATED",
-        "STATE",
-        "NAME",
-        "NAMESPACE",
-        "ATTEMPT",
-        "RUNTIME",
-    ]
-    .map(str::to_string);
     let rows: Vec<[String; 7]> = items
         .iter()
         .map(|p| {
@@ -193,20 +183,19 @@ pub async fn list(runtime: &mut Runtime, quiet: bool) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(&rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("   ").trim_end())?;
-    }
+    crate::table::print(
+        &mut out,
+        [
+            "POD ID",
+            "CREATED",
+            "STATE",
+            "NAME",
+            "NAMESPACE",
+            "ATTEMPT",
+            "RUNTIME",
+        ],
+        &rows,
+    )?;
     Ok(())
 }
 

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Port mappings and DNS settings are handed to CNI as they are.
+pub use berth_network::{Dns as DnsConfig, PortMapping, Protocol};
+
 /// The pod's identity as kubelet sees it. Two RunPodSandbox calls with equal metadata are the
 /// same request (kubelet retrying), never two pods.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -46,39 +49,6 @@ impl NamespaceOptions {
     pub fn host_ipc(&self) -> bool {
         self.ipc == NamespaceMode::Node
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Sctp => "sctp",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PortMapping {
-    pub protocol: Protocol,
-    pub container_port: u16,
-    pub host_port: u16,
-    /// Empty: every host address.
-    pub host_ip: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct DnsConfig {
-    pub servers: Vec<String>,
-    pub searches: Vec<String>,
-    pub options: Vec<String>,
 }
 
 /// Pod-level resources (CRI `LinuxContainerResources` on the sandbox) or overhead.

@@ -119,6 +119,10 @@ pub(crate) async fn run(
 async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, SandboxError> {
     let started = std::time::Instant::now();
     let id = ids::generate()?;
+    // Listed (NOTREADY) from its first record write on: a Stop or Remove of it waits until this
+    // RunPodSandbox has finished or rolled back.
+    let lock = inner.lock_for(&id);
+    let _guard = lock.lock().await;
     let dir = inner.dir.join(&id);
     let hostname = if config.hostname.is_empty() {
         node_hostname()
@@ -171,6 +175,7 @@ async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, San
         Err(e) => {
             tracing::warn!(sandbox_id = %id, error = %e, "RunPodSandbox failed; rolling back");
             undo(inner, &record).await;
+            inner.forget_lock(&id);
             Err(e)
         }
     }

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::Inner;
-use crate::config::{Protocol, Resources};
+use crate::config::Resources;
 use crate::error::SandboxError;
 use crate::record::SandboxRecord;
 
@@ -18,25 +18,8 @@ fn request(record: &SandboxRecord, netns: Option<&Path>) -> berth_network::PodNe
         pod_name: record.metadata.name.clone(),
         pod_namespace: record.metadata.namespace.clone(),
         pod_uid: record.metadata.uid.clone(),
-        port_mappings: record
-            .port_mappings
-            .iter()
-            .map(|p| berth_network::PortMapping {
-                host_port: p.host_port,
-                container_port: p.container_port,
-                protocol: match p.protocol {
-                    Protocol::Tcp => berth_network::Protocol::Tcp,
-                    Protocol::Udp => berth_network::Protocol::Udp,
-                    Protocol::Sctp => berth_network::Protocol::Sctp,
-                },
-                host_ip: p.host_ip.clone(),
-            })
-            .collect(),
-        dns: record.dns.as_ref().map(|d| berth_network::Dns {
-            servers: d.servers.clone(),
-            searches: d.searches.clone(),
-            options: d.options.clone(),
-        }),
+        port_mappings: record.port_mappings.clone(),
+        dns: record.dns.clone(),
         // Validated by RunPodSandbox, so only an old record could fail here: then no shaping.
         bandwidth: crate::bandwidth::from_annotations(&record.annotations)
             .ok()
