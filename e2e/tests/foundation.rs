@@ -79,7 +79,7 @@ async fn network_ready_follows_the_cni_config_dir_without_restart() {
     assert!(!network.status);
     assert_eq!(network.reason, "NetworkPluginNotReady");
     assert!(
-        network.message.contains("no CNI network configuration"),
+        network.message.contains("no usable CNI network configuration"),
         "{network:?}"
     );
 
@@ -224,11 +224,6 @@ async fn every_other_rpc_is_unimplemented_by_name_and_counted() {
     let mut rt = berthd.runtime().await.unwrap();
     let mut runtime_names = assert_unimplemented!(
         rt,
-        run_pod_sandbox(RunPodSandboxRequest) = "RunPodSandbox",
-        stop_pod_sandbox(StopPodSandboxRequest) = "StopPodSandbox",
-        remove_pod_sandbox(RemovePodSandboxRequest) = "RemovePodSandbox",
-        pod_sandbox_status(PodSandboxStatusRequest) = "PodSandboxStatus",
-        list_pod_sandbox(ListPodSandboxRequest) = "ListPodSandbox",
         create_container(CreateContainerRequest) = "CreateContainer",
         start_container(StartContainerRequest) = "StartContainer",
         stop_container(StopContainerRequest) = "StopContainer",
@@ -473,7 +468,7 @@ async fn json_logs_carry_one_span_per_rpc_with_method() {
         .find(|v| v["span"]["method"] == "StopPodSandbox")
         .unwrap_or_else(|| panic!("no JSON line with the RPC span:\n{log}"));
     assert_eq!(line["span"]["sandbox_id"], "abc123");
-    assert_eq!(line["code"], "Unimplemented");
+    assert_eq!(line["code"], "NotFound");
     berthd.finish();
 }
 
