@@ -79,7 +79,9 @@ async fn network_ready_follows_the_cni_config_dir_without_restart() {
     assert!(!network.status);
     assert_eq!(network.reason, "NetworkPluginNotReady");
     assert!(
-        network.message.contains("no usable CNI network configuration"),
+        network
+            .message
+            .contains("no usable CNI network configuration"),
         "{network:?}"
     );
 
