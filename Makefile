@@ -48,7 +48,10 @@ unit:
 e2e:
 	$(CARGO) build --locked --bins
 	$(CARGO) build $(INIT)
-	$(CARGO) test --locked -p berth-e2e -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --locked -p berth-e2e -- --test-threads=$(TEST_THREADS); \
+	status=$$?; \
+	find /sys/fs/cgroup -maxdepth 2 -type d -name berth-e2e.kubepods -exec rmdir {} + 2>/dev/null; \
+	exit $$status
 
 ## bench: Berth and containerd side by side (hack/bench/README.md)
 bench:

@@ -335,12 +335,20 @@ impl Berthd {
         if let Err(leaks) = leaks::check(&self.dir, &self.test_id()) {
             panic!("test {} left things behind:\n{leaks}", self.name);
         }
-        // The bridge plugin never deletes its bridge (other pods may use it); this test's is ours.
+        self.remove_host_leftovers();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Berthd {
+    /// The test's CNI bridge: the bridge plugin never deletes one (other pods may use it).
+    /// (The pod cgroup parent all tests share, like kubelet's `/kubepods`, is removed by
+    /// `make e2e` once no test runs: removing it here could race another test's RunPodSandbox.)
+    fn remove_host_leftovers(&self) {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge_name()])
             .stderr(Stdio::null())
             .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -352,6 +360,7 @@ impl Drop for Berthd {
             let _ = child.wait();
             eprintln!("berthd log kept at {}", self.log_file.display());
         }
+        self.remove_host_leftovers();
     }
 }
 

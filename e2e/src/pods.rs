@@ -9,6 +9,9 @@ use k8s_cri::v1 as cri;
 
 use crate::Berthd;
 
+/// The pod cgroup parent every test's pods share, as kubelet's pods share `/kubepods/burstable`.
+pub const CGROUP_PARENT: &str = "berth-e2e.kubepods";
+
 /// A pod config as kubelet sends it for a plain pod: own network, IPC and UTS, PID per container,
 /// a pod cgroup named after the test (so the leak check finds it if it stays) under a parent all
 /// tests share, as kubelet's pods share `/kubepods/burstable`.
@@ -31,7 +34,7 @@ pub fn pod_config(berthd: &Berthd, name: &str) -> cri::PodSandboxConfig {
         labels: HashMap::from([("app".to_string(), name.to_string())]),
         annotations: HashMap::from([("e2e/test".to_string(), berthd.name.clone())]),
         linux: Some(cri::LinuxPodSandboxConfig {
-            cgroup_parent: format!("/berth-e2e.kubepods/pod-{uid}"),
+            cgroup_parent: format!("/{CGROUP_PARENT}/pod-{uid}"),
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
                     network: cri::NamespaceMode::Pod as i32,
