@@ -59,6 +59,32 @@ async fn pod_gets_an_ip_answers_ping_and_goes_away_cleanly() {
         Code::NotFound
     );
     assert!(list_pods(&berthd, None).await.is_empty());
+    let metrics = berthd.metrics().unwrap();
+    for series in [
+        "berth_cni_operations_total{op=\"ADD\",result=\"success\"} 1",
+        "berth_cni_operations_total{op=\"DEL\",result=\"success\"} 1",
+    ] {
+        assert!(metrics.contains(series), "missing {series}");
+    }
+    assert!(metrics.contains("berth_cni_operation_duration_seconds_count{op=\"ADD\"} 1"));
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn stop_and_remove_work_when_the_netns_is_gone() {
+    let berthd = Berthd::start("netnsgone").await.unwrap();
+    let id = run_pod(&berthd, pod_config(&berthd, "gone")).await.unwrap();
+    let netns = ns_path(&pod_info(&berthd, &id).await, "netns");
+    // What a reboot does to the pinned namespace under /run.
+    let umount = std::process::Command::new("umount")
+        .arg(&netns)
+        .status()
+        .unwrap();
+    assert!(umount.success());
+    assert_eq!(state(&berthd, &id).await, NOTREADY);
+    // DEL runs with an empty netns, so IPAM still releases the address (the leak check sees to it).
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
     berthd.finish();
 }
 
