@@ -117,12 +117,25 @@ pub(crate) async fn run(
 }
 
 async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, SandboxError> {
-    let started = std::time::Instant::now();
     let id = ids::generate()?;
     // Listed (NOTREADY) from its first record write on: a Stop or Remove of it waits until this
     // RunPodSandbox has finished or rolled back.
     let lock = inner.lock_for(&id);
-    let _guard = lock.lock().await;
+    let guard = lock.lock().await;
+    let created = create_locked(inner, config, id.clone()).await;
+    if created.is_err() {
+        inner.forget_lock(&id);
+    }
+    drop(guard);
+    created
+}
+
+async fn create_locked(
+    inner: &Arc<Inner>,
+    config: SandboxConfig,
+    id: String,
+) -> Result<String, SandboxError> {
+    let started = std::time::Instant::now();
     let dir = inner.dir.join(&id);
     let hostname = if config.hostname.is_empty() {
         node_hostname()
@@ -175,13 +188,13 @@ async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, San
         Err(e) => {
             tracing::warn!(sandbox_id = %id, error = %e, "RunPodSandbox failed; rolling back");
             undo(inner, &record).await;
-            inner.forget_lock(&id);
             Err(e)
         }
     }
 }
 
-/// The side effects, in order; each one recorded as soon as it exists.
+/// The side effects, in order. The record is written once before the CNI ADD (with everything
+/// made so far, and the ADD marked pending); the caller writes it with the ADD result.
 async fn setup(
     inner: &Arc<Inner>,
     record: &mut SandboxRecord,
