@@ -68,6 +68,7 @@ fn image_code(e: &ImageError) -> Code {
         | ImageError::SizeMismatch { .. }
         | ImageError::Decompress(_) => Code::DataLoss,
         ImageError::Stalled { .. } => Code::DeadlineExceeded,
+        ImageError::Cancelled => Code::Aborted,
         ImageError::Io { .. } | ImageError::Internal(_) => Code::Internal,
     }
 }

@@ -36,6 +36,9 @@ pub enum ImageError {
     Decompress(String),
     #[error("pulling {what}: no data received for {secs} s")]
     Stalled { what: String, secs: u64 },
+    /// Another layer of the same pull failed; its error is the one reported.
+    #[error("layer download cancelled: another layer of the pull failed")]
+    Cancelled,
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

@@ -32,6 +32,15 @@ struct Plan {
     layers: Vec<LayerRecord>,
     downloads: Semaphore,
     stall: Duration,
+    /// Set when one layer failed: the others stop downloading and clean up before the pull
+    /// returns, so a failed pull leaves nothing behind when it answers.
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+impl Plan {
+    fn cancelled(&self) -> bool {
+        *self.cancel.borrow()
+    }
 }
 
 pub(crate) async fn pull(
@@ -164,6 +173,7 @@ async fn pull_uncoalesced(
         layers: layers.clone(),
         downloads: Semaphore::new(inner.config.max_concurrent_downloads.max(1)),
         stall: Duration::from_secs(inner.config.pull_stall_timeout_secs.max(1)),
+        cancel: tokio::sync::watch::channel(false).0,
     });
     let fetched = fetch_layers(inner, &plan).await;
     let recorded = match fetched {
@@ -282,15 +292,23 @@ async fn fetch_layers(inner: &Arc<Inner>, plan: &Arc<Plan>) -> Result<(), ImageE
             tasks.spawn(ensure_layer(inner.clone(), plan.clone(), i));
         }
     }
+    let mut first_error: Option<ImageError> = None;
+    // Every task is joined, not aborted: an aborted task would leave its blocking unpack running
+    // (and its staging dir on disk) after the pull has answered.
     while let Some(joined) = tasks.join_next().await {
-        let result = joined.map_err(|e| ImageError::Internal(format!("layer task: {e}")))?;
-        if let Err(e) = result {
-            // Dropping the set aborts the other layers; their unpacks clean up after themselves.
-            tasks.abort_all();
-            return Err(ImageError::from(e));
+        let failed = match joined {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(ImageError::from(e)),
+            Err(e) => Some(ImageError::Internal(format!("layer task: {e}"))),
+        };
+        if let Some(e) = failed
+            && first_error.is_none()
+        {
+            plan.cancel.send_replace(true);
+            first_error = Some(e);
         }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 type LayerResult = Result<(), Arc<ImageError>>;
@@ -319,6 +337,9 @@ fn ensure_layer(
                         .acquire()
                         .await
                         .map_err(|e| Arc::new(ImageError::Internal(e.to_string())))?;
+                    if plan.cancelled() {
+                        return Err(Arc::new(ImageError::Cancelled));
+                    }
                     download_and_unpack(&inner, &plan, i)
                         .await
                         .map_err(Arc::new)?
@@ -393,7 +414,15 @@ async fn download_and_unpack(
                 "pull progress"
             );
         }
-        let chunk = match tokio::time::timeout(plan.stall, blob.next_chunk()).await {
+        let mut cancel = plan.cancel.subscribe();
+        let next = tokio::select! {
+            next = tokio::time::timeout(plan.stall, blob.next_chunk()) => next,
+            _ = cancel.wait_for(|c| *c) => {
+                failure = Some(ImageError::Cancelled);
+                break;
+            }
+        };
+        let chunk = match next {
             Err(_) => {
                 failure = Some(ImageError::Stalled {
                     what: what.clone(),
