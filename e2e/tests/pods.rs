@@ -390,14 +390,16 @@ async fn remove_works_with_the_cni_config_deleted() {
     berthd.finish();
 }
 
-#[tokio::test]
-async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
+/// Starts berthd with a slowed-down last CNI plugin, sends RunPodSandbox for `name`, and SIGKILLs
+/// berthd once the IP is reserved and the chain sits in portmap; then starts it again. Returns the
+/// pod config and a probe telling whether the slowed-down plugin still runs.
+async fn crash_during_cni_add(name: &str) -> (Berthd, cri::PodSandboxConfig, impl Fn() -> bool) {
     let options = Options {
         slow_cni_result: true,
         ..Options::default()
     };
-    let mut berthd = Berthd::start_with("podcrash", options).await.unwrap();
-    let config = pod_config(&berthd, "crash");
+    let mut berthd = Berthd::start_with(name, options).await.unwrap();
+    let config = pod_config(&berthd, name);
     let pending = {
         let config = config.clone();
         let channel = berthd.channel().await.unwrap();
@@ -410,8 +412,6 @@ async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
             .await
         })
     };
-    // The IP is reserved once the bridge plugin ran; the slowed-down portmap plugin then holds
-    // RunPodSandbox open: kill berthd right there.
     let dir = berthd.dir.clone();
     let plugin_running = move || {
         berth_e2e::leaks::processes_using(&dir)
@@ -429,14 +429,13 @@ async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
     berthd.kill().unwrap();
     assert!(pending.await.unwrap().is_err());
     berthd.launch().await.unwrap();
-    let pods = list_pods(&berthd, None).await;
-    assert_eq!(pods.len(), 1, "the half-made sandbox is listed");
-    assert_eq!(pods[0].state, NOTREADY);
-    stop_pod(&berthd, &pods[0].id).await.unwrap();
-    remove_pod(&berthd, &pods[0].id).await.unwrap();
-    // The plugin berthd was waiting for runs on (in its own process group, so a crash of berthd
-    // does not cut it off half-way); let the test's slowed-down copy finish.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    (berthd, config, plugin_running)
+}
+
+/// The plugin berthd was waiting for runs on (in its own process group, so a crash of berthd does
+/// not cut it off half-way); let the test's slowed-down copy finish.
+async fn wait_for_plugins(plugin_running: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while plugin_running() {
         assert!(
             std::time::Instant::now() < deadline,
@@ -444,6 +443,32 @@ async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn stop_and_remove_after_berthd_died_between_add_and_the_answer() {
+    let (berthd, _, plugin_running) = crash_during_cni_add("podcrash").await;
+    let pods = list_pods(&berthd, None).await;
+    assert_eq!(pods.len(), 1, "the half-made sandbox is listed");
+    assert_eq!(pods[0].state, NOTREADY);
+    stop_pod(&berthd, &pods[0].id).await.unwrap();
+    remove_pod(&berthd, &pods[0].id).await.unwrap();
+    wait_for_plugins(plugin_running).await;
+    berthd.finish();
+}
+
+#[tokio::test]
+async fn a_retry_after_the_crash_gets_a_whole_new_sandbox() {
+    let (berthd, config, plugin_running) = crash_during_cni_add("podretry").await;
+    let half_made = list_pods(&berthd, None).await[0].id.clone();
+    let id = run_pod(&berthd, config).await.unwrap();
+    assert_ne!(id, half_made, "the half-made sandbox is not handed out");
+    assert_eq!(state(&berthd, &id).await, READY);
+    let pods = list_pods(&berthd, None).await;
+    assert_eq!(pods.len(), 1, "the half-made one was removed: {pods:?}");
+    stop_pod(&berthd, &id).await.unwrap();
+    remove_pod(&berthd, &id).await.unwrap();
+    wait_for_plugins(plugin_running).await;
     berthd.finish();
 }
 

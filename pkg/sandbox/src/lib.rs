@@ -121,13 +121,15 @@ impl SandboxService {
 
     /// RunPodSandbox. Returns the new sandbox's ID, or the existing one's for a retry.
     pub async fn run(&self, config: SandboxConfig) -> Result<String, SandboxError> {
-        lifecycle::run(&self.inner, config).await
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::run(&inner, config).await }).await
     }
 
     /// StopPodSandbox: containers stopped, network torn down, NOTREADY. Idempotent.
     pub async fn stop(&self, id_or_prefix: &str) -> Result<(), SandboxError> {
         let id = self.resolve(id_or_prefix)?;
-        lifecycle::stop(&self.inner, &id).await
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::stop(&inner, &id).await }).await
     }
 
     /// RemovePodSandbox: everything the pod created is gone. Removing an unknown sandbox succeeds.
@@ -137,7 +139,8 @@ impl SandboxService {
             Err(SandboxError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        lifecycle::remove(&self.inner, &id).await
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::remove(&inner, &id).await }).await
     }
 
     /// The sandbox an ID or unique ID prefix names.
@@ -168,6 +171,17 @@ impl SandboxService {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+}
+
+/// Runs a lifecycle operation as a task of its own: a caller that goes away (kubelet's deadline,
+/// a closed connection) drops only its wait, never a RunPodSandbox half-way through its steps or
+/// its rollback.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, SandboxError>> + Send + 'static,
+) -> Result<T, SandboxError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| SandboxError::Internal(format!("sandbox task: {e}")))?
 }
 
 impl Inner {

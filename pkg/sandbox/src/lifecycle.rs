@@ -100,9 +100,16 @@ pub(crate) async fn run(
             .records()
             .values()
             .find(|r| r.metadata == config.metadata)
-            .map(|r| r.id.clone());
+            .map(|r| (r.id.clone(), r.phase));
         match existing {
-            Some(id) => {
+            // Still Creating although no RunPodSandbox for it runs (we hold its metadata's lock):
+            // berthd died during it. The retry must not get that half-made pod: replace it.
+            Some((id, Phase::Creating)) => {
+                tracing::info!(sandbox_id = %id, "RunPodSandbox retry: replacing the sandbox a crash left half-made");
+                remove(inner, &id).await?;
+                create(inner, config.clone()).await
+            }
+            Some((id, _)) => {
                 tracing::info!(sandbox_id = %id, "RunPodSandbox retry: returning the existing sandbox");
                 Ok(id)
             }
