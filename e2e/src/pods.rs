@@ -50,6 +50,17 @@ pub fn pod_config(berthd: &Berthd, name: &str) -> cri::PodSandboxConfig {
     }
 }
 
+/// The pod's namespace options, to change a mode.
+pub fn namespace_options(config: &mut cri::PodSandboxConfig) -> &mut cri::NamespaceOption {
+    config
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options
+        .get_or_insert_with(Default::default)
+}
+
 pub async fn run_pod(
     berthd: &Berthd,
     config: cri::PodSandboxConfig,

@@ -139,17 +139,7 @@ async fn two_pods_reach_each_other_and_lists_filter() {
 async fn host_network_pod_uses_the_hosts_namespace() {
     let berthd = Berthd::start("hostnet").await.unwrap();
     let mut config = pod_config(&berthd, "hostnet");
-    let ns = config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap();
-    ns.network = cri::NamespaceMode::Node as i32;
+    namespace_options(&mut config).network = cri::NamespaceMode::Node as i32;
     let id = run_pod(&berthd, config).await.unwrap();
     let info = pod_info(&berthd, &id).await;
     assert!(info["netns"].is_null(), "{info}");
@@ -237,16 +227,9 @@ async fn bad_pod_requests_get_clear_errors_and_change_nothing() {
     not_namespaced.linux.as_mut().unwrap().sysctls =
         HashMap::from([("kernel.panic".into(), "1".into())]);
     let mut host_net_sysctl = pod_config(&berthd, "hostsysctl");
-    let linux = host_net_sysctl.linux.as_mut().unwrap();
-    linux.sysctls = HashMap::from([("net.ipv4.ip_forward".into(), "1".into())]);
-    linux
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .network = cri::NamespaceMode::Node as i32;
+    host_net_sysctl.linux.as_mut().unwrap().sysctls =
+        HashMap::from([("net.ipv4.ip_forward".into(), "1".into())]);
+    namespace_options(&mut host_net_sysctl).network = cri::NamespaceMode::Node as i32;
     let mut no_name = pod_config(&berthd, "x");
     no_name.metadata.as_mut().unwrap().name.clear();
     let mut bad_parent = pod_config(&berthd, "parent");
@@ -476,17 +459,7 @@ async fn a_retry_after_the_crash_gets_a_whole_new_sandbox() {
 async fn shared_pid_namespace_has_berths_init_as_pid_1() {
     let berthd = Berthd::start("pidns").await.unwrap();
     let mut config = pod_config(&berthd, "pidns");
-    config
-        .linux
-        .as_mut()
-        .unwrap()
-        .security_context
-        .as_mut()
-        .unwrap()
-        .namespace_options
-        .as_mut()
-        .unwrap()
-        .pid = cri::NamespaceMode::Pod as i32;
+    namespace_options(&mut config).pid = cri::NamespaceMode::Pod as i32;
     let id = run_pod(&berthd, config).await.unwrap();
     let info = pod_info(&berthd, &id).await;
     let pid = info["init"]["pid"]

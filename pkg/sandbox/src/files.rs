@@ -52,6 +52,18 @@ pub fn create_dir(dir: &Path) -> Result<(), SandboxError> {
         .map_err(io("create directory", dir))
 }
 
+/// Refuses DNS entries that would break (or inject lines into) resolv.conf.
+pub fn check_dns(dns: &DnsConfig) -> Result<(), SandboxError> {
+    for value in dns.servers.iter().chain(&dns.searches).chain(&dns.options) {
+        if value.contains(['\n', '\r']) || value.trim().is_empty() {
+            return Err(SandboxError::InvalidArgument(format!(
+                "DNS config entry {value:?} is empty or spans lines"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The pod's resolv.conf: what the pod asked for, else the host's file as it is (kubelet's
 /// "Default" DNS policy with no config).
 pub fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, SandboxError> {
@@ -64,13 +76,7 @@ pub fn resolv_conf(dns: Option<&DnsConfig>) -> Result<String, SandboxError> {
             _ => Err(io("read", host)(e)),
         });
     };
-    for value in dns.servers.iter().chain(&dns.searches).chain(&dns.options) {
-        if value.contains(['\n', '\r']) || value.trim().is_empty() {
-            return Err(SandboxError::InvalidArgument(format!(
-                "DNS config entry {value:?} is empty or spans lines"
-            )));
-        }
-    }
+    check_dns(dns)?;
     let mut out = String::new();
     if !dns.searches.is_empty() {
         out.push_str(&format!("search {}\n", dns.searches.join(" ")));

@@ -54,7 +54,9 @@ fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxErro
         )));
     }
     berth_namespace::validate_sysctls(&config.sysctls, !ns.host_network(), !ns.host_ipc())?;
-    files::resolv_conf(config.dns.as_ref())?;
+    if let Some(dns) = &config.dns {
+        files::check_dns(dns)?;
+    }
     bandwidth::from_annotations(&config.annotations)?;
     Ok(())
 }
