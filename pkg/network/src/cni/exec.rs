@@ -14,6 +14,7 @@ use crate::cni::{CniError, Command};
 const MAX_OUTPUT: u64 = 16 << 20;
 
 /// One plugin call: what to run and what to hand it.
+#[derive(Clone, Copy)]
 pub(crate) struct Call<'a> {
     pub path: &'a Path,
     pub plugin: &'a str,
@@ -136,6 +137,22 @@ mod tests {
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
         path
+    }
+
+    /// `run`, retried while the kernel says "text file busy": another test thread may fork while
+    /// a script is being written, and its child holds the write fd until it execs.
+    async fn run(call: Call<'_>) -> Result<Vec<u8>, CniError> {
+        for _ in 0..100 {
+            match super::run(call).await {
+                Err(CniError::PluginExec { source, .. })
+                    if source.raw_os_error() == Some(libc::ETXTBSY) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                other => return other,
+            }
+        }
+        super::run(call).await
     }
 
     fn call<'a>(path: &'a Path, env: &'a [(String, String)], timeout: Duration) -> Call<'a> {
