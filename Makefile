@@ -17,10 +17,18 @@ setup:
 # berth-init is a workspace of its own (no std, panic = abort): built into the same target dir, so
 # it sits beside berthd, where berthd looks for it.
 INIT := --locked --manifest-path cmd/berth-init/Cargo.toml --target-dir target
+# berth-monitor (one per pod) is a workspace of its own too, built static and non-PIE so that it
+# idles in well under 1 MB (see cmd/berth-monitor/src/trim.rs). The explicit --target keeps these
+# RUSTFLAGS off build scripts and proc macros. Always a release build, installed beside berthd.
+MONITOR := --locked --manifest-path cmd/berth-monitor/Cargo.toml --target x86_64-unknown-linux-gnu --target-dir target/monitor
+MONITOR_BIN := target/monitor/x86_64-unknown-linux-gnu/release/berth-monitor
+BUILD_MONITOR := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build --release $(MONITOR)
 
 build:
 	$(CARGO) build --release --locked --bins
 	$(CARGO) build --release $(INIT)
+	$(BUILD_MONITOR)
+	install -D -m 0755 $(MONITOR_BIN) target/release/berth-monitor
 
 ## test: everything CI runs: format, lint, unit tests, then e2e tests against a real berthd
 test: test-rig check unit e2e
@@ -37,17 +45,25 @@ shellcheck:
 fmt:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path cmd/berth-init/Cargo.toml -- --check
+	$(CARGO) fmt --manifest-path cmd/berth-monitor/Cargo.toml -- --check
 
 clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 	$(CARGO) clippy $(INIT) -- -D warnings
+	$(CARGO) clippy $(MONITOR) --all-targets -- -D warnings
 
+# berth-monitor-api's tests run the real monitor from target/release, so it is built first.
 unit:
+	$(CARGO) test $(MONITOR) -- --test-threads=$(TEST_THREADS)
+	$(BUILD_MONITOR)
+	install -D -m 0755 $(MONITOR_BIN) target/release/berth-monitor
 	$(CARGO) test --locked --workspace --exclude berth-e2e -- --test-threads=$(TEST_THREADS)
 
 e2e:
 	$(CARGO) build --locked --bins
 	$(CARGO) build $(INIT)
+	$(BUILD_MONITOR)
+	install -D -m 0755 $(MONITOR_BIN) target/debug/berth-monitor
 	$(CARGO) test --locked -p berth-e2e -- --test-threads=$(TEST_THREADS); \
 	status=$$?; \
 	find /sys/fs/cgroup -maxdepth 2 -type d -name berth-e2e.kubepods -exec rmdir {} + 2>/dev/null; \

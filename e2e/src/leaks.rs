@@ -1,5 +1,5 @@
-//! What a test must not leave behind: mounts under its dirs, network namespaces, cgroups, processes,
-//! and IP reservations in its CNI IPAM store.
+//! What a test must not leave behind: mounts under its dirs, network namespaces, cgroups, processes
+//! (berth-monitors among them), OCI runtime state, and IP reservations in its CNI IPAM store.
 
 use std::path::Path;
 
@@ -10,6 +10,8 @@ pub fn check(dir: &Path, test_id: &str) -> Result<(), String> {
     leaks.extend(netns_named(test_id));
     leaks.extend(cgroups_named(test_id));
     leaks.extend(processes_using(dir));
+    leaks.extend(monitors_for(dir));
+    leaks.extend(runtime_state(&dir.join("state")));
     leaks.extend(cni_reservations(&dir.join("cni/ipam")));
     if leaks.is_empty() {
         Ok(())
@@ -69,7 +71,10 @@ pub fn netns_named(test_id: &str) -> Vec<String> {
         .collect()
 }
 
-/// cgroups whose name carries the test's id, in every mounted hierarchy (v1 controllers, the v2/unified
+/// cgroups whose name carries the test's id, in every mounted hierarchy. Container cgroups are
+/// children of their pod's cgroup, which carries the test id (`pod-<test id>-<name>`), so a leaked
+/// container cgroup shows up as its pod cgroup (a cgroup with children cannot be removed); so does
+/// the pod's `berth-monitor` child cgroup. (v1 controllers, the v2/unified
 /// mount, named hierarchies), down to a depth that covers kubelet's `/kubepods/<qos>/pod<uid>/<ctr>`.
 pub fn cgroups_named(test_id: &str) -> Vec<String> {
     let mut found = Vec::new();
@@ -138,6 +143,102 @@ pub fn processes_using(dir: &Path) -> Vec<String> {
         });
         if cmdline.contains(&prefix) || links.iter().any(|l| l.starts_with(&prefix)) {
             found.push(format!("process {pid}: {}", cmdline.trim()));
+        }
+    }
+    found
+}
+
+/// berth-monitor processes still tied to the test: named `berth-monitor` (by `comm` or argv[0]) and
+/// naming the test dir in their command line or environment, working or rooted below it, or holding
+/// a file below it open (its logs, exit files, socket dir). A monitor that only holds sockets and log
+/// files open would escape [`processes_using`].
+///
+/// A zombie whose parent is PID 1 counts as gone: on this machine PID 1 does not reap orphans, so a
+/// monitor (or container) that exited after its parent is a zombie of PID 1 forever. A zombie with
+/// any other parent is reported: its parent (a monitor) failed to reap it.
+pub fn monitors_for(dir: &Path) -> Vec<String> {
+    let prefix = dir.to_string_lossy().into_owned();
+    let under = |p: &Path| {
+        let p = p.to_string_lossy();
+        p == prefix.as_str() || p.starts_with(&format!("{prefix}/"))
+    };
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return vec!["cannot read /proc".to_string()];
+    };
+    let mut found = Vec::new();
+    for entry in procs.filter_map(Result::ok) {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let base = entry.path();
+        let comm = std::fs::read_to_string(base.join("comm")).unwrap_or_default();
+        let cmdline = std::fs::read(base.join("cmdline"))
+            .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+            .unwrap_or_default();
+        let argv0 = cmdline.split(' ').next().unwrap_or_default();
+        if comm.trim() != "berth-monitor" && !argv0.ends_with("berth-monitor") {
+            continue;
+        }
+        let Some((state, ppid)) = stat_state(&base) else {
+            continue;
+        };
+        if state == 'Z' && ppid == 1 {
+            continue;
+        }
+        let environ = std::fs::read(base.join("environ"))
+            .map(|raw| String::from_utf8_lossy(&raw).into_owned())
+            .unwrap_or_default();
+        let links = ["cwd", "root"]
+            .into_iter()
+            .filter_map(|l| std::fs::read_link(base.join(l)).ok());
+        let fds = std::fs::read_dir(base.join("fd"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok());
+        let mut ties = links.chain(fds).filter(|p| under(p));
+        if state == 'Z'
+            || cmdline.contains(&prefix)
+            || environ.contains(&prefix)
+            || ties.next().is_some()
+        {
+            let what = if state == 'Z' { " (zombie)" } else { "" };
+            found.push(format!(
+                "berth-monitor {pid}{what} (parent {ppid}): {}",
+                cmdline.trim()
+            ));
+        }
+    }
+    found
+}
+
+/// State letter and parent pid from `<proc dir>/stat` (`pid (comm) S ppid ...`).
+fn stat_state(proc_dir: &Path) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = after.split(' ');
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
+}
+
+/// Containers the OCI runtime still knows: runc (and crun) keep one directory per container,
+/// holding `state.json`, under their `--root`, which berthd puts at `<state>/runtime/<handler>`
+/// (what `runc --root <dir> list` reads).
+pub fn runtime_state(state_dir: &Path) -> Vec<String> {
+    let Ok(handlers) = std::fs::read_dir(state_dir.join("runtime")) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for handler in handlers.filter_map(Result::ok) {
+        let Ok(containers) = std::fs::read_dir(handler.path()) else {
+            continue;
+        };
+        for container in containers.filter_map(Result::ok) {
+            if container.file_type().is_ok_and(|t| t.is_dir()) {
+                found.push(format!("OCI runtime state: {}", container.path().display()));
+            }
         }
     }
     found

@@ -3,9 +3,11 @@
 //!
 //! Every test does `let berthd = Berthd::start("name")?; ... berthd.finish();` — `finish` stops berthd
 //! with SIGTERM, asserts a clean exit, and asserts nothing is left behind (mounts, network namespaces,
-//! cgroups, processes, CNI IP reservations).
+//! cgroups, processes and berth-monitors, OCI runtime state, CNI IP reservations). Container tests use
+//! [`containers`] on top of the pod helpers in [`pods`].
 
 mod berthd;
+pub mod containers;
 mod http;
 pub mod leaks;
 pub mod oci_layout;

@@ -226,14 +226,6 @@ async fn every_other_rpc_is_unimplemented_by_name_and_counted() {
     let mut rt = berthd.runtime().await.unwrap();
     let mut runtime_names = assert_unimplemented!(
         rt,
-        create_container(CreateContainerRequest) = "CreateContainer",
-        start_container(StartContainerRequest) = "StartContainer",
-        stop_container(StopContainerRequest) = "StopContainer",
-        remove_container(RemoveContainerRequest) = "RemoveContainer",
-        list_containers(ListContainersRequest) = "ListContainers",
-        container_status(ContainerStatusRequest) = "ContainerStatus",
-        update_container_resources(UpdateContainerResourcesRequest) = "UpdateContainerResources",
-        reopen_container_log(ReopenContainerLogRequest) = "ReopenContainerLog",
         exec_sync(ExecSyncRequest) = "ExecSync",
         exec(ExecRequest) = "Exec",
         attach(AttachRequest) = "Attach",

@@ -97,3 +97,47 @@ fn detects_a_cni_ip_reservation() {
     let err = leaks::check(dir.path(), "e2enomatch").unwrap_err();
     assert!(err.contains("10.89.1.2"), "{err}");
 }
+
+#[test]
+fn detects_a_monitor_that_only_holds_a_file_open() {
+    let dir = test_dir("leak-monitor-");
+    // A stand-in monitor: `comm` comes from the name it was executed by. It lives, works and is
+    // named outside the test dir; only its stdout (a log file) ties it to the test.
+    let bin = tempfile::Builder::new()
+        .prefix("leak-monitor-bin-")
+        .tempdir_in("/var/tmp/berth-e2e")
+        .expect("bin dir");
+    let monitor = bin.path().join("berth-monitor");
+    std::os::unix::fs::symlink("/bin/sleep", &monitor).expect("symlink");
+    let log = std::fs::File::create(dir.path().join("c_0.log")).expect("log file");
+    let mut child = Command::new(&monitor)
+        .arg("30")
+        .current_dir(bin.path())
+        .stdout(log)
+        .spawn()
+        .expect("spawning the stand-in monitor");
+    let found = leaks::monitors_for(dir.path());
+    let plain = leaks::processes_using(dir.path());
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].contains(&child.id().to_string()), "{found:?}");
+    assert!(
+        plain.is_empty(),
+        "only the monitor check sees it: {plain:?}"
+    );
+    assert!(leaks::monitors_for(dir.path()).is_empty());
+}
+
+#[test]
+fn detects_oci_runtime_state() {
+    let dir = test_dir("leak-runc-");
+    let root = dir.path().join("state/runtime/runc");
+    std::fs::create_dir_all(&root).expect("runtime root");
+    assert!(leaks::runtime_state(&dir.path().join("state")).is_empty());
+    let container = root.join("ab".repeat(32));
+    std::fs::create_dir(&container).expect("container dir");
+    std::fs::write(container.join("state.json"), "{}").expect("state.json");
+    let err = leaks::check(dir.path(), "e2enomatch").expect_err("a leak");
+    assert!(err.contains("OCI runtime state"), "{err}");
+}

@@ -45,7 +45,11 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         image_metrics,
     )
     .context("opening the image store")?;
-    let sandboxes = open_sandboxes(&config, &metrics, &store, &pod_cidrs)?;
+    let (sandboxes, cgroups) = open_sandboxes(&config, &metrics, &store, &pod_cidrs)?;
+    let containers = open_containers(&config, &store, &images, &sandboxes, cgroups)?;
+    sandboxes.set_containers(containers.pod_hook());
+    images.set_snapshot_users(containers.snapshot_users());
+    containers.recover().await;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move |mut rx: watch::Receiver<bool>| async move {
@@ -75,6 +79,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         pod_cidrs,
         images,
         sandboxes,
+        containers,
     });
     let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
     let server = tonic::transport::Server::builder()
@@ -158,7 +163,7 @@ fn open_sandboxes(
     metrics: &Metrics,
     store: &Store,
     pod_cidrs: &Arc<PodCidrStore>,
-) -> anyhow::Result<berth_sandbox::SandboxService> {
+) -> anyhow::Result<(berth_sandbox::SandboxService, berth_cgroup::Cgroups)> {
     let cni_metrics = berth_network::CniMetrics::register(metrics.registry())?;
     let cni = berth_network::Cni::new(
         config.cni.conf_dir.clone(),
@@ -172,14 +177,50 @@ fn open_sandboxes(
         berth_config::CgroupDriver::Systemd => berth_cgroup::Driver::Systemd,
     };
     let cgroups = berth_cgroup::Cgroups::new(driver).context("detecting cgroups")?;
-    berth_sandbox::SandboxService::open(berth_sandbox::SandboxDeps {
+    let sandboxes = berth_sandbox::SandboxService::open(berth_sandbox::SandboxDeps {
         state_dir: config.state.clone(),
         store: store.clone(),
         cni,
-        cgroups,
+        cgroups: cgroups.clone(),
         handlers: config.runtime.handlers.keys().cloned().collect(),
         default_handler: config.runtime.default_handler.clone(),
         init_binary: berth_sandbox::SandboxDeps::default_init_binary(),
     })
-    .context("opening the pod sandboxes")
+    .context("opening the pod sandboxes")?;
+    Ok((sandboxes, cgroups))
+}
+
+fn open_containers(
+    config: &berth_config::Config,
+    store: &Store,
+    images: &berth_image::ImageService,
+    sandboxes: &berth_sandbox::SandboxService,
+    cgroups: berth_cgroup::Cgroups,
+) -> anyhow::Result<berth_container::ContainerService> {
+    let handlers = config
+        .runtime
+        .handlers
+        .iter()
+        .map(|(name, h)| {
+            let root = h.root.clone().unwrap_or_else(|| {
+                berth_container::ContainerDeps::default_runtime_root(&config.state, name)
+            });
+            let path = h.resolve_binary();
+            if path.is_none() {
+                tracing::warn!(handler = %name, binary = %h.path.display(), "runtime handler binary not found; its pods cannot run containers");
+            }
+            (name.clone(), berth_container::Handler { path, root })
+        })
+        .collect();
+    berth_container::ContainerService::open(berth_container::ContainerDeps {
+        state_dir: config.state.clone(),
+        root_dir: config.root.clone(),
+        store: store.clone(),
+        images: images.clone(),
+        sandboxes: sandboxes.clone(),
+        cgroups,
+        handlers,
+        monitor_binary: berth_container::ContainerDeps::default_monitor_binary(),
+    })
+    .context("opening the containers")
 }

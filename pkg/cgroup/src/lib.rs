@@ -12,6 +12,7 @@
 //! manager, not built), the list of hierarchies (`hierarchy.rs`), and creating/removing the
 //! directories (`fsops.rs`).
 
+mod container;
 mod error;
 mod fsops;
 mod hierarchy;
@@ -25,6 +26,7 @@ use std::sync::Once;
 use libcgroups::common::{AnyManagerError, CgroupManager, ControllerOpt};
 use serde::{Deserialize, Serialize};
 
+pub use container::MONITOR_CGROUP;
 pub use error::CgroupError;
 pub use pod::PodCgroup;
 pub use resources::{DEFAULT_CPU_PERIOD, PodResources};
@@ -312,6 +314,15 @@ impl Cgroups {
     /// removed too when empty; one still holding another pod's cgroup stays.
     pub fn remove(&self, cg: &PodCgroup) -> Result<(), CgroupError> {
         parent::validate_cgroupfs_path(&cg.path)?;
+        // The monitor's child cgroup is always Berth's, even in a pod cgroup kubelet made.
+        for dir in cg.fs_paths() {
+            let monitor = dir.join(MONITOR_CGROUP);
+            match std::fs::remove_dir(&monitor) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CgroupError::io("rmdir", monitor, e)),
+            }
+        }
         let created = cg.created_dirs();
         for dir in created {
             let inside = self

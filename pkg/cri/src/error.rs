@@ -1,5 +1,6 @@
 //! Every error that reaches a CRI caller is mapped to a gRPC status here, and only here.
 
+use berth_container::ContainerError;
 use berth_image::ImageError;
 use berth_network::{CniError, NetworkError};
 use berth_registry::RegistryError;
@@ -24,6 +25,8 @@ pub enum CriError {
     /// Boxed: sandbox errors carry CNI plugin output and would bloat every `Result` here.
     #[error(transparent)]
     Sandbox(Box<SandboxError>),
+    #[error(transparent)]
+    Container(Box<ContainerError>),
     #[error("{0}")]
     Internal(String),
 }
@@ -38,6 +41,7 @@ impl CriError {
             CriError::Store(e) => store_code(e),
             CriError::Image(e) => image_code(e),
             CriError::Sandbox(e) => sandbox_code(e),
+            CriError::Container(e) => container_code(e),
             CriError::Internal(_) => Code::Internal,
         }
     }
@@ -92,6 +96,32 @@ fn sandbox_code(e: &SandboxError) -> Code {
     }
 }
 
+fn container_code(e: &ContainerError) -> Code {
+    match e {
+        ContainerError::NotFound(_)
+        | ContainerError::SandboxNotFound(_)
+        | ContainerError::ImageNotFound(_) => Code::NotFound,
+        ContainerError::InvalidArgument(_) => Code::InvalidArgument,
+        ContainerError::FailedPrecondition(_) => Code::FailedPrecondition,
+        ContainerError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        ContainerError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        ContainerError::Store(e) => store_code(e),
+        ContainerError::Monitor(berth_monitor_api::MonitorError::UnknownContainer(_)) => {
+            Code::NotFound
+        }
+        ContainerError::Monitor(berth_monitor_api::MonitorError::Timeout(_)) => {
+            Code::DeadlineExceeded
+        }
+        ContainerError::Runtime(_)
+        | ContainerError::Spec(_)
+        | ContainerError::Monitor(_)
+        | ContainerError::Snapshot(_)
+        | ContainerError::Cgroup(_)
+        | ContainerError::Io { .. }
+        | ContainerError::Internal(_) => Code::Unknown,
+    }
+}
+
 fn cni_code(e: &CniError) -> Code {
     match e {
         e if e.is_config_error() => Code::FailedPrecondition,
@@ -123,6 +153,12 @@ fn registry_code(e: &RegistryError) -> Code {
 impl From<SandboxError> for CriError {
     fn from(e: SandboxError) -> CriError {
         CriError::Sandbox(Box::new(e))
+    }
+}
+
+impl From<ContainerError> for CriError {
+    fn from(e: ContainerError) -> CriError {
+        CriError::Container(Box::new(e))
     }
 }
 

@@ -4,6 +4,7 @@
 //! errors to gRPC status codes (all in [`error`]) and instruments every RPC with a tracing span and the
 //! per-method metrics (all in [`instrument`]). The work itself lives in the capability crates.
 
+mod containers;
 mod error;
 mod ids;
 mod image_service;
@@ -35,6 +36,7 @@ pub struct Dependencies {
     pub pod_cidrs: Arc<PodCidrStore>,
     pub images: berth_image::ImageService,
     pub sandboxes: berth_sandbox::SandboxService,
+    pub containers: berth_container::ContainerService,
 }
 
 pub(crate) fn now_ns() -> i64 {

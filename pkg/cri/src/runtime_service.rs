@@ -2,6 +2,7 @@
 //! rest until its capability lands.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_core::Stream;
 use k8s_cri::v1 as cri;
@@ -9,8 +10,8 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
-use crate::pods;
 use crate::{KUBELET_API_VERSION, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_VERSION, RuntimeApi};
+use crate::{containers, pods};
 
 /// Generates the trait impl: the real methods are written out, the unimplemented ones listed by name.
 /// (Both must sit inside one `#[async_trait]` impl, which is why a macro builds the whole block.)
@@ -184,6 +185,130 @@ runtime_service! {
                 .await
         }
 
+        async fn create_container(
+            &self,
+            request: Request<cri::CreateContainerRequest>,
+        ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("CreateContainer", request, |req| async move {
+                    let (sandbox_id, config) = containers::create_request(req)?;
+                    let container_id = shared.deps.containers.create(&sandbox_id, config).await?;
+                    Ok(cri::CreateContainerResponse { container_id })
+                })
+                .await
+        }
+
+        async fn start_container(
+            &self,
+            request: Request<cri::StartContainerRequest>,
+        ) -> Result<Response<cri::StartContainerResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("StartContainer", request, |req| async move {
+                    shared.deps.containers.start(&req.container_id).await?;
+                    Ok(cri::StartContainerResponse {})
+                })
+                .await
+        }
+
+        async fn stop_container(
+            &self,
+            request: Request<cri::StopContainerRequest>,
+        ) -> Result<Response<cri::StopContainerResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("StopContainer", request, |req| async move {
+                    let timeout = Duration::from_secs(req.timeout.max(0) as u64);
+                    shared.deps.containers.stop(&req.container_id, timeout).await?;
+                    Ok(cri::StopContainerResponse {})
+                })
+                .await
+        }
+
+        async fn remove_container(
+            &self,
+            request: Request<cri::RemoveContainerRequest>,
+        ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("RemoveContainer", request, |req| async move {
+                    shared.deps.containers.remove(&req.container_id).await?;
+                    Ok(cri::RemoveContainerResponse {})
+                })
+                .await
+        }
+
+        async fn list_containers(
+            &self,
+            request: Request<cri::ListContainersRequest>,
+        ) -> Result<Response<cri::ListContainersResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("ListContainers", request, |req| async move {
+                    let filter = containers::filter(req.filter)?;
+                    let containers = shared
+                        .deps
+                        .containers
+                        .list(&filter)
+                        .iter()
+                        .map(containers::container_to_cri)
+                        .collect();
+                    Ok(cri::ListContainersResponse { containers })
+                })
+                .await
+        }
+
+        async fn container_status(
+            &self,
+            request: Request<cri::ContainerStatusRequest>,
+        ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("ContainerStatus", request, |req| async move {
+                    let record = shared.deps.containers.get(&req.container_id)?;
+                    let info = if req.verbose {
+                        let spec = shared.deps.containers.spec_json(&record);
+                        containers::verbose_info(&record, spec)
+                    } else {
+                        Default::default()
+                    };
+                    Ok(containers::status_to_cri(&record, info))
+                })
+                .await
+        }
+
+        async fn update_container_resources(
+            &self,
+            request: Request<cri::UpdateContainerResourcesRequest>,
+        ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("UpdateContainerResources", request, |req| async move {
+                    let resources = containers::resources(req.linux);
+                    shared
+                        .deps
+                        .containers
+                        .update_resources(&req.container_id, resources)
+                        .await?;
+                    Ok(cri::UpdateContainerResourcesResponse {})
+                })
+                .await
+        }
+
+        async fn reopen_container_log(
+            &self,
+            request: Request<cri::ReopenContainerLogRequest>,
+        ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("ReopenContainerLog", request, |req| async move {
+                    shared.deps.containers.reopen_log(&req.container_id).await?;
+                    Ok(cri::ReopenContainerLogResponse {})
+                })
+                .await
+        }
+
         async fn get_container_events(
             &self,
             request: Request<cri::GetEventsRequest>,
@@ -192,14 +317,6 @@ runtime_service! {
         }
     }
     unimplemented {
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";

@@ -56,10 +56,17 @@ impl SandboxDeps {
     }
 }
 
-/// Stops a pod's containers; the container layer implements it (StopPodSandbox must stop them
-/// before the network goes).
+/// A pod's containers, as the container layer manages them: StopPodSandbox must stop them before
+/// the network goes, RemovePodSandbox must remove them before the namespaces and cgroup go.
 pub trait PodContainers: Send + Sync {
-    fn stop_all(&self, sandbox_id: &str) -> Result<(), SandboxError>;
+    fn stop_all<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SandboxError>> + Send + 'a>>;
+    fn remove_all<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SandboxError>> + Send + 'a>>;
 }
 
 #[derive(Clone)]

@@ -331,7 +331,7 @@ async fn undo(inner: &Arc<Inner>, record: &SandboxRecord) {
 /// and kubelet may still inspect the stopped pod.
 async fn stop_steps(inner: &Arc<Inner>, record: &mut SandboxRecord) -> Result<(), SandboxError> {
     if let Some(containers) = inner.containers() {
-        containers.stop_all(&record.id)?;
+        containers.stop_all(&record.id).await?;
     }
     if let Some(init) = &record.init {
         init::stop(init);
@@ -377,6 +377,9 @@ async fn teardown(
     let mut record = record.clone();
     if network_too {
         stop_steps(inner, &mut record).await?;
+    }
+    if let Some(containers) = inner.containers() {
+        containers.remove_all(&record.id).await?;
     }
     // By path, not by record: a crash may have come before the record said it was mounted.
     files::unmount_shm(&record.dir.join(files::SHM))?;

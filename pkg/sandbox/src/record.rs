@@ -87,6 +87,19 @@ impl SandboxRecord {
         }
     }
 
+    /// The pod's /etc/resolv.conf, /etc/hosts and /etc/hostname, bind-mounted into its containers.
+    pub fn resolv_conf_path(&self) -> PathBuf {
+        self.dir.join(crate::files::RESOLV_CONF)
+    }
+
+    pub fn hosts_path(&self) -> PathBuf {
+        self.dir.join(crate::files::HOSTS)
+    }
+
+    pub fn hostname_path(&self) -> PathBuf {
+        self.dir.join(crate::files::HOSTNAME)
+    }
+
     /// The pod's IPs, primary first.
     pub fn ips(&self) -> Vec<String> {
         self.network

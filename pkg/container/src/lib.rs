@@ -1,0 +1,345 @@
+//! Containers: CreateContainer builds the bundle (OCI spec from the CRI config, the image's config
+//! and the pod; an overlay rootfs on the image's snapshots with a writable layer of its own),
+//! StartContainer has the pod's berth-monitor run it through the OCI runtime, and the monitor
+//! parents it, writes its CRI log and records its exit, so containers outlive berthd.
+//!
+//! Crash safety: a record is written before each step's side effects and every teardown step is
+//! idempotent; on start, [`ContainerService::recover`] reconciles the records with what the
+//! monitors and the runtime report (see `recover.rs`).
+
+mod create;
+mod error;
+mod filter;
+mod ids;
+mod lifecycle;
+mod monitors;
+mod record;
+mod recover;
+mod runtime;
+mod watch;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use berth_sandbox::{PodContainers, SandboxError};
+use berth_store::Store;
+
+pub use berth_spec::{
+    ContainerConfig, Device, Mount, PidMode, Propagation, ResolvedUser, Resources, Security,
+};
+pub use error::ContainerError;
+pub use filter::ContainerFilter;
+pub use record::{ContainerRecord, ContainerState, Phase};
+pub use runtime::OciRuntime;
+
+/// One configured RuntimeClass handler.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    /// The runtime binary, resolved; `None` if it is not installed (pods naming it fail).
+    pub path: Option<PathBuf>,
+    /// Its `--root`.
+    pub root: PathBuf,
+}
+
+/// What the container service needs from the rest of berthd.
+pub struct ContainerDeps {
+    /// Volatile state (`/run/berth`): bundles, monitors, runtime state.
+    pub state_dir: PathBuf,
+    /// Persistent data (`/var/lib/berth`): writable layers.
+    pub root_dir: PathBuf,
+    pub store: Store,
+    pub images: berth_image::ImageService,
+    pub sandboxes: berth_sandbox::SandboxService,
+    pub cgroups: berth_cgroup::Cgroups,
+    pub handlers: BTreeMap<String, Handler>,
+    pub monitor_binary: PathBuf,
+}
+
+impl ContainerDeps {
+    /// `berth-monitor` installed beside berthd (or found in PATH).
+    pub fn default_monitor_binary() -> PathBuf {
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join("berth-monitor")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| PathBuf::from("berth-monitor"))
+    }
+
+    /// The runtime dir of a handler the configuration gives no `root` for.
+    pub fn default_runtime_root(state_dir: &std::path::Path, handler: &str) -> PathBuf {
+        runtime::default_root(state_dir, handler)
+    }
+}
+
+#[derive(Clone)]
+pub struct ContainerService {
+    inner: Arc<Inner>,
+}
+
+/// kubelet's identity of a container: a retry with the same one finds the first container.
+type NameKey = (String, String, u32);
+
+pub(crate) struct Inner {
+    deps: ContainerDeps,
+    bundles: PathBuf,
+    layers: PathBuf,
+    monitors: monitors::Monitors,
+    /// Write-through cache of the store's container records.
+    records: RwLock<BTreeMap<String, ContainerRecord>>,
+    creating: tokio::sync::Mutex<HashMap<NameKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// One lock per container: start, stop, remove and updates of one container never interleave.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ContainerService {
+    /// Loads the container records. Call [`ContainerService::recover`] before serving.
+    pub fn open(deps: ContainerDeps) -> Result<ContainerService, ContainerError> {
+        let bundles = deps.state_dir.join("containers");
+        let layers = deps.root_dir.join("containers");
+        for dir in [&bundles, &layers] {
+            std::fs::create_dir_all(dir).map_err(ContainerError::io("create", dir))?;
+        }
+        let records = deps
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let monitors =
+            monitors::Monitors::new(deps.monitor_binary.clone(), deps.state_dir.join("mon"));
+        Ok(ContainerService {
+            inner: Arc::new(Inner {
+                deps,
+                bundles,
+                layers,
+                monitors,
+                records: RwLock::new(records),
+                creating: tokio::sync::Mutex::new(HashMap::new()),
+                locks: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Reconciles the records with reality after a (re)start: see `recover.rs`.
+    pub async fn recover(&self) {
+        recover::recover(&self.inner).await
+    }
+
+    /// CreateContainer. Returns the new container's ID, or the existing one's for a retry.
+    pub async fn create(
+        &self,
+        sandbox_id: &str,
+        config: ContainerConfig,
+    ) -> Result<String, ContainerError> {
+        let inner = self.inner.clone();
+        let sandbox_id = sandbox_id.to_string();
+        detached(async move { create::create(&inner, &sandbox_id, config).await }).await
+    }
+
+    pub async fn start(&self, id_or_prefix: &str) -> Result<(), ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::start(&inner, &id).await }).await
+    }
+
+    /// StopContainer: the stop signal, SIGKILL after `timeout` (at once for zero). Idempotent.
+    pub async fn stop(&self, id_or_prefix: &str, timeout: Duration) -> Result<(), ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::stop(&inner, &id, timeout).await }).await
+    }
+
+    /// RemoveContainer: killed if running, then everything it had is gone. Removing an unknown
+    /// container succeeds.
+    pub async fn remove(&self, id_or_prefix: &str) -> Result<(), ContainerError> {
+        let id = match self.resolve(id_or_prefix) {
+            Ok(id) => id,
+            Err(ContainerError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::remove(&inner, &id).await }).await
+    }
+
+    pub async fn update_resources(
+        &self,
+        id_or_prefix: &str,
+        resources: Resources,
+    ) -> Result<(), ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        let inner = self.inner.clone();
+        detached(async move { lifecycle::update_resources(&inner, &id, resources).await }).await
+    }
+
+    pub async fn reopen_log(&self, id_or_prefix: &str) -> Result<(), ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        lifecycle::reopen_log(&self.inner, &id).await
+    }
+
+    pub fn get(&self, id_or_prefix: &str) -> Result<ContainerRecord, ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        self.inner
+            .records()
+            .get(&id)
+            .cloned()
+            .ok_or(ContainerError::NotFound(id))
+    }
+
+    /// The OCI spec the container runs with, for verbose status.
+    pub fn spec_json(&self, record: &ContainerRecord) -> Option<serde_json::Value> {
+        let bytes = std::fs::read(record.bundle.join("config.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    pub fn list(&self, filter: &ContainerFilter) -> Vec<ContainerRecord> {
+        self.inner
+            .records()
+            .values()
+            .filter(|r| r.phase != Phase::Creating && filter.matches(r))
+            .cloned()
+            .collect()
+    }
+
+    pub fn resolve(&self, id_or_prefix: &str) -> Result<String, ContainerError> {
+        ids::resolve(self.inner.records().keys(), id_or_prefix)
+    }
+
+    /// What the sandbox layer calls to stop and remove a pod's containers.
+    pub fn pod_hook(&self) -> Arc<dyn PodContainers> {
+        Arc::new(PodHook(self.inner.clone()))
+    }
+
+    /// What image garbage collection asks for: snapshots containers are built on.
+    pub fn snapshot_users(&self) -> Arc<dyn berth_image::SnapshotUsers> {
+        Arc::new(SnapshotHook(self.inner.clone()))
+    }
+}
+
+/// Runs a lifecycle operation as a task of its own: a caller that goes away (kubelet's deadline)
+/// never interrupts a create, start or removal half-way.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ContainerError>> + Send + 'static,
+) -> Result<T, ContainerError> {
+    tokio::spawn(work).await.map_err(ContainerError::task)?
+}
+
+impl Inner {
+    fn records(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ContainerRecord>> {
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn records_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ContainerRecord>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        self.records()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ContainerError::NotFound(id.to_string()))
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn forget_lock(&self, id: &str) {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
+    /// Writes the record to the store (durably), then to the cache.
+    async fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        let store = self.deps.store.clone();
+        let to_write = record.clone();
+        tokio::task::spawn_blocking(move || store.put(&to_write))
+            .await
+            .map_err(ContainerError::task)??;
+        self.records_mut().insert(record.id.clone(), record.clone());
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), ContainerError> {
+        let store = self.deps.store.clone();
+        let key = id.to_string();
+        tokio::task::spawn_blocking(move || store.delete::<ContainerRecord>(&key))
+            .await
+            .map_err(ContainerError::task)??;
+        self.records_mut().remove(id);
+        Ok(())
+    }
+
+    fn pod_container_ids(&self, sandbox_id: &str) -> Vec<String> {
+        self.records()
+            .values()
+            .filter(|r| r.sandbox_id == sandbox_id)
+            .map(|r| r.id.clone())
+            .collect()
+    }
+
+    fn runtime_for(&self, record: &ContainerRecord) -> OciRuntime {
+        OciRuntime {
+            path: record.runtime_path.clone(),
+            root: record.runtime_root.clone(),
+            systemd_cgroup: false,
+        }
+    }
+}
+
+struct PodHook(Arc<Inner>);
+
+/// Sandbox errors carry the container layer's message; the gRPC code comes from the sandbox side.
+fn to_sandbox_error(e: ContainerError) -> SandboxError {
+    SandboxError::Internal(format!("containers: {e}"))
+}
+
+impl PodContainers for PodHook {
+    fn stop_all<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + 'a>> {
+        Box::pin(async move {
+            let inner = self.0.clone();
+            let sandbox_id = sandbox_id.to_string();
+            detached(async move { lifecycle::stop_pod(&inner, &sandbox_id).await })
+                .await
+                .map_err(to_sandbox_error)
+        })
+    }
+
+    fn remove_all<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SandboxError>> + Send + 'a>> {
+        Box::pin(async move {
+            let inner = self.0.clone();
+            let sandbox_id = sandbox_id.to_string();
+            detached(async move { lifecycle::remove_pod(&inner, &sandbox_id).await })
+                .await
+                .map_err(to_sandbox_error)
+        })
+    }
+}
+
+struct SnapshotHook(Arc<Inner>);
+
+impl berth_image::SnapshotUsers for SnapshotHook {
+    fn in_use(&self) -> HashSet<String> {
+        self.0
+            .records()
+            .values()
+            .map(|r| r.snapshot.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,307 @@
+//! Start, stop, remove, resource updates and log reopening of one container, and of all of a pod's.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_monitor_api::{CreateRequest, Exit};
+use berth_sandbox::SandboxState;
+use berth_spec::Resources;
+
+use crate::create::{self, now_ns};
+use crate::error::ContainerError;
+use crate::record::{ContainerRecord, Phase};
+use crate::{Inner, OciRuntime, monitors, watch};
+
+/// How long the runtime may take to set a container up before the monitor gives up on it.
+const RUNTIME_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a SIGKILLed container may take to be reported gone.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerError> {
+    let lock = inner.lock_for(id);
+    let _guard = lock.lock().await;
+    let mut record = inner.record(id)?;
+    if record.phase != Phase::Created {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "container {id} is {:?}, not created: only a created container can be started",
+            record.state()
+        )));
+    }
+    let sandbox = inner
+        .deps
+        .sandboxes
+        .get(&record.sandbox_id)
+        .map_err(|_| ContainerError::SandboxNotFound(record.sandbox_id.clone()))?;
+    if sandbox.state() != SandboxState::Ready {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            sandbox.id
+        )));
+    }
+    let cgroups = &inner.deps.cgroups;
+    let (cgroup_procs, oom_files, systemd_cgroup) = match &sandbox.cgroup {
+        Some(cg) if cgroups.exists(cg) => (
+            cgroups.monitor_procs_files(cg)?,
+            cgroups.oom_files(cg, id),
+            cg.runc_systemd,
+        ),
+        _ => (Vec::new(), Vec::new(), false),
+    };
+    let monitor = inner
+        .monitors
+        .get_or_spawn(&sandbox.id, cgroup_procs)
+        .await?;
+
+    record.phase = Phase::Starting;
+    inner.save(&record).await?;
+    let runtime = OciRuntime {
+        path: record.runtime_path.clone(),
+        root: record.runtime_root.clone(),
+        systemd_cgroup,
+    };
+    let request = CreateRequest {
+        container_id: id.to_string(),
+        runtime_path: runtime.path.clone(),
+        runtime_args: runtime.global_args(),
+        bundle: record.bundle.clone(),
+        log_path: record.log_path.clone(),
+        tty: record.config.tty,
+        stdin: record.config.stdin,
+        stdin_once: record.config.stdin_once,
+        oom_files,
+        timeout: RUNTIME_CREATE_TIMEOUT,
+    };
+    // The process may exit before the runtime returns: take the start time before, so that
+    // created_at < started_at <= finished_at always holds.
+    let started_at = now_ns();
+    let created = tokio::task::spawn_blocking(move || monitor.create(&request))
+        .await
+        .map_err(ContainerError::task)?;
+    match created {
+        Ok(pid) => {
+            record.phase = Phase::Running;
+            record.pid = pid;
+            record.started_at_ns = started_at;
+            inner.save(&record).await?;
+            watch::spawn(inner, id);
+            tracing::info!(container_id = %id, pid, "container started");
+            Ok(())
+        }
+        Err(e) => {
+            let e = ContainerError::from(e);
+            start_failed(inner, &mut record, &runtime, &e).await;
+            Err(e)
+        }
+    }
+}
+
+/// Rolls a failed start back: runtime state, the monitor (if it was started for nothing) and the
+/// rootfs mount go; the container stays, EXITED with reason StartError, for kubelet to see.
+async fn start_failed(
+    inner: &Arc<Inner>,
+    record: &mut ContainerRecord,
+    runtime: &OciRuntime,
+    error: &ContainerError,
+) {
+    if let Err(e) = runtime.delete(&record.id).await {
+        tracing::warn!(container_id = %record.id, error = %e, "deleting runtime state after a failed start");
+    }
+    if !others_monitored(inner, record) {
+        let _ = inner
+            .monitors
+            .forget(&record.sandbox_id, &record.id, true)
+            .await;
+    }
+    let rootfs = record.rootfs();
+    let _ = tokio::task::spawn_blocking(move || berth_snapshot::unmount(&rootfs)).await;
+    record.phase = Phase::Exited;
+    record.exit_code = 128;
+    record.reason = "StartError".into();
+    record.message = error.to_string();
+    record.finished_at_ns = now_ns();
+    record.pid = 0;
+    if let Err(e) = inner.save(record).await {
+        tracing::warn!(container_id = %record.id, error = %e, "recording a failed start");
+    }
+}
+
+/// Whether the pod's monitor knows another container than `record` (one that was started and not
+/// yet removed): then the monitor must stay.
+fn others_monitored(inner: &Inner, record: &ContainerRecord) -> bool {
+    inner
+        .records()
+        .values()
+        .any(|r| r.sandbox_id == record.sandbox_id && r.id != record.id && r.started_at_ns > 0)
+}
+
+pub(crate) async fn stop(
+    inner: &Arc<Inner>,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), ContainerError> {
+    let lock = inner.lock_for(id);
+    let _guard = lock.lock().await;
+    let mut record = inner.record(id)?;
+    if record.phase != Phase::Running {
+        return Ok(());
+    }
+    let exit = stop_process(inner, &record, timeout).await?;
+    record.set_exited(&exit);
+    inner.save(&record).await?;
+    tracing::info!(container_id = %id, exit_code = exit.exit_code, "container stopped");
+    Ok(())
+}
+
+/// The stop signal, then SIGKILL after `timeout` (at once for zero); returns the exit.
+async fn stop_process(
+    inner: &Arc<Inner>,
+    record: &ContainerRecord,
+    timeout: Duration,
+) -> Result<Exit, ContainerError> {
+    let runtime = inner.runtime_for(record);
+    if !timeout.is_zero() && record.stop_signal != libc::SIGKILL {
+        runtime.kill(&record.id, record.stop_signal).await?;
+        if let Ok(exit) = tokio::time::timeout(timeout, exit_of(record)).await {
+            return exit;
+        }
+        tracing::info!(container_id = %record.id, ?timeout, "container ignored its stop signal; killing it");
+    }
+    runtime.kill(&record.id, libc::SIGKILL).await?;
+    match tokio::time::timeout(KILL_WAIT, exit_of(record)).await {
+        Ok(exit) => exit,
+        Err(_) => Err(ContainerError::Runtime(format!(
+            "container {} did not exit {KILL_WAIT:?} after SIGKILL",
+            record.id
+        ))),
+    }
+}
+
+/// The container's exit, from its monitor, or from the exit file the monitor left.
+async fn exit_of(record: &ContainerRecord) -> Result<Exit, ContainerError> {
+    match monitors::wait_exit(&record.monitor_dir, &record.id).await {
+        Ok(exit) => Ok(exit),
+        Err(e) => match berth_monitor_api::read_exit_file(&record.monitor_dir, &record.id)? {
+            Some(exit) => Ok(exit),
+            None => Err(e),
+        },
+    }
+}
+
+pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerError> {
+    let lock = inner.lock_for(id);
+    let _guard = lock.lock().await;
+    let Ok(mut record) = inner.record(id) else {
+        return Ok(());
+    };
+    if matches!(record.phase, Phase::Running | Phase::Starting) {
+        match stop_process(inner, &record, Duration::ZERO).await {
+            Ok(exit) => record.set_exited(&exit),
+            Err(e) => {
+                tracing::warn!(container_id = %id, error = %e, "killing a container being removed")
+            }
+        }
+    }
+    let runtime = inner.runtime_for(&record);
+    if runtime.has_state(id) {
+        runtime.delete(id).await?;
+    }
+    if record.started_at_ns > 0 || record.phase == Phase::Starting {
+        let last = !others_monitored(inner, &record);
+        inner.monitors.forget(&record.sandbox_id, id, last).await?;
+    }
+    create::remove_files(&record).await?;
+    inner.delete(id).await?;
+    drop(_guard);
+    inner.forget_lock(id);
+    tracing::info!(container_id = %id, "container removed");
+    Ok(())
+}
+
+pub(crate) async fn update_resources(
+    inner: &Arc<Inner>,
+    id: &str,
+    resources: Resources,
+) -> Result<(), ContainerError> {
+    let lock = inner.lock_for(id);
+    let _guard = lock.lock().await;
+    let mut record = inner.record(id)?;
+    let linux = berth_spec::linux_resources(&resources)?;
+    match record.phase {
+        Phase::Running => inner.runtime_for(&record).update(id, &linux).await?,
+        Phase::Created => {
+            // Not running yet: the runtime reads the new limits from the bundle at start.
+            let bundle = record.bundle.clone();
+            tokio::task::spawn_blocking(move || rewrite_resources(&bundle, linux))
+                .await
+                .map_err(ContainerError::task)??;
+        }
+        _ => {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "container {id} is {:?}: only created or running containers can be updated",
+                record.state()
+            )));
+        }
+    }
+    record.resources = resources;
+    inner.save(&record).await
+}
+
+fn rewrite_resources(
+    bundle: &std::path::Path,
+    linux: oci_spec::runtime::LinuxResources,
+) -> Result<(), ContainerError> {
+    let path = bundle.join("config.json");
+    let mut spec = oci_spec::runtime::Spec::load(&path)
+        .map_err(|e| ContainerError::Internal(format!("reading {}: {e}", path.display())))?;
+    if let Some(l) = spec.linux_mut() {
+        l.set_resources(Some(linux));
+    }
+    berth_spec::write_bundle_config(bundle, &spec)?;
+    Ok(())
+}
+
+pub(crate) async fn reopen_log(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerError> {
+    let record = inner.record(id)?;
+    if record.phase != Phase::Running {
+        return Err(ContainerError::FailedPrecondition(format!(
+            "container {id} is not running"
+        )));
+    }
+    let monitor = inner
+        .monitors
+        .get(&record.sandbox_id)
+        .await
+        .ok_or_else(|| {
+            ContainerError::FailedPrecondition(format!("container {id} has no running monitor"))
+        })?;
+    let cid = id.to_string();
+    tokio::task::spawn_blocking(move || monitor.reopen_log(&cid))
+        .await
+        .map_err(ContainerError::task)??;
+    Ok(())
+}
+
+/// StopPodSandbox: the pod's running containers are killed at once (kubelet has already
+/// stopped them gracefully if it wanted to), all in parallel.
+pub(crate) async fn stop_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(), ContainerError> {
+    let mut tasks = Vec::new();
+    for id in inner.pod_container_ids(sandbox_id) {
+        let inner = inner.clone();
+        tasks.push(tokio::spawn(async move {
+            stop(&inner, &id, Duration::ZERO).await
+        }));
+    }
+    for task in tasks {
+        task.await.map_err(ContainerError::task)??;
+    }
+    Ok(())
+}
+
+/// RemovePodSandbox: every container of the pod goes.
+pub(crate) async fn remove_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(), ContainerError> {
+    for id in inner.pod_container_ids(sandbox_id) {
+        remove(inner, &id).await?;
+    }
+    // A monitor left without containers (berthd died between its spawn and the first create).
+    inner.monitors.forget(sandbox_id, "", true).await
+}

@@ -1,0 +1,249 @@
+//! The pods' monitors: one berth-monitor per pod with started containers, spawned with the first
+//! one, found again after a berthd restart, and reaped when it exits after its last container.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use berth_monitor_api::{Exit, Monitor, MonitorError, proto};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::error::ContainerError;
+
+/// How much of the sandbox ID names the monitor's directory: unix socket paths are limited to
+/// 108 bytes, and 128 bits are as unique as the full ID in practice.
+const DIR_ID_LEN: usize = 32;
+
+pub(crate) struct Monitors {
+    binary: PathBuf,
+    dir: PathBuf,
+    running: tokio::sync::Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    monitor: Monitor,
+    /// Set when this berthd spawned it (then berthd reaps it).
+    child: Option<Child>,
+}
+
+impl Monitors {
+    pub(crate) fn new(binary: PathBuf, dir: PathBuf) -> Monitors {
+        Monitors {
+            binary,
+            dir,
+            running: tokio::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn dir_for(&self, sandbox_id: &str) -> PathBuf {
+        let short = &sandbox_id[..sandbox_id.len().min(DIR_ID_LEN)];
+        self.dir.join(short)
+    }
+
+    /// The pod's monitor, started if it has none (or its monitor died).
+    pub(crate) async fn get_or_spawn(
+        &self,
+        sandbox_id: &str,
+        cgroup_procs: Vec<PathBuf>,
+    ) -> Result<Monitor, ContainerError> {
+        let mut running = self.running.lock().await;
+        if let Some(entry) = running.get_mut(sandbox_id) {
+            if entry.monitor.alive() {
+                return Ok(entry.monitor.clone());
+            }
+            tracing::warn!(
+                sandbox_id,
+                pid = entry.monitor.pid(),
+                "pod monitor died; starting a new one"
+            );
+            if let Some(child) = entry.child.as_mut() {
+                let _ = child.try_wait();
+            }
+            running.remove(sandbox_id);
+        }
+        let dir = self.dir_for(sandbox_id);
+        let found = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || Monitor::open(&dir)
+        })
+        .await
+        .map_err(ContainerError::task)?;
+        let entry = match found {
+            Ok(monitor) => Entry {
+                monitor,
+                child: None,
+            },
+            Err(_) => {
+                let binary = self.binary.clone();
+                let (monitor, child) = tokio::task::spawn_blocking(move || {
+                    Monitor::spawn(&binary, &dir, &cgroup_procs)
+                })
+                .await
+                .map_err(ContainerError::task)??;
+                tracing::debug!(sandbox_id, pid = monitor.pid(), "pod monitor started");
+                Entry {
+                    monitor,
+                    child: Some(child),
+                }
+            }
+        };
+        let monitor = entry.monitor.clone();
+        running.insert(sandbox_id.to_string(), entry);
+        Ok(monitor)
+    }
+
+    /// The pod's running monitor, if any (found on disk after a restart).
+    pub(crate) async fn get(&self, sandbox_id: &str) -> Option<Monitor> {
+        let mut running = self.running.lock().await;
+        if let Some(entry) = running.get(sandbox_id)
+            && entry.monitor.alive()
+        {
+            return Some(entry.monitor.clone());
+        }
+        let dir = self.dir_for(sandbox_id);
+        let monitor = tokio::task::spawn_blocking(move || Monitor::open(&dir).ok())
+            .await
+            .ok()
+            .flatten()?;
+        running.insert(
+            sandbox_id.to_string(),
+            Entry {
+                monitor: monitor.clone(),
+                child: None,
+            },
+        );
+        Some(monitor)
+    }
+
+    /// Tells the monitor a container is gone. With `last`, the monitor exits after answering:
+    /// wait for it, reap it, and remove its directory.
+    pub(crate) async fn forget(
+        &self,
+        sandbox_id: &str,
+        container_id: &str,
+        last: bool,
+    ) -> Result<(), ContainerError> {
+        if let Some(monitor) = self.get(sandbox_id).await {
+            let id = container_id.to_string();
+            let m = monitor.clone();
+            match tokio::task::spawn_blocking(move || m.forget(&id))
+                .await
+                .map_err(ContainerError::task)?
+            {
+                Ok(())
+                | Err(MonitorError::UnknownContainer(_))
+                | Err(MonitorError::NotRunning(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if !last {
+                return Ok(());
+            }
+            let entry = self.running.lock().await.remove(sandbox_id);
+            let pid = monitor.pid();
+            tokio::task::spawn_blocking(move || wait_gone(pid, entry.and_then(|e| e.child)))
+                .await
+                .map_err(ContainerError::task)?;
+        }
+        if last {
+            remove_dir(&self.dir_for(sandbox_id))?;
+        }
+        Ok(())
+    }
+}
+
+/// Waits (briefly) until the monitor process is gone, reaping it if it is our child.
+fn wait_gone(pid: i32, child: Option<Child>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    if let Some(mut child) = child {
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return,
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+        tracing::warn!(pid, "pod monitor did not exit after its last container");
+        return;
+    }
+    while Instant::now() < deadline {
+        if !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    tracing::warn!(pid, "pod monitor did not exit after its last container");
+}
+
+fn zombie(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+pub(crate) fn remove_dir(dir: &Path) -> Result<(), ContainerError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ContainerError::io("remove", dir)(e)),
+    }
+}
+
+/// Waits for a container's exit without holding a thread: one `Wait` request on its own
+/// connection, answered by the monitor once the exit is on disk.
+pub(crate) async fn wait_exit(
+    monitor_dir: &Path,
+    container_id: &str,
+) -> Result<Exit, ContainerError> {
+    let socket = monitor_dir.join(berth_monitor_api::SOCKET);
+    let mut stream = tokio::net::UnixStream::connect(&socket)
+        .await
+        .map_err(ContainerError::io("connect to", &socket))?;
+    let request = proto::Request {
+        kind: Some(proto::request::Kind::Wait(proto::Wait {
+            container_id: container_id.to_string(),
+            timeout_ms: 0,
+        })),
+    };
+    let body = prost::Message::encode_to_vec(&request);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(ContainerError::io("write to", &socket))?;
+    let mut len = [0u8; 4];
+    stream
+        .read_exact(&mut len)
+        .await
+        .map_err(ContainerError::io("read from", &socket))?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > 1 << 20 {
+        return Err(MonitorError::Protocol(format!("frame of {len} bytes")).into());
+    }
+    let mut body = vec![0u8; len];
+    stream
+        .read_exact(&mut body)
+        .await
+        .map_err(ContainerError::io("read from", &socket))?;
+    let response: proto::Response = prost::Message::decode(body.as_slice())
+        .map_err(|e| MonitorError::Protocol(format!("decoding a response: {e}")))?;
+    match response.kind {
+        Some(proto::response::Kind::Exit(e)) => Ok(Exit {
+            exit_code: e.exit_code,
+            signal: e.signal,
+            finished_at_ns: e.finished_at_ns,
+            oom_killed: e.oom_killed,
+        }),
+        Some(proto::response::Kind::Error(e)) if e.not_found => {
+            Err(MonitorError::UnknownContainer(container_id.to_string()).into())
+        }
+        Some(proto::response::Kind::Error(e)) => Err(MonitorError::Protocol(e.message).into()),
+        other => {
+            Err(MonitorError::Protocol(format!("unexpected answer to Wait: {other:?}")).into())
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! Process capabilities: the default set, CRI's add/drop, privileged.
+
+use std::str::FromStr;
+
+use oci_spec::runtime::{Capabilities, Capability, LinuxCapabilities, LinuxCapabilitiesBuilder};
+
+use crate::defaults::{
+    ALL_CAPABILITIES, DEFAULT_CAPABILITIES, capability_number, own_capability_mask,
+};
+use crate::{Security, SpecError};
+
+/// The bounding, effective and permitted sets (inheritable and ambient stay empty).
+///
+/// Privileged, and `ALL` in `add_capabilities`, mean every capability berthd itself has (as
+/// containerd's `WithAllCurrentCapabilities`): asking runc for one berthd lacks (e.g.
+/// CAP_SYS_RESOURCE when berthd runs in a restricted container) would fail the start with EPERM.
+/// Privileged ignores add/drop, as in containerd.
+pub(crate) fn capabilities(security: &Security) -> Result<LinuxCapabilities, SpecError> {
+    let set = if security.privileged {
+        all_current()
+    } else {
+        requested(security)?
+    };
+    Ok(LinuxCapabilitiesBuilder::default()
+        .bounding(set.clone())
+        .effective(set.clone())
+        .permitted(set)
+        .inheritable(Capabilities::new())
+        .ambient(Capabilities::new())
+        .build()?)
+}
+
+/// containerd's order: `ALL` added, `ALL` dropped, then the single adds, then the single drops
+/// (so `add: [ALL], drop: [CHOWN]` is everything but CHOWN).
+fn requested(security: &Security) -> Result<Capabilities, SpecError> {
+    let is_all = |c: &String| c.eq_ignore_ascii_case("ALL");
+    let mut set: Capabilities = DEFAULT_CAPABILITIES
+        .iter()
+        .map(|c| parse(c))
+        .collect::<Result<_, _>>()?;
+    if security.add_capabilities.iter().any(is_all) {
+        set = all_current();
+    }
+    if security.drop_capabilities.iter().any(is_all) {
+        set.clear();
+    }
+    for c in security.add_capabilities.iter().filter(|c| !is_all(c)) {
+        set.insert(parse(c)?);
+    }
+    for c in security.drop_capabilities.iter().filter(|c| !is_all(c)) {
+        set.remove(&parse(c)?);
+    }
+    Ok(set)
+}
+
+/// `NET_ADMIN`, `CAP_NET_ADMIN`, `net_admin`.
+fn parse(name: &str) -> Result<Capability, SpecError> {
+    let upper = name.trim().to_ascii_uppercase();
+    let short = upper.strip_prefix("CAP_").unwrap_or(&upper);
+    if !ALL_CAPABILITIES.contains(&short) {
+        return Err(SpecError::invalid(format!("unknown capability {name:?}")));
+    }
+    Capability::from_str(short)
+        .map_err(|_| SpecError::invalid(format!("unknown capability {name:?}")))
+}
+
+/// Every capability oci-spec knows that berthd has in its effective set (all of them when the
+/// mask can't be read).
+fn all_current() -> Capabilities {
+    let mask = own_capability_mask("CapEff");
+    ALL_CAPABILITIES
+        .iter()
+        .filter(|name| match (mask, capability_number(name)) {
+            (Some(mask), Some(bit)) => mask & (1u64 << bit) != 0,
+            _ => true,
+        })
+        .filter_map(|name| Capability::from_str(name).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sec(add: &[&str], drop: &[&str]) -> Security {
+        Security {
+            add_capabilities: add.iter().map(|s| s.to_string()).collect(),
+            drop_capabilities: drop.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn effective(s: &Security) -> Capabilities {
+        capabilities(s).unwrap().effective().clone().unwrap()
+    }
+
+    #[test]
+    fn default_set_in_bounding_effective_permitted_only() {
+        let caps = capabilities(&Security::default()).unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
+        assert_eq!(caps.bounding(), caps.effective());
+        assert_eq!(caps.bounding(), caps.permitted());
+        assert!(caps.inheritable().as_ref().unwrap().is_empty());
+        assert!(caps.ambient().as_ref().unwrap().is_empty());
+        assert!(
+            caps.bounding()
+                .as_ref()
+                .unwrap()
+                .contains(&Capability::AuditWrite)
+        );
+        assert!(
+            !caps
+                .bounding()
+                .as_ref()
+                .unwrap()
+                .contains(&Capability::SysAdmin)
+        );
+    }
+
+    #[test]
+    fn add_and_drop() {
+        let e = effective(&sec(&["NET_ADMIN", "cap_sys_time"], &["CAP_CHOWN", "kill"]));
+        assert_eq!(e.len(), 14);
+        assert!(e.contains(&Capability::NetAdmin) && e.contains(&Capability::SysTime));
+        assert!(!e.contains(&Capability::Chown) && !e.contains(&Capability::Kill));
+
+        let e = effective(&sec(&["NET_BIND_SERVICE"], &["ALL"]));
+        assert_eq!(
+            e.into_iter().collect::<Vec<_>>(),
+            vec![Capability::NetBindService]
+        );
+
+        let e = effective(&sec(&["ALL"], &["CHOWN"]));
+        assert_eq!(e.len(), all_current().len() - 1);
+        assert!(e.contains(&Capability::SysAdmin) && !e.contains(&Capability::Chown));
+
+        assert!(effective(&sec(&[], &["all"])).is_empty());
+    }
+
+    #[test]
+    fn unknown_capabilities_are_invalid() {
+        for (add, drop) in [(&["NET_MAGIC"][..], &[][..]), (&[], &["CAP_"])] {
+            let err = capabilities(&sec(add, drop)).unwrap_err();
+            assert!(err.is_invalid_argument(), "{err}");
+        }
+    }
+
+    #[test]
+    fn privileged_gets_everything_berthd_has() {
+        let s = Security {
+            privileged: true,
+            drop_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        };
+        let e = effective(&s);
+        assert_eq!(e, all_current());
+        assert!(e.contains(&Capability::SysAdmin));
+        if let Some(mask) = own_capability_mask("CapEff") {
+            assert_eq!(e.len() as u32, (mask & ((1u64 << 41) - 1)).count_ones());
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! A container's configuration as Berth keeps it: the CRI `ContainerConfig` translated into plain
+//! types (berth-cri does the translation), persisted in the container record.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    /// CRI metadata: name and attempt (kubelet's restart counter).
+    pub name: String,
+    pub attempt: u32,
+    /// The image as the request named it (a reference or an image ID).
+    pub image: String,
+    /// Replaces the image's Entrypoint (and then its Cmd is dropped).
+    pub command: Vec<String>,
+    /// Replaces the image's Cmd.
+    pub args: Vec<String>,
+    /// Empty: the image's WorkingDir, else `/`.
+    pub working_dir: String,
+    /// In order; a later key overrides an earlier one and the image's.
+    pub envs: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub devices: Vec<Device>,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// Relative to the sandbox's log directory; empty for no log.
+    pub log_path: String,
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
+    pub resources: Resources,
+    pub security: Security,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub propagation: Propagation,
+}
+
+/// CRI's `MountPropagation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Propagation {
+    /// `rprivate`.
+    #[default]
+    Private,
+    /// `rslave`: mounts made on the host appear in the container.
+    HostToContainer,
+    /// `rshared`: mounts propagate both ways.
+    Bidirectional,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub container_path: String,
+    pub host_path: String,
+    /// Any of `r`, `w`, `m`; empty means `rwm`.
+    pub permissions: String,
+}
+
+/// CRI's `LinuxContainerResources`. Zero / empty means unset, as in CRI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub cpu_period: i64,
+    pub cpu_quota: i64,
+    pub cpu_shares: i64,
+    pub memory_limit_in_bytes: i64,
+    pub memory_swap_limit_in_bytes: i64,
+    pub oom_score_adj: i64,
+    pub cpuset_cpus: String,
+    pub cpuset_mems: String,
+    /// Page size (`2MB`, `1GB`) and limit in bytes.
+    pub hugepage_limits: Vec<(String, u64)>,
+    /// cgroup v2 files, e.g. `memory.high`.
+    pub unified: BTreeMap<String, String>,
+}
+
+/// The part of CRI's `LinuxContainerSecurityContext` this release honours.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Security {
+    pub privileged: bool,
+    pub run_as_user: Option<i64>,
+    pub run_as_username: String,
+    pub run_as_group: Option<i64>,
+    pub supplemental_groups: Vec<i64>,
+    pub readonly_rootfs: bool,
+    pub no_new_privs: bool,
+    /// Capability names as CRI gives them (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL`).
+    pub add_capabilities: Vec<String>,
+    pub drop_capabilities: Vec<String>,
+    pub pid_mode: PidMode,
+}
+
+/// Which PID namespace the container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PidMode {
+    /// Its own.
+    #[default]
+    Container,
+    /// The pod's shared one (the sandbox's berth-init is PID 1).
+    Pod,
+    /// The host's.
+    Node,
+    /// Another container's (CRI `TARGET`, by container ID).
+    Target(String),
+}
