@@ -103,3 +103,87 @@ async fn cli_runs_lists_inspects_stops_and_removes_pods() {
     assert!(ok && out.trim().is_empty(), "{out}");
     berthd.finish();
 }
+
+#[tokio::test]
+async fn cli_runs_containers_like_docker() {
+    let berthd = Berthd::start("clictr").await.unwrap();
+    let image = format!("{SHARED}/berth-test/busybox:latest");
+    let logs = berthd.state.parent().unwrap().join("cli-logs");
+    let logs = logs.to_str().unwrap();
+    let run = |args: &[&str]| berthd.cli(args).unwrap();
+
+    // Foreground: the output by stream, the container's exit code, nothing left with --rm.
+    let (ok, out, err) = run(&[
+        "run",
+        "--rm",
+        "--name",
+        "hello",
+        "--log-dir",
+        logs,
+        &image,
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ]);
+    assert!(!ok, "exit 3 must fail the command: {out} {err}");
+    assert!(out.contains("out") && !out.contains("err"), "{out}");
+    assert!(err.contains("err"), "{err}");
+    let (ok, out, _) = run(&["ps", "-a", "-q"]);
+    assert!(ok && out.trim().is_empty(), "--rm left {out}");
+    let (ok, out, _) = run(&["pods", "-q"]);
+    assert!(ok && out.trim().is_empty(), "--rm left the pod {out}");
+
+    // Detached: ps, logs, stop, rm.
+    let (ok, out, err) = run(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "--log-dir",
+        logs,
+        &image,
+        "sh",
+        "-c",
+        "echo started; trap 'exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    assert!(ok, "{err}");
+    let id = out.trim().to_string();
+    assert_eq!(id.len(), 64, "{out}");
+    let (ok, out, err) = run(&["ps"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with(&id[..13]) && l.contains("sleeper")),
+        "{out}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (ok, out, err) = run(&["logs", &id[..12]]);
+        assert!(ok, "{err}");
+        if out.contains("started") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no log line: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (ok, _, err) = run(&["rm", &id]);
+    assert!(!ok && err.contains("running"), "{err}");
+    let (ok, _, err) = run(&["exec", &id, "true"]);
+    assert!(!ok && err.contains("not implemented"), "{err}");
+    let (ok, _, err) = run(&["stop", "--time", "5", &id]);
+    assert!(ok, "{err}");
+    let (ok, out, _) = run(&["inspectc", &id]);
+    assert!(ok, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["status"]["exit_code"], 0, "{json}");
+    assert_eq!(json["status"]["state"], "CONTAINER_EXITED", "{json}");
+    let (ok, _, err) = run(&["rm", &id]);
+    assert!(ok, "{err}");
+    let (ok, pods, _) = run(&["pods", "-q"]);
+    assert!(ok);
+    for pod in pods.split_whitespace() {
+        assert!(run(&["stopp", pod]).0);
+        assert!(run(&["rmp", pod]).0);
+    }
+    berthd.finish();
+}

@@ -1,4 +1,5 @@
-//! Image verbs: `pull`, `images`, `rmi`, `inspect`, `imagefs`.
+//! Image verbs: `pull`, `images`, `rmi`, `imagefs`, and the image part of `inspect`; pulling
+//! what `run` needs.
 
 use std::io::Write;
 
@@ -137,17 +138,13 @@ pub async fn list(images: &mut Images, filter: Option<&str>, quiet: bool) -> any
     Ok(())
 }
 
-/// The image's ID, or an error naming what was asked for (ImageStatus answers "absent" with an
-/// empty response).
-async fn status(
-    images: &mut Images,
-    image: &str,
-    verbose: bool,
-) -> anyhow::Result<cri::ImageStatusResponse> {
+/// The image's status, or an error naming what was asked for (ImageStatus answers "absent" with
+/// an empty response).
+async fn status(images: &mut Images, image: &str) -> anyhow::Result<cri::ImageStatusResponse> {
     let response = images
         .image_status(cri::ImageStatusRequest {
             image: spec(image),
-            verbose,
+            verbose: false,
         })
         .await?
         .into_inner();
@@ -161,7 +158,7 @@ pub async fn remove(images: &mut Images, names: &[String]) -> anyhow::Result<()>
     let mut failed = 0;
     for name in names {
         // RemoveImage succeeds for absent images (CRI semantics); a person wants to know.
-        let result = match status(images, name, false).await {
+        let result = match status(images, name).await {
             Ok(_) => images
                 .remove_image(cri::RemoveImageRequest { image: spec(name) })
                 .await
@@ -183,17 +180,52 @@ pub async fn remove(images: &mut Images, names: &[String]) -> anyhow::Result<()>
     Ok(())
 }
 
-pub async fn inspect(images: &mut Images, image: &str) -> anyhow::Result<()> {
-    let response = status(images, image, true).await?;
+/// Pulls `image` unless the runtime has it already (what `berth run` and `berth create` do first).
+pub async fn ensure(images: &mut Images, image: &str) -> anyhow::Result<()> {
+    let present = images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(image),
+            verbose: false,
+        })
+        .await?
+        .into_inner()
+        .image
+        .is_some();
+    if !present {
+        eprintln!("Unable to find image {image} locally: pulling it");
+        images
+            .pull_image(cri::PullImageRequest {
+                image: spec(image),
+                auth: None,
+                sandbox_config: None,
+            })
+            .await
+            .with_context(|| format!("pulling {image}"))?;
+    }
+    Ok(())
+}
+
+/// The image's status and config as JSON; `None` if there is no such image.
+pub async fn inspect_json(
+    images: &mut Images,
+    image: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let response = images
+        .image_status(cri::ImageStatusRequest {
+            image: spec(image),
+            verbose: true,
+        })
+        .await?
+        .into_inner();
     let Some(found) = response.image else {
-        bail!("no such image: {image}");
+        return Ok(None);
     };
     let info: serde_json::Value = response
         .info
         .get("info")
         .and_then(|raw| serde_json::from_str(raw).ok())
         .unwrap_or(serde_json::Value::Null);
-    let json = serde_json::json!({
+    Ok(Some(serde_json::json!({
         "id": found.id,
         "repoTags": found.repo_tags,
         "repoDigests": found.repo_digests,
@@ -202,9 +234,7 @@ pub async fn inspect(images: &mut Images, image: &str) -> anyhow::Result<()> {
         "username": found.username,
         "pinned": found.pinned,
         "info": info,
-    });
-    println!("{}", serde_json::to_string_pretty(&json)?);
-    Ok(())
+    })))
 }
 
 pub async fn fs_info(images: &mut Images) -> anyhow::Result<()> {

@@ -1,8 +1,16 @@
 //! berth: a command-line client for Berth (or any CRI runtime), with docker's verbs, talking CRI.
 
 mod client;
+mod containers;
+mod crilog;
+mod exec;
+mod flags;
 mod images;
+mod inspect;
+mod logs;
 mod pods;
+mod ps;
+mod run;
 mod table;
 
 use std::process::ExitCode;
@@ -58,8 +66,11 @@ enum Command {
         #[arg(required = true)]
         images: Vec<String>,
     },
-    /// Show an image's status and config as JSON.
-    Inspect { image: String },
+    /// Show a container's, pod's or image's status as JSON (looked for in that order).
+    Inspect {
+        /// Container (ID, ID prefix or name), pod ID or image reference.
+        target: String,
+    },
     /// Show the disk used by images (ImageFsInfo).
     Imagefs,
     /// Start a pod sandbox (no containers); prints its ID.
@@ -82,6 +93,14 @@ enum Command {
         /// RuntimeClass handler (default: the configured default).
         #[arg(long, default_value = "")]
         runtime: String,
+        /// Where the pod's log directory is made.
+        #[arg(
+            long = "log-dir",
+            env = "BERTH_LOG_DIR",
+            default_value = pods::LOG_ROOT,
+            value_name = "DIR"
+        )]
+        log_root: String,
     },
     /// List pod sandboxes.
     Pods {
@@ -103,6 +122,39 @@ enum Command {
     },
     /// Show a pod sandbox's status and details as JSON.
     Inspectp { id: String },
+    /// Create a container in an existing pod (--pod); prints its ID. Pulls the image if absent.
+    #[command(override_usage = format!("berth create --pod POD {}", flags::USAGE))]
+    Create(containers::CreateArgs),
+    /// Run a container in a new pod of its own: pull, create, start, then print its output until
+    /// it exits (or, with -d, print its ID).
+    #[command(override_usage = format!("berth run {}", flags::USAGE))]
+    Run(run::RunArgs),
+    /// Start created containers.
+    Start {
+        /// Container IDs, unique ID prefixes or names.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Stop running containers: SIGTERM (or the image's stop signal), then SIGKILL after --time.
+    Stop(containers::StopArgs),
+    /// Remove containers and their logs (--force: running ones too).
+    Rm(containers::RmArgs),
+    /// List containers (running ones, unless --all or --state).
+    Ps(ps::PsArgs),
+    /// Print a container's output (its CRI log file on this node).
+    Logs(logs::LogsArgs),
+    /// Show a container's status and details as JSON.
+    Inspectc {
+        /// Container ID, unique ID prefix or name.
+        id: String,
+    },
+    /// Change the resource limits of containers.
+    Update(exec::UpdateArgs),
+    /// Run a command in a running container (ExecSync); exits with its exit code.
+    #[command(override_usage = "berth exec [OPTIONS] CONTAINER CMD [ARG...]")]
+    Exec(exec::ExecArgs),
+    /// Show containers' resource usage.
+    Stats(exec::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -118,17 +170,23 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
+        // `berth logs ... | head`: the reader has all it wants.
+        Err(e) if client::broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            eprintln!("berth: {}", client::render(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let timeout = std::time::Duration::from_secs(cli.timeout);
     let endpoint = cli.endpoint.as_str();
+    let connect = client::Connect {
+        endpoint: cli.endpoint.clone(),
+        timeout,
+    };
     // Image verbs bound their calls by --timeout too, except pull, which takes as long as it takes.
     let images = |call_timeout| client::images(endpoint, timeout, call_timeout);
     match &cli.command {
@@ -163,9 +221,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rmi { images: names } => {
             images::remove(&mut images(Some(timeout)).await?, names).await?;
         }
-        Command::Inspect { image } => {
-            images::inspect(&mut images(Some(timeout)).await?, image).await?;
-        }
+        Command::Inspect { target } => inspect::inspect(&connect, target).await?,
         Command::Imagefs => images::fs_info(&mut images(Some(timeout)).await?).await?,
         Command::Runp {
             name,
@@ -175,6 +231,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ports,
             labels,
             runtime,
+            log_root,
         } => {
             let pod = pods::RunPod {
                 name: name.clone(),
@@ -184,6 +241,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ports: ports.clone(),
                 labels: labels.clone(),
                 runtime_handler: runtime.clone(),
+                log_root: log_root.clone(),
             };
             pods::run(&mut client::runtime(endpoint, timeout).await?, &pod).await?;
         }
@@ -199,6 +257,99 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Inspectp { id } => {
             pods::inspect(&mut client::runtime(endpoint, timeout).await?, id).await?;
         }
+        Command::Create(args) => containers::create(&connect, args).await?,
+        Command::Run(args) => return run::run(&connect, args).await,
+        Command::Start { ids } => containers::start(&mut connect.runtime().await?, ids).await?,
+        Command::Stop(args) => containers::stop(&connect, args).await?,
+        Command::Rm(args) => containers::rm(&mut connect.runtime().await?, args).await?,
+        Command::Ps(args) => ps::ps(&mut connect.runtime().await?, args).await?,
+        Command::Logs(args) => logs::logs(&mut connect.runtime().await?, args).await?,
+        Command::Inspectc { id } => {
+            inspect::inspect_container(&mut connect.runtime().await?, id).await?;
+        }
+        Command::Update(args) => exec::update(&mut connect.runtime().await?, args).await?,
+        Command::Exec(args) => return exec::exec(&connect, args).await,
+        Command::Stats(args) => exec::stats(&mut connect.runtime().await?, args).await?,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    #[test]
+    fn the_cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_after_the_image_belong_to_the_command() {
+        let Ok(Command::Run(run)) = parse(&[
+            "run",
+            "-d",
+            "--rm",
+            "-e",
+            "A=1",
+            "-p",
+            "8080:80",
+            "--net",
+            "host",
+            "busybox",
+            "sh",
+            "-c",
+            "echo -n hi",
+            "-d",
+        ]) else {
+            panic!("run did not parse");
+        };
+        assert!(run.detach && run.rm && run.net == "host");
+        assert_eq!(run.ports, ["8080:80"]);
+        assert_eq!(run.container.image(), "busybox");
+        assert_eq!(run.container.command(), ["sh", "-c", "echo -n hi", "-d"]);
+        let Ok(Command::Create(create)) = parse(&[
+            "create", "--pod", "p1", "-v", "/a:/b:ro", "-m", "16m", "--cpus", "0.5", "-u", "1000",
+            "-t", "-i", "-w", "/w", "--label", "k=v", "--name", "web", "img", "--help",
+        ]) else {
+            panic!("create did not parse");
+        };
+        assert_eq!(create.pod.as_deref(), Some("p1"));
+        assert_eq!(create.container.memory, Some(16 << 20));
+        assert_eq!(create.container.command(), ["--help"]);
+        let Ok(Command::Run(run)) = parse(&["run", "busybox", "-H", "x"]) else {
+            panic!("run did not parse");
+        };
+        assert_eq!(run.container.command(), ["-H", "x"]);
+        assert!(parse(&["run", "-d"]).is_err(), "no image");
+        let Ok(Command::Exec(exec)) = parse(&["exec", "c1", "ls", "-l"]) else {
+            panic!("exec did not parse");
+        };
+        assert_eq!(exec.container_and_command, ["c1", "ls", "-l"]);
+        assert!(parse(&["exec", "c1"]).is_err(), "no command");
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_the_parser() {
+        assert!(parse(&["run", "--memory", "16x", "busybox"]).is_err());
+        assert!(parse(&["run", "--cpus", "0", "busybox"]).is_err());
+        assert!(parse(&["run", "-v", "/a", "busybox"]).is_err());
+        assert!(parse(&["run", "--net", "none", "busybox"]).is_err());
+        assert!(parse(&["ps", "--state", "sleeping"]).is_err());
+        assert!(parse(&["logs", "--tail", "x", "c"]).is_err());
+        assert!(parse(&["stop"]).is_err());
+        let Ok(Command::Stop(stop)) = parse(&["stop", "-t", "3", "a", "b"]) else {
+            panic!("stop did not parse");
+        };
+        assert_eq!((stop.time, stop.ids.len()), (3, 2));
+        let Ok(Command::Stop(stop)) = parse(&["stop", "a"]) else {
+            panic!("stop did not parse");
+        };
+        assert_eq!(stop.time, 10);
+    }
 }

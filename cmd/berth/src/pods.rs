@@ -21,9 +21,18 @@ pub struct RunPod {
     /// `KEY=VALUE`
     pub labels: Vec<String>,
     pub runtime_handler: String,
+    /// Where the pod's log directory is made: `<log_root>/<namespace>_<name>_<uid>`.
+    pub log_root: String,
 }
 
-fn port(spec: &str) -> anyhow::Result<cri::PortMapping> {
+/// Default parent of the pod log directories berth makes (kubelet uses `/var/log/pods`).
+pub const LOG_ROOT: &str = "/var/log/berth/pods";
+
+/// Annotation recording the log directory berth made for a pod, so `berth create --pod` can send it
+/// again with CreateContainer, as kubelet sends the pod's whole config.
+pub const LOG_DIR_ANNOTATION: &str = "io.berth.cli/log-directory";
+
+pub(crate) fn port(spec: &str) -> anyhow::Result<cri::PortMapping> {
     let (ports, protocol) = match spec.split_once('/') {
         Some((ports, "tcp")) => (ports, cri::Protocol::Tcp),
         Some((ports, "udp")) => (ports, cri::Protocol::Udp),
@@ -48,7 +57,7 @@ fn port(spec: &str) -> anyhow::Result<cri::PortMapping> {
     })
 }
 
-fn labels(specs: &[String]) -> anyhow::Result<HashMap<String, String>> {
+pub(crate) fn labels(specs: &[String]) -> anyhow::Result<HashMap<String, String>> {
     specs
         .iter()
         .map(|l| {
@@ -59,13 +68,17 @@ fn labels(specs: &[String]) -> anyhow::Result<HashMap<String, String>> {
         .collect()
 }
 
-/// A unique uid for a pod started by hand (kubelet would pass the pod object's uid).
+/// A random uid (UUID v4 form) for a pod started by hand (kubelet would pass the pod object's uid).
 fn uid() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("berth-{nanos:x}-{}", std::process::id())
+    let (a, b) = (crate::flags::random(), crate::flags::random());
+    format!(
+        "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xfff,
+        0x8000 | ((b >> 48) & 0x3fff),
+        b & 0xffff_ffff_ffff
+    )
 }
 
 impl RunPod {
@@ -77,13 +90,22 @@ impl RunPod {
                 cri::NamespaceMode::Pod as i32
             }
         };
+        let uid = uid();
+        let log_directory = format!(
+            "{}/{}_{}_{uid}",
+            self.log_root.trim_end_matches('/'),
+            self.namespace,
+            self.name
+        );
         Ok(cri::PodSandboxConfig {
             metadata: Some(cri::PodSandboxMetadata {
                 name: self.name.clone(),
-                uid: uid(),
+                uid,
                 namespace: self.namespace.clone(),
                 attempt: 0,
             }),
+            annotations: HashMap::from([(LOG_DIR_ANNOTATION.to_string(), log_directory.clone())]),
+            log_directory,
             hostname: if self.host_network {
                 String::new()
             } else {
@@ -116,16 +138,35 @@ impl RunPod {
     }
 }
 
-pub async fn run(runtime: &mut Runtime, pod: &RunPod) -> anyhow::Result<()> {
-    let id = runtime
+/// RunPodSandbox after making the pod's log directory, as kubelet does; returns the pod ID.
+pub async fn start(
+    runtime: &mut Runtime,
+    pod: &RunPod,
+) -> anyhow::Result<(String, cri::PodSandboxConfig)> {
+    let config = pod.config()?;
+    std::fs::create_dir_all(&config.log_directory).with_context(|| {
+        format!(
+            "creating the pod log directory {} (--log-dir or BERTH_LOG_DIR choose another)",
+            config.log_directory
+        )
+    })?;
+    let response = runtime
         .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod.config()?),
+            config: Some(config.clone()),
             runtime_handler: pod.runtime_handler.clone(),
         })
-        .await
-        .with_context(|| format!("running pod {}", pod.name))?
-        .into_inner()
-        .pod_sandbox_id;
+        .await;
+    match response {
+        Ok(r) => Ok((r.into_inner().pod_sandbox_id, config)),
+        Err(e) => {
+            let _ = std::fs::remove_dir(&config.log_directory);
+            Err(anyhow::Error::from(e).context(format!("running pod {}", pod.name)))
+        }
+    }
+}
+
+pub async fn run(runtime: &mut Runtime, pod: &RunPod) -> anyhow::Result<()> {
+    let (id, _) = start(runtime, pod).await?;
     println!("{id}");
     Ok(())
 }
@@ -139,7 +180,7 @@ fn state_name(state: i32) -> &'static str {
 }
 
 /// "3 minutes ago", as docker and crictl print ages.
-fn ago(created_ns: i64) -> String {
+pub(crate) fn ago(created_ns: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -225,6 +266,7 @@ pub async fn remove(runtime: &mut Runtime, ids: &[String], force: bool) -> anyho
             .into_inner();
         let ready = status
             .status
+            .as_ref()
             .is_some_and(|s| s.state == cri::PodSandboxState::SandboxReady as i32);
         if ready && !force {
             bail!("pod {id} is ready: stop it first (berth stopp), or remove it with --force");
@@ -235,9 +277,34 @@ pub async fn remove(runtime: &mut Runtime, ids: &[String], force: bool) -> anyho
             })
             .await
             .with_context(|| format!("removing pod {id}"))?;
+        if let Some(status) = &status.status {
+            remove_log_dir(status);
+        }
         println!("Removed sandbox {id}");
     }
     Ok(())
+}
+
+/// The log directory berth made for a pod (see [`LOG_DIR_ANNOTATION`]). Only a directory named
+/// after the pod's own metadata counts, so an annotation can't point berth at another directory.
+pub(crate) fn log_dir(status: &cri::PodSandboxStatus) -> Option<&str> {
+    let dir = status.annotations.get(LOG_DIR_ANNOTATION)?;
+    let m = status.metadata.as_ref()?;
+    let expected = format!("{}_{}_{}", m.namespace, m.name, m.uid);
+    let path = std::path::Path::new(dir);
+    (path.is_absolute() && path.file_name()? == expected.as_str()).then_some(dir.as_str())
+}
+
+/// Removes the log directory berth made for a removed pod, with the logs in it (kubelet removes
+/// `/var/log/pods/<pod>` too). Best effort: a failure is reported, not fatal.
+pub(crate) fn remove_log_dir(status: &cri::PodSandboxStatus) {
+    if let Some(dir) = log_dir(status) {
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => eprintln!("berth: removing the pod log directory {dir}: {e}"),
+        }
+    }
 }
 
 pub async fn inspect(runtime: &mut Runtime, id: &str) -> anyhow::Result<()> {
@@ -249,14 +316,18 @@ pub async fn inspect(runtime: &mut Runtime, id: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("pod {id}"))?
         .into_inner();
+    println!("{}", serde_json::to_string_pretty(&status_json(&response))?);
+    Ok(())
+}
+
+/// What `berth inspectp` prints: the status and the verbose info.
+pub(crate) fn status_json(response: &cri::PodSandboxStatusResponse) -> serde_json::Value {
     let info: serde_json::Value = response
         .info
         .get("info")
         .and_then(|raw| serde_json::from_str(raw).ok())
         .unwrap_or(serde_json::Value::Null);
-    let json = serde_json::json!({ "status": response.status, "info": info });
-    println!("{}", serde_json::to_string_pretty(&json)?);
-    Ok(())
+    serde_json::json!({ "status": response.status, "info": info })
 }
 
 #[cfg(test)]
@@ -280,5 +351,35 @@ mod tests {
         assert_eq!(labels(&["a=b".into()]).unwrap()["a"], "b");
         assert!(labels(&["ab".into()]).is_err());
         assert_eq!(ago(0).split(' ').nth(1), Some("days"));
+    }
+
+    #[test]
+    fn pods_get_a_log_directory_named_after_them() {
+        let pod = RunPod {
+            name: "web".into(),
+            namespace: "default".into(),
+            host_network: false,
+            share_pid: false,
+            ports: vec![],
+            labels: vec![],
+            runtime_handler: String::new(),
+            log_root: "/var/log/berth/pods/".into(),
+        };
+        let config = pod.config().unwrap();
+        let m = config.metadata.clone().unwrap();
+        assert_eq!(m.uid.len(), 36);
+        assert_ne!(m.uid, pod.config().unwrap().metadata.unwrap().uid);
+        let expected = format!("/var/log/berth/pods/default_web_{}", m.uid);
+        assert_eq!(config.log_directory, expected);
+        let mut status = cri::PodSandboxStatus {
+            metadata: Some(m),
+            annotations: config.annotations.clone(),
+            ..Default::default()
+        };
+        assert_eq!(log_dir(&status), Some(expected.as_str()));
+        status
+            .annotations
+            .insert(LOG_DIR_ANNOTATION.into(), "/var/log".into());
+        assert_eq!(log_dir(&status), None);
     }
 }

@@ -32,14 +32,29 @@ pub(crate) async fn create(
     // kubelet retries a CreateContainer that timed out with the same name and attempt: the
     // retry waits for the first call and gets its container.
     let key = (sandbox.id.clone(), config.name.clone(), config.attempt);
-    let name_lock = inner
+    let slot = inner
         .creating
         .lock()
         .await
         .entry(key.clone())
         .or_default()
         .clone();
-    let _named = name_lock.lock().await;
+    let result = {
+        let _named = slot.lock().await;
+        create_named(inner, &sandbox, config).await
+    };
+    let mut creating = inner.creating.lock().await;
+    if Arc::strong_count(&slot) == 2 {
+        creating.remove(&key);
+    }
+    result
+}
+
+async fn create_named(
+    inner: &Arc<Inner>,
+    sandbox: &SandboxRecord,
+    config: ContainerConfig,
+) -> Result<String, ContainerError> {
     let existing = inner
         .records()
         .values()
@@ -129,7 +144,7 @@ pub(crate) async fn create(
     };
     inner.save(&record).await?;
 
-    match prepare(inner, &mut record, &sandbox, &image_config).await {
+    match prepare(inner, &mut record, sandbox, &image_config).await {
         Ok(()) => {
             record.phase = Phase::Created;
             if let Err(e) = inner.save(&record).await {

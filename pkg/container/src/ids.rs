@@ -1,15 +1,11 @@
-//! Container IDs: 64 random hex characters, addressed by any unique prefix.
+//! Container IDs (see `berth_store::resolve_id`), with container errors.
 
-use std::io::Read;
+use berth_store::IdLookup;
 
 use crate::error::ContainerError;
 
 pub fn generate() -> Result<String, ContainerError> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(ContainerError::io("read", "/dev/urandom"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    berth_store::generate_id().map_err(ContainerError::io("read", "/dev/urandom"))
 }
 
 /// The one ID among `ids` that `prefix` starts (an exact match wins).
@@ -17,31 +13,13 @@ pub fn resolve<'a>(
     ids: impl Iterator<Item = &'a String>,
     prefix: &str,
 ) -> Result<String, ContainerError> {
-    if prefix.is_empty() {
-        return Err(ContainerError::InvalidArgument(
-            "a container ID is required".into(),
-        ));
-    }
-    if prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ContainerError::NotFound(prefix.to_string()));
-    }
-    let mut found: Option<&String> = None;
-    for id in ids {
-        if id == prefix {
-            return Ok(id.clone());
-        }
-        if id.starts_with(prefix) {
-            if found.is_some() {
-                return Err(ContainerError::InvalidArgument(format!(
-                    "container ID prefix {prefix:?} is ambiguous"
-                )));
-            }
-            found = Some(id);
-        }
-    }
-    found
-        .cloned()
-        .ok_or_else(|| ContainerError::NotFound(prefix.to_string()))
+    berth_store::resolve_id(ids, prefix).map_err(|e| match e {
+        IdLookup::Empty => ContainerError::InvalidArgument("a container ID is required".into()),
+        IdLookup::NotFound => ContainerError::NotFound(prefix.to_string()),
+        IdLookup::Ambiguous { matches } => ContainerError::InvalidArgument(format!(
+            "container ID prefix {prefix:?} is ambiguous: it matches {matches} containers"
+        )),
+    })
 }
 
 #[cfg(test)]
@@ -49,10 +27,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn prefixes() {
-        let ids = ["abc1".to_string(), "abc2".to_string(), "def".to_string()];
-        assert_eq!(resolve(ids.iter(), "def").unwrap(), "def");
-        assert_eq!(resolve(ids.iter(), "abc1").unwrap(), "abc1");
+    fn lookup_failures_map_to_container_errors() {
+        let ids = ["abc1".to_string(), "abc2".to_string()];
         assert!(matches!(
             resolve(ids.iter(), "abc"),
             Err(ContainerError::InvalidArgument(_))

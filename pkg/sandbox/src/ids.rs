@@ -1,20 +1,15 @@
-//! Sandbox IDs: 64 random hex characters, addressed by any unique prefix.
+//! Sandbox IDs (see `berth_store::resolve_id`), with sandbox errors.
 
-use std::io::Read;
+use berth_store::IdLookup;
 
 use crate::error::SandboxError;
 
-/// A new random ID (256 bits from the kernel's CSPRNG, like containerd's and CRI-O's).
 pub fn generate() -> Result<String, SandboxError> {
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| SandboxError::Io {
-            op: "read",
-            path: "/dev/urandom".into(),
-            source,
-        })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    berth_store::generate_id().map_err(|source| SandboxError::Io {
+        op: "read",
+        path: "/dev/urandom".into(),
+        source,
+    })
 }
 
 /// The one ID among `ids` that `prefix` starts (an exact match wins).
@@ -22,31 +17,14 @@ pub fn resolve<'a>(
     ids: impl Iterator<Item = &'a String>,
     prefix: &str,
 ) -> Result<String, SandboxError> {
-    if prefix.is_empty() {
-        return Err(SandboxError::InvalidArgument(
-            "a pod sandbox ID is required".into(),
-        ));
-    }
-    if prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(SandboxError::NotFound(prefix.to_string()));
-    }
-    let mut found: Vec<&String> = Vec::new();
-    for id in ids {
-        if id == prefix {
-            return Ok(id.clone());
-        }
-        if id.starts_with(prefix) {
-            found.push(id);
-        }
-    }
-    match found.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(SandboxError::NotFound(prefix.to_string())),
-        many => Err(SandboxError::Ambiguous {
+    berth_store::resolve_id(ids, prefix).map_err(|e| match e {
+        IdLookup::Empty => SandboxError::InvalidArgument("a pod sandbox ID is required".into()),
+        IdLookup::NotFound => SandboxError::NotFound(prefix.to_string()),
+        IdLookup::Ambiguous { matches } => SandboxError::Ambiguous {
             prefix: prefix.to_string(),
-            matches: many.len(),
-        }),
-    }
+            matches,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -54,19 +32,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_are_64_hex_and_prefixes_resolve() {
-        let a = generate().unwrap();
-        assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+    fn lookup_failures_map_to_sandbox_errors() {
         let ids = ["abc1".to_string(), "abc2".to_string(), "def".to_string()];
         assert_eq!(resolve(ids.iter(), "d").unwrap(), "def");
         assert!(matches!(
             resolve(ids.iter(), "abc"),
             Err(SandboxError::Ambiguous { matches: 2, .. })
-        ));
-        assert!(matches!(
-            resolve(ids.iter(), "f"),
-            Err(SandboxError::NotFound(_))
         ));
         assert!(matches!(
             resolve(ids.iter(), "../x"),
@@ -76,5 +47,6 @@ mod tests {
             resolve(ids.iter(), ""),
             Err(SandboxError::InvalidArgument(_))
         ));
+        assert_eq!(generate().unwrap().len(), 64);
     }
 }

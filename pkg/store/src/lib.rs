@@ -47,6 +47,7 @@
 
 mod codec;
 mod error;
+mod ids;
 mod record;
 mod schema;
 mod store;
@@ -54,6 +55,7 @@ mod tables;
 mod txn;
 
 pub use error::{CorruptError, StoreError};
+pub use ids::{IdLookup, generate_id, resolve_id};
 pub use record::{Record, RecordKind};
 pub use schema::SCHEMA_VERSION;
 pub use store::Store;
