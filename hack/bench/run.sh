@@ -7,6 +7,7 @@
 #   BERTH_BENCH_ITERATIONS=5000 hack/bench/run.sh list
 #   hack/bench/run.sh pull-cold:10:1 pull-warm:500 image-queries   # NAME[:ITERATIONS[:WARMUP]]
 #   hack/bench/run.sh images             # the image set: pull-cold:10:1 pull-warm:500:20 image-queries:2000:100
+#   hack/bench/run.sh containers         # container:100:10 pod-container:50:5 pod-memory:1:0 (~2 min)
 #
 # Image workloads pull from the local test registry (hack/registry.sh start,
 # hack/test-images.sh); image-queries also needs hack/bench/many-images.sh,
@@ -33,6 +34,7 @@
 #   BERTH_BENCH_BERTHD_ARGS    extra berthd arguments (word-split)
 #   BERTH_BENCH_METRICS_PORT   berthd --metrics-address port (default: a free one from 19190)
 #   BERTH_BENCH_CNI_CONF_DIR   CNI conf dir for containerd (see containerd.sh)
+#   BERTH_BENCH_MEMORY_PODS    pod-memory: pods started (default 10)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -55,16 +57,28 @@ WORKLOADS=()
 for w in "$@"; do
   case $w in
   images) WORKLOADS+=(pull-cold:10:1 pull-warm:500:20 image-queries:2000:100) ;;
+  containers) WORKLOADS+=(container:100:10 pod-container:50:5 pod-memory:1:0) ;;
   *) WORKLOADS+=("$w") ;;
   esac
 done
 ((${#WORKLOADS[@]})) || WORKLOADS=(version status list)
+# Workloads whose iterations are slow (each starts processes) default to fewer iterations than
+# BERTH_BENCH_ITERATIONS / BERTH_BENCH_WARMUP, unless NAME:ITERATIONS[:WARMUP] says otherwise.
+default_iterations() { # NAME -> "ITER WARMUP", or nothing
+  case $1 in
+  container) echo "100 10" ;;
+  pod-container) echo "50 5" ;;
+  pod-memory) echo "1 0" ;;
+  esac
+}
 # NAME[:ITERATIONS[:WARMUP]] -> globals W_NAME W_ITER W_WARMUP
 parse_workload() {
-  local spec=$1
+  local spec=$1 def
   W_NAME=${spec%%:*}
   W_ITER=$ITER
   W_WARMUP=$WARMUP
+  def=$(default_iterations "$W_NAME")
+  if [[ -n $def ]]; then read -r W_ITER W_WARMUP <<<"$def"; fi
   if [[ $spec == *:* ]]; then
     spec=${spec#*:}
     W_ITER=${spec%%:*}
@@ -160,10 +174,24 @@ if [[ ${BERTH_BENCH_NO_BUILD:-} != 1 ]]; then
   if has_runtime berth; then
     (cd "$REPO" && cargo build --release --manifest-path cmd/berth-init/Cargo.toml --target-dir "$TARGET") ||
       die "building berth-init failed"
+    # berth-monitor (one per pod with containers): its own workspace, static and non-PIE, as the
+    # Makefile's build target makes it, installed beside berthd.
+    if [[ -f $REPO/cmd/berth-monitor/Cargo.toml ]]; then
+      (cd "$REPO" && RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" \
+        cargo build --release --manifest-path cmd/berth-monitor/Cargo.toml \
+        --target x86_64-unknown-linux-gnu --target-dir "$TARGET/monitor") ||
+        die "building berth-monitor failed"
+      install -D -m 0755 "$TARGET/monitor/x86_64-unknown-linux-gnu/release/berth-monitor" "$TARGET/release/berth-monitor"
+    fi
   fi
 fi
 [[ -x $BENCH_BIN ]] || die "$BENCH_BIN not found"
-if has_runtime berth; then [[ -x $BERTHD_BIN ]] || die "$BERTHD_BIN not found"; fi
+if has_runtime berth; then
+  [[ -x $BERTHD_BIN ]] || die "$BERTHD_BIN not found"
+  # berthd runs containers through the berth-monitor beside it (else one from PATH).
+  [[ -x $(dirname "$BERTHD_BIN")/berth-monitor ]] ||
+    log "warning: no berth-monitor beside $BERTHD_BIN: container workloads will fail or use one from PATH"
+fi
 if has_runtime containerd; then command -v containerd >/dev/null || die "containerd not installed (apt-get install containerd)"; fi
 
 mkdir -p "$OUT"
@@ -245,7 +273,8 @@ if has_runtime berth; then
     { tail -n 20 "$BERTH_DIR/berthd.log" >&2; die "berthd did not come up (log: $BERTH_DIR/berthd.log)"; }
   log "berthd pid $(<"$BERTH_PIDFILE") on unix://$BERTH_SOCK"
   BERTH_RUN_ARGS=(--endpoint "unix://$BERTH_SOCK" --label berth --pid "$(<"$BERTH_PIDFILE")"
-    --with-children --process-name berth-monitor --match-cmdline "$BERTH_DIR/")
+    --with-children --process-name berth-monitor --match-cmdline "$BERTH_DIR/"
+    --pod-process berth-monitor --pod-process berth-init)
 fi
 
 if has_runtime containerd; then
@@ -256,7 +285,8 @@ if has_runtime containerd; then
   eval "$("$HERE/containerd.sh" env)"
   sock=${BERTH_BENCH_CONTAINERD_ENDPOINT#unix://}
   CTRD_RUN_ARGS=(--endpoint "unix://$sock" --label containerd --pid "$BERTH_BENCH_CONTAINERD_PID"
-    --with-children --process-name containerd-shim-runc-v2 --match-cmdline "$sock")
+    --with-children --process-name containerd-shim-runc-v2 --match-cmdline "$sock"
+    --pod-process containerd-shim-runc-v2 --pod-process pause)
 fi
 
 for w in "${WORKLOADS[@]}"; do
@@ -266,6 +296,7 @@ for w in "${WORKLOADS[@]}"; do
     log "$r: $W_NAME x$W_ITER (+$W_WARMUP warm-up)"
     if [[ $r == berth ]]; then args=("${BERTH_RUN_ARGS[@]}"); else args=("${CTRD_RUN_ARGS[@]}"); fi
     "$BENCH_BIN" "${args[@]}" -n "$W_ITER" --warmup "$W_WARMUP" -c "$CONC" \
+      --memory-pods "${BERTH_BENCH_MEMORY_PODS:-10}" \
       --json-file "$OUT/$r-$W_NAME.json" "$W_NAME" >>"$OUT/$r.txt" || status=$?
   done
 done
@@ -276,13 +307,23 @@ has_runtime containerd && "$HERE/containerd.sh" stop
 # ---------------------------------------------------------------- report
 
 echo
-echo "berth-bench: ${WORKLOADS[*]}, $ITER iterations (+$WARMUP warm-up), concurrency $CONC;" \
+specs=()
+for w in "${WORKLOADS[@]}"; do
+  parse_workload "$w"
+  specs+=("$W_NAME:$W_ITER:$W_WARMUP")
+done
+echo "berth-bench: ${specs[*]} (NAME:ITERATIONS:WARM-UP), concurrency $CONC;" \
   "$(nproc) CPUs, kernel $(uname -r), load average at start $LOAD_AT_START"
 if has_runtime berth && has_runtime containerd; then
   cmp_args=()
   for w in "${WORKLOADS[@]}"; do
     parse_workload "$w"
-    cmp_args+=(--left "$OUT/berth-$W_NAME.json" --right "$OUT/containerd-$W_NAME.json")
+    # A workload whose setup failed (exit 2) left no report: say so, compare the rest.
+    if [[ -f $OUT/berth-$W_NAME.json && -f $OUT/containerd-$W_NAME.json ]]; then
+      cmp_args+=(--left "$OUT/berth-$W_NAME.json" --right "$OUT/containerd-$W_NAME.json")
+    else
+      log "warning: $W_NAME: no report from one side (see $OUT/*.txt and the messages above)"
+    fi
   done
   if ((STARTUP_RUNS > 0)); then
     cmp_args+=(--left-startup "$OUT/berth-startup.json" --right-startup "$OUT/containerd-startup.json")

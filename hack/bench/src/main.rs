@@ -137,6 +137,23 @@ struct RunArgs {
     /// How many images image-queries pulls before it measures.
     #[arg(long, default_value_t = WorkloadOpts::default().many_count)]
     many_count: usize,
+    /// Image of the container workloads' containers (needs sh, sleep).
+    #[arg(long, default_value_t = WorkloadOpts::default().container_image)]
+    container_image: String,
+    /// pod-memory: pods (one running container each) started before measuring.
+    #[arg(long, default_value_t = WorkloadOpts::default().memory_pods)]
+    memory_pods: usize,
+    /// pod-memory: containers of the one pod measured on its own (0 skips it).
+    #[arg(long, default_value_t = WorkloadOpts::default().memory_containers)]
+    memory_containers: usize,
+    /// pod-memory: idle time between starting the pods and measuring, in ms.
+    #[arg(long, default_value_t = 1000)]
+    memory_settle_ms: u64,
+    /// pod-memory: comm of the runtime's per-pod helper processes (repeatable; default by
+    /// runtime name: berth-monitor, berth-init / containerd-shim-runc-v2, pause). They are
+    /// looked for below --pid and below helpers whose command line has --match-cmdline.
+    #[arg(long = "pod-process", value_name = "NAME")]
+    pod_processes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -287,6 +304,14 @@ async fn cmd_run(a: RunArgs) -> Result<bool> {
         image: a.image.clone(),
         many_repo: a.many_repo.clone(),
         many_count: a.many_count,
+        container_image: a.container_image.clone(),
+        memory_pods: a.memory_pods,
+        memory_containers: a.memory_containers,
+        memory_settle: Duration::from_millis(a.memory_settle_ms),
+        daemon_pids: a.rss.pids.clone(),
+        pod_process_names: a.pod_processes.clone(),
+        cmdline_filter: a.rss.match_cmdline.clone(),
+        runtime_name: runtime.as_ref().map(|r| r.runtime_name.clone()),
     };
     let mut results = Vec::new();
     for kind in kinds {
@@ -493,7 +518,7 @@ fn cmd_workloads() -> Result<bool> {
     for k in WorkloadKind::all() {
         let w = k.build(&WorkloadOpts::default());
         println!(
-            "{:<10} {} [ops: {}]",
+            "{:<14} {} [ops: {}]",
             k.cli_name(),
             k.help(),
             w.ops().join(", ")

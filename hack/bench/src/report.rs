@@ -69,6 +69,36 @@ pub struct WorkloadResult {
     /// RSS of the selected processes right after this workload.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_after: Option<RssSample>,
+    /// Memory figures the workload measured itself (`pod-memory`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub memory: Vec<MemoryRow>,
+    /// What the untimed teardown (removing the workload's objects) failed with, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown_error: Option<String>,
+}
+
+/// One memory figure of a workload, for the memory table (matched by `name` across runtimes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemoryRow {
+    pub name: String,
+    /// KiB; `None` when it could not be measured (see `note`).
+    pub kib: Option<i64>,
+    /// A change (shown with a sign) rather than a size.
+    #[serde(default)]
+    pub delta: bool,
+    /// Why there is no value ("unsupported", "failed"), or what the value is made of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl MemoryRow {
+    pub fn cell(&self) -> String {
+        match self.kib {
+            Some(v) if self.delta => fmt_kib_delta(v),
+            Some(v) => fmt_kib(v.max(0) as u64),
+            None => self.note.clone().unwrap_or_else(|| "n/a".into()),
+        }
+    }
 }
 
 /// What the runtime said about itself (VersionResponse).
@@ -108,10 +138,12 @@ pub struct BenchReport {
 
 impl BenchReport {
     pub fn has_errors(&self) -> bool {
-        self.workloads
-            .iter()
-            .flat_map(|w| &w.ops)
-            .any(|o| o.errors > 0)
+        self.workloads.iter().any(|w| w.teardown_error.is_some())
+            || self
+                .workloads
+                .iter()
+                .flat_map(|w| &w.ops)
+                .any(|o| o.errors > 0)
     }
 }
 
@@ -265,6 +297,27 @@ pub fn render_bench(r: &BenchReport) -> String {
             if let Some(e) = &o.first_error {
                 let _ = writeln!(out, "  {}: {} error(s), first: {e}", o.op, o.errors);
             }
+        }
+        if let Some(e) = &w.teardown_error {
+            let _ = writeln!(out, "  teardown failed: {e}");
+        }
+        if !w.memory.is_empty() {
+            let rows: Vec<Vec<String>> = w
+                .memory
+                .iter()
+                .map(|m| {
+                    let note = match (&m.kib, &m.note) {
+                        (Some(_), Some(n)) => n.clone(),
+                        _ => String::new(),
+                    };
+                    vec![m.name.clone(), m.cell(), note]
+                })
+                .collect();
+            out.push('\n');
+            out.push_str(&table(
+                &["memory".into(), "value".into(), "made of".into()],
+                &rows,
+            ));
         }
     }
     if let Some(sel) = &r.rss_selection {
@@ -429,6 +482,34 @@ pub fn render_compare(
     mem("RSS before workloads", before(left), before(right));
     mem("RSS after workloads", after(left), after(right));
     mem("peak RSS (sum of VmHWM)", hwm(left), hwm(right));
+    // Workload-measured figures (pod-memory), matched by name.
+    let mut names: Vec<String> = Vec::new();
+    for rep in [left, right] {
+        for m in rep.workloads.iter().flat_map(|w| &w.memory) {
+            if !names.contains(&m.name) {
+                names.push(m.name.clone());
+            }
+        }
+    }
+    let find_mem = |rep: &BenchReport, name: &str| -> Option<MemoryRow> {
+        rep.workloads
+            .iter()
+            .flat_map(|w| &w.memory)
+            .rfind(|m| m.name == name)
+            .cloned()
+    };
+    for name in &names {
+        let (a, b) = (find_mem(left, name), find_mem(right, name));
+        let cell = |m: &Option<MemoryRow>| m.as_ref().map(|m| m.cell()).unwrap_or("n/a".into());
+        let r = match (
+            a.as_ref().and_then(|m| m.kib),
+            b.as_ref().and_then(|m| m.kib),
+        ) {
+            (Some(x), Some(y)) if x >= 0 && y > 0 => ratio(x as f64, y as f64),
+            _ => "-".into(),
+        };
+        mem_rows.push(vec![name.clone(), cell(&a), cell(&b), r]);
+    }
     out.push('\n');
     out.push_str(&table(
         &["memory".into(), l.clone(), r.clone(), "ratio".into()],
@@ -448,6 +529,16 @@ pub fn render_compare(
                         w.name, o.op, o.errors
                     );
                 }
+            }
+            if let Some(e) = &w.teardown_error {
+                let _ = writeln!(out, "warning: {name} {}: teardown failed: {e}", w.name);
+            }
+        }
+    }
+    for (rep, name) in [(left, l), (right, r)] {
+        for m in rep.workloads.iter().flat_map(|w| &w.memory) {
+            if let (Some(_), Some(n)) = (m.kib, &m.note) {
+                let _ = writeln!(out, "{name} {}: {n}", m.name);
             }
         }
     }
@@ -492,6 +583,8 @@ mod tests {
                 iterations_per_sec: 10.0,
                 ops,
                 rss_after: None,
+                memory: vec![],
+                teardown_error: None,
             }],
         }
     }
@@ -547,6 +640,35 @@ mod tests {
         assert_eq!(m.rss_before.unwrap().total_rss_kib, 100);
         assert_eq!(m.rss_after.unwrap().total_rss_kib, 120);
         assert!(merge(vec![]).is_none());
+    }
+
+    #[test]
+    fn compare_shows_memory_rows() {
+        let row = |kib: Option<i64>, note: Option<&str>| MemoryRow {
+            name: "pod-memory: helpers RSS / pod".into(),
+            kib,
+            delta: false,
+            note: note.map(str::to_string),
+        };
+        let mut left = report("berth", vec![op("Version", 10.0, 1, 0)]);
+        left.workloads[0].memory = vec![row(Some(512), Some("10x berth-monitor"))];
+        let mut right = report("containerd", vec![op("Version", 20.0, 1, 0)]);
+        right.workloads[0].memory = vec![row(Some(14 * 1024), None)];
+        let s = render_compare(&left, &right, None, None);
+        assert!(s.contains("pod-memory: helpers RSS / pod"), "{s}");
+        assert!(s.contains("512 KiB") && s.contains("14.0 MiB"), "{s}");
+        assert!(s.contains("0.04x"), "{s}");
+        assert!(s.contains("10x berth-monitor"), "{s}");
+        left.workloads[0].memory = vec![row(None, Some("unsupported"))];
+        let s = render_compare(&left, &right, None, None);
+        assert!(s.contains("unsupported"), "{s}");
+        let delta = MemoryRow {
+            name: "d".into(),
+            kib: Some(-2048),
+            delta: true,
+            note: None,
+        };
+        assert_eq!(delta.cell(), "-2.0 MiB");
     }
 
     #[test]

@@ -201,6 +201,77 @@ pub fn sample(sel: &Selector) -> RssSample {
     out
 }
 
+/// `Pss:` of the text of /proc/PID/smaps_rollup, KiB.
+pub(crate) fn parse_pss(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix("Pss:")?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
+}
+
+/// VmRSS of `pid`, KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    read_status(Path::new("/proc"), pid).map(|s| s.rss_kib)
+}
+
+/// One of a runtime's helper processes, with its PSS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcMem {
+    pub pid: u32,
+    pub comm: String,
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+}
+
+/// A runtime's helper processes (shims, monitors, pause, init): those whose comm matches one of
+/// `names` and that are, or descend from, one of `daemon_pids` or a `names` match whose command
+/// line contains `filter` (with no filter: any `names` match). The daemons themselves and any
+/// process of another name (the containers' own) are not included.
+pub fn helper_processes(
+    names: &[String],
+    daemon_pids: &[u32],
+    filter: Option<&str>,
+) -> Vec<ProcMem> {
+    helper_processes_in(Path::new("/proc"), names, daemon_pids, filter)
+}
+
+fn helper_processes_in(
+    proc_root: &Path,
+    names: &[String],
+    daemon_pids: &[u32],
+    filter: Option<&str>,
+) -> Vec<ProcMem> {
+    let sel = Selector {
+        pids: daemon_pids.to_vec(),
+        names: names.to_vec(),
+        cmdline_filter: filter.map(str::to_string),
+        with_children: true,
+    };
+    let mut out = Vec::new();
+    for pid in resolve_in(proc_root, &sel) {
+        let Some(st) = read_status(proc_root, pid) else {
+            continue;
+        };
+        if !names.iter().any(|n| comm_matches(&st.name, n)) {
+            continue;
+        }
+        let pss = fs::read_to_string(proc_root.join(pid.to_string()).join("smaps_rollup"))
+            .ok()
+            .and_then(|t| parse_pss(&t))
+            .unwrap_or(0);
+        out.push(ProcMem {
+            pid,
+            comm: st.name,
+            rss_kib: st.rss_kib,
+            pss_kib: pss,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,5 +344,34 @@ mod tests {
         let s = sample(&sel);
         assert!(s.total_rss_kib > 0);
         assert!(s.processes.iter().any(|p| p.pid == std::process::id()));
+    }
+
+    #[test]
+    fn parses_pss() {
+        let text = "55d0c0a00000-7ffd1e5fe000 ---p 00000000 00:00 0 [rollup]\nRss:                1876 kB\nPss:                 612 kB\nPss_Anon:            300 kB\n";
+        assert_eq!(parse_pss(text), Some(612));
+        assert_eq!(parse_pss("Rss: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn helper_processes_keep_only_named_descendants() {
+        // Our own process as the "daemon", with a child named `sleep` as its helper.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let me = std::process::id();
+        let names = vec!["sleep".to_string()];
+        let found = helper_processes(&names, &[me], None);
+        let ours: Vec<_> = found.iter().filter(|p| p.pid == child.id()).collect();
+        let other = helper_processes(&names, &[me], Some("no-such-arg-berth-bench-xyz"));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(ours.len(), 1, "{found:?}");
+        assert!(ours[0].rss_kib > 0);
+        // The daemon itself is not a helper.
+        assert!(!found.iter().any(|p| p.pid == me));
+        // Descendants of the daemon count even when the filter does not match them.
+        assert!(other.iter().any(|p| p.pid == child.id()), "{other:?}");
     }
 }

@@ -123,6 +123,7 @@ async fn create_named(
         reason: String::new(),
         message: String::new(),
         pid: 0,
+        pid_start_time: 0,
         handler: handler_name,
         runtime_path,
         runtime_root: handler.root.clone(),

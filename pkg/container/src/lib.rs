@@ -16,6 +16,7 @@ mod monitors;
 mod record;
 mod recover;
 mod runtime;
+mod signal;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -93,6 +94,9 @@ pub(crate) struct Inner {
     creating: tokio::sync::Mutex<HashMap<NameKey, Arc<tokio::sync::Mutex<()>>>>,
     /// One lock per container: start, stop, remove and updates of one container never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Runtime-state deletions started in the background when a container exited; Remove waits
+    /// for its container's instead of running a second one.
+    deleting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl ContainerService {
@@ -120,6 +124,7 @@ impl ContainerService {
                 records: RwLock::new(records),
                 creating: tokio::sync::Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
+                deleting: Mutex::new(HashMap::new()),
             }),
         })
     }

@@ -10,7 +10,7 @@ use berth_spec::Resources;
 use crate::create::{self, now_ns};
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
-use crate::{Inner, OciRuntime, monitors, watch};
+use crate::{Inner, OciRuntime, monitors, signal, watch};
 
 /// How long the runtime may take to set a container up before the monitor gives up on it.
 const RUNTIME_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,6 +38,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
             sandbox.id
         )));
     }
+    let began = std::time::Instant::now();
     let cgroups = &inner.deps.cgroups;
     let (cgroup_procs, oom_files, systemd_cgroup) = match &sandbox.cgroup {
         Some(cg) if cgroups.exists(cg) => (
@@ -52,8 +53,10 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         .get_or_spawn(&sandbox.id, cgroup_procs)
         .await?;
 
+    let monitor_ready = began.elapsed();
     record.phase = Phase::Starting;
     inner.save(&record).await?;
+    let recorded = began.elapsed();
     let runtime = OciRuntime {
         path: record.runtime_path.clone(),
         root: record.runtime_root.clone(),
@@ -81,10 +84,13 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         Ok(pid) => {
             record.phase = Phase::Running;
             record.pid = pid;
+            record.pid_start_time = signal::start_time(pid).unwrap_or(0);
             record.started_at_ns = started_at;
+            let ran = began.elapsed();
             inner.save(&record).await?;
             watch::spawn(inner, id);
             tracing::info!(container_id = %id, pid, "container started");
+            tracing::debug!(container_id = %id, ?monitor_ready, ?recorded, ?ran, total = ?began.elapsed(), "StartContainer phases");
             Ok(())
         }
         Err(e) => {
@@ -148,6 +154,7 @@ pub(crate) async fn stop(
     let exit = stop_process(inner, &record, timeout).await?;
     record.set_exited(&exit);
     inner.save(&record).await?;
+    delete_runtime_state(inner, &record);
     tracing::info!(container_id = %id, exit_code = exit.exit_code, "container stopped");
     Ok(())
 }
@@ -158,15 +165,14 @@ async fn stop_process(
     record: &ContainerRecord,
     timeout: Duration,
 ) -> Result<Exit, ContainerError> {
-    let runtime = inner.runtime_for(record);
     if !timeout.is_zero() && record.stop_signal != libc::SIGKILL {
-        runtime.kill(&record.id, record.stop_signal).await?;
+        kill(inner, record, record.stop_signal).await?;
         if let Ok(exit) = tokio::time::timeout(timeout, exit_of(record)).await {
             return exit;
         }
         tracing::info!(container_id = %record.id, ?timeout, "container ignored its stop signal; killing it");
     }
-    runtime.kill(&record.id, libc::SIGKILL).await?;
+    kill(inner, record, libc::SIGKILL).await?;
     match tokio::time::timeout(KILL_WAIT, exit_of(record)).await {
         Ok(exit) => exit,
         Err(_) => Err(ContainerError::Runtime(format!(
@@ -174,6 +180,24 @@ async fn stop_process(
             record.id
         ))),
     }
+}
+
+/// Signals the container's process: directly when its identity is known (no runtime process to
+/// start), else through the runtime. A process already gone is fine: its exit is waited for.
+async fn kill(
+    inner: &Arc<Inner>,
+    record: &ContainerRecord,
+    sig: i32,
+) -> Result<(), ContainerError> {
+    if record.pid > 0 && record.pid_start_time > 0 {
+        match signal::send(record.pid, record.pid_start_time, sig) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                tracing::debug!(container_id = %record.id, error = %e, "pidfd signal failed; asking the runtime")
+            }
+        }
+    }
+    inner.runtime_for(record).kill(&record.id, sig).await
 }
 
 /// The container's exit, from its monitor, or from the exit file the monitor left.
@@ -200,6 +224,14 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), Container
                 tracing::warn!(container_id = %id, error = %e, "killing a container being removed")
             }
         }
+    }
+    let in_flight = inner
+        .deleting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id);
+    if let Some(task) = in_flight {
+        let _ = task.await;
     }
     let runtime = inner.runtime_for(&record);
     if runtime.has_state(id) {
@@ -304,4 +336,20 @@ pub(crate) async fn remove_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(
     }
     // A monitor left without containers (berthd died between its spawn and the first create).
     inner.monitors.forget(sandbox_id, "", true).await
+}
+
+/// Once a container has exited its runtime state (and cgroup) serves nothing: delete it in the
+/// background, as containerd's shim does, so RemoveContainer has less to do. Remove deletes it
+/// too if this has not happened yet (both are idempotent).
+pub(crate) fn delete_runtime_state(inner: &Arc<Inner>, record: &ContainerRecord) {
+    let runtime = inner.runtime_for(record);
+    let id = record.id.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = runtime.delete(&id).await {
+            tracing::debug!(container_id = %id, error = %e, "deleting the runtime state of an exited container");
+        }
+    });
+    let mut deleting = inner.deleting.lock().unwrap_or_else(|p| p.into_inner());
+    deleting.retain(|_, t| !t.is_finished());
+    deleting.insert(record.id.clone(), task);
 }

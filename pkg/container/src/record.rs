@@ -60,6 +60,10 @@ pub struct ContainerRecord {
     /// Host PID of the container's process while it runs.
     #[serde(default)]
     pub pid: i32,
+    /// The process's start time (clock ticks after boot): with `pid`, its identity, so a
+    /// recycled PID is never signalled.
+    #[serde(default)]
+    pub pid_start_time: u64,
     /// The RuntimeClass handler, its binary and its `--root`.
     pub handler: String,
     pub runtime_path: PathBuf,
@@ -111,6 +115,7 @@ impl ContainerRecord {
         self.exit_code = exit.exit_code;
         self.finished_at_ns = exit.finished_at_ns;
         self.pid = 0;
+        self.pid_start_time = 0;
         self.reason = if exit.oom_killed {
             "OOMKilled"
         } else if exit.exit_code == 0 {

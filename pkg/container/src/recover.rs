@@ -45,7 +45,10 @@ async fn reconcile(
     match known {
         Some(info) => {
             record.phase = Phase::Running;
-            record.pid = info.pid;
+            if record.pid != info.pid || record.pid_start_time == 0 {
+                record.pid = info.pid;
+                record.pid_start_time = crate::signal::start_time(info.pid).unwrap_or(0);
+            }
             if record.started_at_ns == 0 {
                 record.started_at_ns = now_ns();
             }

@@ -60,6 +60,7 @@ pub(crate) async fn record_exit(
     }
     record.set_exited(exit);
     inner.save(&record).await?;
+    crate::lifecycle::delete_runtime_state(inner, &record);
     tracing::info!(container_id = %id, exit_code = exit.exit_code, oom_killed = exit.oom_killed, "container exited");
     Ok(())
 }

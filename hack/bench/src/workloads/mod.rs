@@ -6,7 +6,7 @@
 //! [`runner`] drives warm-up and measured iterations over `concurrency`
 //! tasks sharing one channel.
 //!
-//! Adding a workload (e.g. `container`, `exec`, `stats`):
+//! Adding a workload (e.g. `exec`, `stats`):
 //! 1. create `src/workloads/NAME.rs` with a type implementing [`Workload`];
 //! 2. add `mod NAME;` below, a variant to [`WorkloadKind`] and an arm to
 //!    [`WorkloadKind::build`] (and, if it needs knobs such as an image
@@ -22,11 +22,14 @@ use clap::ValueEnum;
 use tonic::Code;
 
 use crate::client::Clients;
+use crate::report::MemoryRow;
 
 pub mod runner;
 
+mod containers;
 mod images;
 mod list;
+mod memory;
 mod pods;
 mod status;
 mod version;
@@ -44,6 +47,25 @@ pub struct WorkloadOpts {
     pub many_repo: String,
     /// How many of them.
     pub many_count: usize,
+    /// The image of the container workloads' containers (needs `sh` and `sleep`).
+    pub container_image: String,
+    /// `pod-memory`: how many pods (one container each) it starts.
+    pub memory_pods: usize,
+    /// `pod-memory`: containers in the one pod whose runtime processes it measures separately.
+    pub memory_containers: usize,
+    /// `pod-memory`: idle time between starting the pods and measuring.
+    pub memory_settle: Duration,
+    /// `pod-memory`: the daemon's pids (for its RSS growth; also roots of the process walk).
+    pub daemon_pids: Vec<u32>,
+    /// `pod-memory`: `/proc/PID/comm` names of the runtime's per-pod processes (e.g.
+    /// `berth-monitor`, `berth-init`; `containerd-shim-runc-v2`, `pause`). Empty: chosen by the
+    /// runtime name the endpoint reports.
+    pub pod_process_names: Vec<String>,
+    /// `pod-memory`: per-pod processes must descend from a daemon pid or from a per-pod process
+    /// whose command line contains this (e.g. containerd's socket path in a shim's `-address`).
+    pub cmdline_filter: Option<String>,
+    /// The runtime name the endpoint reported (Version), if any.
+    pub runtime_name: Option<String>,
 }
 
 impl Default for WorkloadOpts {
@@ -52,6 +74,14 @@ impl Default for WorkloadOpts {
             image: "127.0.0.1:5000/berth-test/big:latest".into(),
             many_repo: "127.0.0.1:5000/berth-bench/many".into(),
             many_count: 200,
+            container_image: "127.0.0.1:5000/berth-test/busybox:latest".into(),
+            memory_pods: 10,
+            memory_containers: 5,
+            memory_settle: Duration::from_millis(1000),
+            daemon_pids: Vec::new(),
+            pod_process_names: Vec::new(),
+            cmdline_filter: None,
+            runtime_name: None,
         }
     }
 }
@@ -80,9 +110,15 @@ pub trait Workload: Send + Sync + 'static {
         rec: &'a mut Recorder,
     ) -> BoxFut<'a, ()>;
 
-    /// Untimed cleanup after the measured iterations.
+    /// Untimed cleanup after the measured iterations. The runner calls it after a failed setup
+    /// and after failed iterations too: it must remove whatever the workload created.
     fn teardown<'a>(&'a self, _clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
         Box::pin(async { Ok(()) })
+    }
+
+    /// Memory figures the workload measured (e.g. `pod-memory`), for the memory table.
+    fn memory(&self) -> Vec<MemoryRow> {
+        Vec::new()
     }
 }
 
@@ -105,6 +141,15 @@ pub enum WorkloadKind {
     Runp,
     /// 50 RunPodSandbox at once, timed until the last pod is ready.
     RunpBurst,
+    /// In one pod: CreateContainer, StartContainer, StopContainer (timeout 10, the process exits
+    /// on SIGTERM), RemoveContainer.
+    Container,
+    /// From nothing: RunPodSandbox + CreateContainer + StartContainer until RUNNING, then
+    /// StopPodSandbox + RemovePodSandbox.
+    PodContainer,
+    /// Memory of the runtime's per-pod processes with --memory-pods running pods (and of one
+    /// pod with --memory-containers containers); the daemon's RSS growth per pod.
+    PodMemory,
 }
 
 impl WorkloadKind {
@@ -118,6 +163,9 @@ impl WorkloadKind {
             WorkloadKind::ImageQueries => Box::new(images::ImageQueries::new(opts)),
             WorkloadKind::Runp => Box::new(pods::RunPod::new()),
             WorkloadKind::RunpBurst => Box::new(pods::RunPodBurst::new()),
+            WorkloadKind::Container => Box::new(containers::ContainerLifecycle::new(opts)),
+            WorkloadKind::PodContainer => Box::new(containers::PodContainer::new(opts)),
+            WorkloadKind::PodMemory => Box::new(memory::PodMemory::new(opts)),
         }
     }
 
@@ -165,6 +213,7 @@ impl OpRecord {
 pub struct Recorder {
     call_timeout: Duration,
     ops: BTreeMap<&'static str, OpRecord>,
+    last_unsupported: bool,
 }
 
 impl Recorder {
@@ -172,6 +221,7 @@ impl Recorder {
         Recorder {
             call_timeout,
             ops: BTreeMap::new(),
+            last_unsupported: false,
         }
     }
 
@@ -186,6 +236,7 @@ impl Recorder {
         let start = Instant::now();
         let res = tokio::time::timeout(self.call_timeout, fut).await;
         let elapsed = start.elapsed();
+        self.last_unsupported = matches!(&res, Ok(Err(s)) if s.code() == Code::Unimplemented);
         let rec = self.ops.entry(op).or_default();
         match res {
             Ok(Ok(resp)) => {
@@ -210,6 +261,43 @@ impl Recorder {
                 }
                 None
             }
+        }
+    }
+
+    /// Record a sample measured by the workload itself (e.g. a sequence of calls timed as one
+    /// operation, each call also recorded under its own name).
+    pub fn sample(&mut self, op: &'static str, elapsed: Duration) {
+        self.ops.entry(op).or_default().samples.push(elapsed);
+    }
+
+    /// Whether the last [`Recorder::call`] was answered UNIMPLEMENTED.
+    pub fn last_was_unsupported(&self) -> bool {
+        self.last_unsupported
+    }
+
+    /// Count `op` as unsupported without calling anything (e.g. the later steps of an iteration
+    /// whose first call was unsupported).
+    pub fn unsupported(&mut self, op: &'static str) {
+        self.ops.entry(op).or_default().unsupported += 1;
+    }
+
+    /// After a failed [`Recorder::call`]: when that call was unsupported, count the operations
+    /// that depended on it as unsupported too (a failure is counted once, under the failed call).
+    pub fn skipped(&mut self, ops: &[&'static str]) {
+        if self.last_unsupported {
+            for &op in ops {
+                self.unsupported(op);
+            }
+        }
+    }
+
+    /// After a failed [`Recorder::call`] within a sequence timed as `op`: `op` is unsupported if
+    /// that call was, else failed with `msg`.
+    pub fn sequence_failed(&mut self, op: &'static str, msg: impl Into<String>) {
+        if self.last_unsupported {
+            self.unsupported(op);
+        } else {
+            self.fail(op, msg);
         }
     }
 

@@ -17,7 +17,17 @@ use crate::client::Clients;
 /// How many pods `runp-burst` starts at once.
 pub const BURST: usize = 50;
 
-fn pod_config(run_id: &str, iter: u64, index: usize) -> cri::PodSandboxConfig {
+/// Pods' log directories are `LOG_ROOT/<run id>` (removed by the workloads' teardown).
+pub const LOG_ROOT: &str = "/var/tmp/berth-bench/logs";
+
+/// The label every pod and container of a run carries: `berth-bench=<run id>`.
+pub const RUN_LABEL: &str = "berth-bench";
+
+pub(super) fn log_directory(run_id: &str) -> String {
+    format!("{LOG_ROOT}/{run_id}")
+}
+
+pub(super) fn pod_config(run_id: &str, iter: u64, index: usize) -> cri::PodSandboxConfig {
     let name = format!("bench-{iter}-{index}");
     cri::PodSandboxConfig {
         metadata: Some(cri::PodSandboxMetadata {
@@ -27,8 +37,8 @@ fn pod_config(run_id: &str, iter: u64, index: usize) -> cri::PodSandboxConfig {
             attempt: 0,
         }),
         hostname: name,
-        log_directory: format!("/var/tmp/berth-bench/logs/{run_id}"),
-        labels: HashMap::from([("berth-bench".into(), run_id.to_string())]),
+        log_directory: log_directory(run_id),
+        labels: HashMap::from([(RUN_LABEL.into(), run_id.to_string())]),
         linux: Some(cri::LinuxPodSandboxConfig {
             security_context: Some(cri::LinuxSandboxSecurityContext {
                 namespace_options: Some(cri::NamespaceOption {
@@ -45,7 +55,7 @@ fn pod_config(run_id: &str, iter: u64, index: usize) -> cri::PodSandboxConfig {
     }
 }
 
-fn run_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
+pub(super) fn run_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
     cri::RunPodSandboxRequest {
         config: Some(config),
         runtime_handler: String::new(),
@@ -53,7 +63,7 @@ fn run_request(config: cri::PodSandboxConfig) -> cri::RunPodSandboxRequest {
 }
 
 /// A per-run id for pod names and uids, so reruns never collide with leftovers.
-fn run_id() -> String {
+pub(super) fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -107,6 +117,10 @@ impl Workload for RunPod {
             )
             .await;
         })
+    }
+    fn teardown<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
+        // Whatever an error left behind.
+        Box::pin(remove_run(clients, &self.run_id))
     }
 }
 
@@ -185,35 +199,99 @@ impl Workload for RunPodBurst {
 
     fn teardown<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
         // Whatever an error left behind.
-        Box::pin(async move {
-            let list = clients
-                .runtime
-                .list_pod_sandbox(cri::ListPodSandboxRequest {
-                    filter: Some(cri::PodSandboxFilter {
-                        label_selector: HashMap::from([(
-                            "berth-bench".into(),
-                            self.run_id.clone(),
-                        )]),
-                        ..Default::default()
-                    }),
-                })
-                .await?
-                .into_inner();
-            for pod in list.items {
-                clients
+        Box::pin(remove_run(clients, &self.run_id))
+    }
+}
+
+/// Stop and remove every container and pod sandbox labelled with `run_id` (containers first, so
+/// that the runtime's network teardown runs while the pods' namespaces exist), and the run's log
+/// directory. Goes on after a failure; returns the first one. An UNIMPLEMENTED container listing
+/// is not a failure (the runtime has no containers then).
+pub(super) async fn remove_run(clients: &mut Clients, run_id: &str) -> Result<()> {
+    let selector = HashMap::from([(RUN_LABEL.to_string(), run_id.to_string())]);
+    let mut first: Option<anyhow::Error> = None;
+    let mut keep = |e: anyhow::Error| {
+        first.get_or_insert(e);
+    };
+    let containers = clients
+        .runtime
+        .list_containers(cri::ListContainersRequest {
+            filter: Some(cri::ContainerFilter {
+                label_selector: selector.clone(),
+                ..Default::default()
+            }),
+        })
+        .await;
+    match containers {
+        Ok(list) => {
+            for c in list.into_inner().containers {
+                let id = c.id;
+                if let Err(e) = clients
+                    .runtime
+                    .stop_container(cri::StopContainerRequest {
+                        container_id: id.clone(),
+                        timeout: 0,
+                    })
+                    .await
+                {
+                    keep(anyhow::anyhow!("StopContainer {id}: {e}"));
+                }
+                if let Err(e) = clients
+                    .runtime
+                    .remove_container(cri::RemoveContainerRequest {
+                        container_id: id.clone(),
+                    })
+                    .await
+                {
+                    keep(anyhow::anyhow!("RemoveContainer {id}: {e}"));
+                }
+            }
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => {}
+        Err(s) => keep(anyhow::anyhow!("ListContainers: {s}")),
+    }
+    let pods = clients
+        .runtime
+        .list_pod_sandbox(cri::ListPodSandboxRequest {
+            filter: Some(cri::PodSandboxFilter {
+                label_selector: selector,
+                ..Default::default()
+            }),
+        })
+        .await;
+    match pods {
+        Ok(list) => {
+            for pod in list.into_inner().items {
+                let id = pod.id;
+                if let Err(e) = clients
                     .runtime
                     .stop_pod_sandbox(cri::StopPodSandboxRequest {
-                        pod_sandbox_id: pod.id.clone(),
+                        pod_sandbox_id: id.clone(),
                     })
-                    .await?;
-                clients
+                    .await
+                {
+                    keep(anyhow::anyhow!("StopPodSandbox {id}: {e}"));
+                }
+                if let Err(e) = clients
                     .runtime
                     .remove_pod_sandbox(cri::RemovePodSandboxRequest {
-                        pod_sandbox_id: pod.id,
+                        pod_sandbox_id: id.clone(),
                     })
-                    .await?;
+                    .await
+                {
+                    keep(anyhow::anyhow!("RemovePodSandbox {id}: {e}"));
+                }
             }
-            Ok(())
-        })
+        }
+        Err(s) => keep(anyhow::anyhow!("ListPodSandbox: {s}")),
+    }
+    match std::fs::remove_dir_all(log_directory(run_id)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => keep(anyhow::anyhow!("removing {}: {e}", log_directory(run_id))),
+    }
+    match first {
+        Some(e) => Err(e),
+        None => Ok(()),
     }
 }

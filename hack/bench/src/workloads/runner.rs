@@ -64,24 +64,41 @@ pub async fn run(
     params: &RunParams,
 ) -> Result<WorkloadResult> {
     let mut setup_clients = clients.clone();
-    workload
-        .setup(&mut setup_clients)
-        .await
-        .with_context(|| format!("setting up workload {}", workload.name()))?;
-
-    if params.warmup > 0 {
-        // Warm-up samples are discarded.
-        run_phase(&workload, clients, 0, params.warmup, params).await?;
+    if let Err(e) = workload.setup(&mut setup_clients).await {
+        // Whatever the setup made before it failed goes too.
+        if let Err(t) = workload.teardown(&mut setup_clients).await {
+            eprintln!(
+                "berth-bench: teardown of {} after its failed setup: {t:#}",
+                workload.name()
+            );
+        }
+        return Err(e.context(format!("setting up workload {}", workload.name())));
     }
 
-    let start = Instant::now();
-    let rec = run_phase(&workload, clients, params.warmup, params.iterations, params).await?;
-    let wall = start.elapsed();
+    let phases = async {
+        if params.warmup > 0 {
+            // Warm-up samples are discarded.
+            run_phase(&workload, clients, 0, params.warmup, params).await?;
+        }
+        let start = Instant::now();
+        let rec = run_phase(&workload, clients, params.warmup, params.iterations, params).await?;
+        Ok::<_, anyhow::Error>((rec, start.elapsed()))
+    }
+    .await;
 
-    workload
+    // Always, also after failed iterations: leave the runtime as we found it.
+    let teardown_error = workload
         .teardown(&mut setup_clients)
         .await
-        .with_context(|| format!("tearing down workload {}", workload.name()))?;
+        .err()
+        .map(|e| format!("{e:#}"));
+    if let Some(e) = &teardown_error {
+        eprintln!(
+            "berth-bench: tearing down workload {}: {e}",
+            workload.name()
+        );
+    }
+    let (rec, wall) = phases?;
 
     let mut records = rec.into_ops();
     let mut ops = Vec::new();
@@ -117,5 +134,7 @@ pub async fn run(
         },
         ops,
         rss_after: None,
+        memory: workload.memory(),
+        teardown_error,
     })
 }
