@@ -266,8 +266,11 @@ fn cgroup_procs_and_malformed_frames() {
     let Some((bin, _)) = prerequisites() else {
         return;
     };
-    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids").join(common::CGROUP_PARENT);
-    let leaf = cgroup.join(format!("monitor-{}", std::process::id()));
+    let leaf = std::path::Path::new("/sys/fs/cgroup/pids").join(format!(
+        "{}-monitor-{}",
+        common::CGROUP_PARENT,
+        std::process::id()
+    ));
     if fs::create_dir_all(&leaf).is_err() {
         eprintln!("skipping: no pids cgroup controller at /sys/fs/cgroup/pids");
         return;
@@ -277,7 +280,7 @@ fn cgroup_procs_and_malformed_frames() {
     let result = Monitor::spawn(&bin, &dir, &[leaf.join("cgroup.procs")]);
     let (monitor, mut child) = result.unwrap();
     let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", monitor.pid())).unwrap();
-    let rel = format!("/{}/monitor-{}", common::CGROUP_PARENT, std::process::id());
+    let rel = format!("/{}-monitor-{}", common::CGROUP_PARENT, std::process::id());
     let joined = cgroups
         .lines()
         .any(|l| l.contains(":pids:") && l.ends_with(&rel));
@@ -304,11 +307,10 @@ fn cgroup_procs_and_malformed_frames() {
     let err = Monitor::spawn(
         &bin,
         &tmp.path().join("m2"),
-        &[cgroup.join("missing/cgroup.procs")],
+        &[leaf.join("missing/cgroup.procs")],
     )
     .unwrap_err();
     assert!(err.to_string().contains("joining cgroup"), "{err}");
-    let _ = fs::remove_dir(&cgroup);
 }
 
 /// Set in the re-executed test binary that plays berthd in `survives_its_parent`.

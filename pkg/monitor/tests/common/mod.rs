@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use berth_monitor_api::{CreateRequest, Monitor, MonitorError};
 
+/// Every container (and monitor) of these tests gets a top-level cgroup `<prefix>-<its id>` of its
+/// own: tests run in parallel, and a shared parent removed by one test's cleanup races with
+/// another test's runc creating its cgroup inside it.
 pub const CGROUP_PARENT: &str = "berth-monitor-test";
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
@@ -134,7 +137,7 @@ impl Fixture {
   ],
   "linux": {{
     "namespaces": [{{"type": "pid"}}, {{"type": "mount"}}, {{"type": "ipc"}}, {{"type": "uts"}}],
-    "cgroupsPath": "/{CGROUP_PARENT}/{id}"
+    "cgroupsPath": "/{CGROUP_PARENT}-{id}"
   }}
 }}"#,
             args = args.join(", "),
@@ -245,9 +248,6 @@ impl Drop for Fixture {
             let _ = child.kill();
             let _ = child.wait();
         }
-        for ctrl in cgroup_controllers() {
-            let _ = fs::remove_dir(ctrl.join(CGROUP_PARENT));
-        }
     }
 }
 
@@ -276,7 +276,7 @@ pub fn cgroup_controllers() -> Vec<PathBuf> {
 
 pub fn remove_cgroups(id: &str) {
     for ctrl in cgroup_controllers() {
-        let _ = fs::remove_dir(ctrl.join(CGROUP_PARENT).join(id));
+        let _ = fs::remove_dir(ctrl.join(format!("{CGROUP_PARENT}-{id}")));
     }
 }
 
