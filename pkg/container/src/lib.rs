@@ -213,6 +213,29 @@ impl ContainerService {
         ids::resolve(self.inner.records().keys(), id_or_prefix)
     }
 
+    /// Why containers can't be started here, if they can't: the berth-monitor binary is missing.
+    pub fn monitor_problem(&self) -> Option<String> {
+        let binary = &self.inner.deps.monitor_binary;
+        let candidates: Vec<PathBuf> = if binary.components().count() > 1 {
+            vec![binary.clone()]
+        } else {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin".into());
+            std::env::split_paths(&path)
+                .map(|d| d.join(binary))
+                .collect()
+        };
+        let found = candidates.iter().any(|c| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(c).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        });
+        (!found).then(|| {
+            format!(
+                "{} not found or not executable: install it beside berthd",
+                binary.display()
+            )
+        })
+    }
+
     /// What the sandbox layer calls to stop and remove a pod's containers.
     pub fn pod_hook(&self) -> Arc<dyn PodContainers> {
         Arc::new(PodHook(self.inner.clone()))

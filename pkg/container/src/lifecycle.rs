@@ -324,7 +324,11 @@ pub(crate) async fn stop_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(),
         }));
     }
     for task in tasks {
-        task.await.map_err(ContainerError::task)??;
+        match task.await.map_err(ContainerError::task)? {
+            // Removed meanwhile by a concurrent RemoveContainer: nothing left to stop.
+            Ok(()) | Err(ContainerError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

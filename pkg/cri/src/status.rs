@@ -78,6 +78,9 @@ impl Shared {
         if let Err(e) = self.deps.store.schema_version() {
             return condition(false, "MetadataStoreUnavailable", e.to_string());
         }
+        if let Some(problem) = self.deps.containers.monitor_problem() {
+            return condition(false, "ContainerMonitorMissing", problem);
+        }
         let config = &self.deps.config;
         let Some((name, handler)) = config.default_handler() else {
             // Config validation guarantees the default handler exists; report rather than panic.
