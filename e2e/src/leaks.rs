@@ -155,7 +155,8 @@ pub fn processes_using(dir: &Path) -> Vec<String> {
 ///
 /// A zombie whose parent is PID 1 counts as gone: on this machine PID 1 does not reap orphans, so a
 /// monitor (or container) that exited after its parent is a zombie of PID 1 forever. A zombie with
-/// any other parent is reported: its parent (a monitor) failed to reap it.
+/// another parent is reported when that parent belongs to the test (its berthd failed to reap it);
+/// a zombie has no command line of its own, so its parent's is what ties it to a test.
 pub fn monitors_for(dir: &Path) -> Vec<String> {
     let prefix = dir.to_string_lossy().into_owned();
     let under = |p: &Path| {
@@ -198,7 +199,12 @@ pub fn monitors_for(dir: &Path) -> Vec<String> {
             .filter_map(Result::ok)
             .filter_map(|fd| std::fs::read_link(fd.path()).ok());
         let mut ties = links.chain(fds).filter(|p| under(p));
-        if state == 'Z'
+        let parent_is_ours = || {
+            std::fs::read(format!("/proc/{ppid}/cmdline"))
+                .map(|raw| String::from_utf8_lossy(&raw).contains(&prefix))
+                .unwrap_or(false)
+        };
+        if (state == 'Z' && parent_is_ours())
             || cmdline.contains(&prefix)
             || environ.contains(&prefix)
             || ties.next().is_some()

@@ -95,3 +95,36 @@ async fn a_clean_restart_keeps_containers_running() {
     pod.remove(&berthd).await;
     berthd.finish();
 }
+
+#[tokio::test]
+async fn a_container_whose_monitor_dies_is_reported_failed_and_cleaned_up() {
+    let berthd = Berthd::start("ctrmondie").await.expect("starting berthd");
+    pull(&berthd, &busybox()).await;
+    let pod = Pod::run(&berthd, "mondie").await;
+    let id = run(
+        &berthd,
+        &pod,
+        shell("orphan", "while true; do sleep 0.1; done"),
+    )
+    .await;
+    let container_pid = pid(&berthd, &id).await;
+    let dir = info(&berthd, &id).await["monitorDir"]
+        .as_str()
+        .expect("monitorDir in the verbose info")
+        .to_string();
+    let monitor_pid: i32 = std::fs::read_to_string(format!("{dir}/monitor.pid"))
+        .expect("monitor.pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    // SAFETY: kill(2) with a pid read from the monitor's own pid file.
+    assert_eq!(unsafe { libc::kill(monitor_pid, libc::SIGKILL) }, 0);
+
+    let s = wait_exited(&berthd, &id, LONG).await;
+    assert_eq!(s.exit_code, 255, "{s:?}");
+    assert!(s.message.contains("monitor died"), "{s:?}");
+    wait_gone(container_pid, LONG).await;
+    remove(&berthd, &id).await.expect("RemoveContainer");
+    pod.remove(&berthd).await;
+    berthd.finish();
+}

@@ -96,10 +96,15 @@ impl Monitors {
     /// The pod's running monitor, if any (found on disk after a restart).
     pub(crate) async fn get(&self, sandbox_id: &str) -> Option<Monitor> {
         let mut running = self.running.lock().await;
-        if let Some(entry) = running.get(sandbox_id)
-            && entry.monitor.alive()
-        {
-            return Some(entry.monitor.clone());
+        if let Some(entry) = running.get_mut(sandbox_id) {
+            if entry.monitor.alive() {
+                return Some(entry.monitor.clone());
+            }
+            // Died: reap it (a zombie would keep the pod's monitor cgroup busy).
+            if let Some(child) = entry.child.as_mut() {
+                let _ = child.try_wait();
+            }
+            running.remove(sandbox_id);
         }
         let dir = self.dir_for(sandbox_id);
         let monitor = tokio::task::spawn_blocking(move || Monitor::open(&dir).ok())
