@@ -213,23 +213,18 @@ pub(crate) async fn wait_exit(
             timeout_ms: 0,
         })),
     };
-    let body = prost::Message::encode_to_vec(&request);
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
+    let frame = berth_monitor_api::encode_frame(&request)
+        .map_err(ContainerError::io("encode a request for", &socket))?;
     stream
         .write_all(&frame)
         .await
         .map_err(ContainerError::io("write to", &socket))?;
-    let mut len = [0u8; 4];
+    let mut prefix = [0u8; 4];
     stream
-        .read_exact(&mut len)
+        .read_exact(&mut prefix)
         .await
         .map_err(ContainerError::io("read from", &socket))?;
-    let len = u32::from_be_bytes(len) as usize;
-    if len > 1 << 20 {
-        return Err(MonitorError::Protocol(format!("frame of {len} bytes")).into());
-    }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; berth_monitor_api::frame_len(prefix)?];
     stream
         .read_exact(&mut body)
         .await
@@ -237,12 +232,7 @@ pub(crate) async fn wait_exit(
     let response: proto::Response = prost::Message::decode(body.as_slice())
         .map_err(|e| MonitorError::Protocol(format!("decoding a response: {e}")))?;
     match response.kind {
-        Some(proto::response::Kind::Exit(e)) => Ok(Exit {
-            exit_code: e.exit_code,
-            signal: e.signal,
-            finished_at_ns: e.finished_at_ns,
-            oom_killed: e.oom_killed,
-        }),
+        Some(proto::response::Kind::Exit(e)) => Ok(Exit::from(&e)),
         Some(proto::response::Kind::Error(e)) if e.not_found => {
             Err(MonitorError::UnknownContainer(container_id.to_string()).into())
         }

@@ -129,3 +129,14 @@ impl ContainerRecord {
         }
     }
 }
+
+/// The exit recorded for a container whose monitor is gone without having recorded one: nobody
+/// saw how it ended.
+pub(crate) fn unknown_exit() -> berth_monitor_api::Exit {
+    berth_monitor_api::Exit {
+        exit_code: 255,
+        signal: 0,
+        finished_at_ns: crate::create::now_ns(),
+        oom_killed: false,
+    }
+}

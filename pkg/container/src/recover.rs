@@ -5,10 +5,8 @@
 
 use std::sync::Arc;
 
-use berth_monitor_api::Exit;
-
 use crate::create::{self, now_ns};
-use crate::record::{ContainerRecord, Phase};
+use crate::record::{ContainerRecord, Phase, unknown_exit};
 use crate::{Inner, watch};
 
 pub(crate) async fn recover(inner: &Arc<Inner>) {
@@ -80,13 +78,7 @@ async fn reconcile(
                     // Nobody parents it any more and its exit was never recorded.
                     let _ = runtime.kill(&record.id, libc::SIGKILL).await;
                     runtime.delete(&record.id).await?;
-                    record.set_exited(&Exit {
-                        exit_code: 255,
-                        signal: 0,
-                        finished_at_ns: now_ns(),
-                        oom_killed: false,
-                    });
-                    record.reason = "Error".into();
+                    record.set_exited(&unknown_exit());
                     record.message =
                         "the container's monitor is gone; its exit status is unknown".into();
                 }

@@ -51,14 +51,8 @@ pub(crate) fn spawn(inner: &Arc<Inner>, id: &str) {
 /// does for the same case.
 fn lost(record: &crate::ContainerRecord) -> (Exit, Option<String>) {
     let _ = crate::signal::send(record.pid, record.pid_start_time, libc::SIGKILL);
-    let exit = Exit {
-        exit_code: 255,
-        signal: 0,
-        finished_at_ns: crate::create::now_ns(),
-        oom_killed: false,
-    };
     let message = "the container's monitor died; its exit status is unknown".to_string();
-    (exit, Some(message))
+    (crate::record::unknown_exit(), Some(message))
 }
 
 /// Marks the container exited (once; later calls change nothing).
