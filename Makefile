@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Tests run several berthd instances in parallel; two threads suit the 2-core CI machine.
 TEST_THREADS ?= 2
 
-.PHONY: run setup build test check unit e2e test-rig bench images fmt clippy shellcheck clean-test
+.PHONY: run setup build test check unit fuzz e2e test-rig bench images fmt clippy shellcheck clean-test
 
 ## run: install dependencies and a default CNI network if none exists, build, and run berthd (as root)
 run: setup build
@@ -31,7 +31,7 @@ build:
 	install -D -m 0755 $(MONITOR_BIN) target/release/berth-monitor
 
 ## test: everything CI runs: format, lint, unit tests, then e2e tests against a real berthd
-test: test-rig check unit e2e
+test: test-rig check unit fuzz e2e
 
 test-rig:
 	hack/install-deps.sh
@@ -46,6 +46,7 @@ fmt:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) fmt --manifest-path cmd/berth-init/Cargo.toml -- --check
 	$(CARGO) fmt --manifest-path cmd/berth-monitor/Cargo.toml -- --check
+	$(CARGO) fmt --manifest-path pkg/spdy/fuzz/Cargo.toml -- --check
 
 clippy:
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
@@ -58,6 +59,11 @@ unit:
 	$(BUILD_MONITOR)
 	install -D -m 0755 $(MONITOR_BIN) target/release/berth-monitor
 	$(CARGO) test --locked --workspace --exclude berth-e2e -- --test-threads=$(TEST_THREADS)
+
+# The SPDY frame parser and session, fed by libFuzzer for a bounded time per target (nightly).
+FUZZ_SECONDS ?= 60
+fuzz:
+	hack/fuzz.sh $(FUZZ_SECONDS)
 
 e2e:
 	$(CARGO) build --locked --bins

@@ -13,6 +13,7 @@ pub mod leaks;
 pub mod oci_layout;
 pub mod pods;
 pub mod registry;
+pub mod streaming;
 
 pub use berthd::{Berthd, Options, berth_binary, berthd_binary, wait_timeout};
 pub use http::http_get;

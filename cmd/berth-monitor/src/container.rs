@@ -21,19 +21,27 @@ const READS_PER_EVENT: usize = 8;
 /// Reads when draining at exit: what is buffered in a pipe (64 KiB by default) and a little more.
 const READS_AT_EXIT: usize = 16;
 
+/// Receives what a container wrote besides the log: (stream number: 1 stdout, 2 stderr; bytes).
+pub type Sink<'a> = dyn FnMut(i32, &[u8]) + 'a;
+/// Receives output for the attach connections: (their ids, stream number, bytes).
+pub type AttachSink<'a> = dyn FnMut(&[u64], i32, &[u8]) + 'a;
+
 /// One output stream: a pipe's read end, or the pty master of a tty container.
 pub struct Stream {
     fd: OwnedFd,
     name: &'static str,
+    /// The number attach clients see: 1 stdout (also a terminal's output), 2 stderr.
+    no: i32,
     lines: LineSplitter,
 }
 
 impl Stream {
-    fn new(fd: OwnedFd, name: &'static str) -> std::io::Result<Stream> {
+    fn new(fd: OwnedFd, name: &'static str, no: i32) -> std::io::Result<Stream> {
         sys::set_nonblocking(fd.as_fd())?;
         Ok(Stream {
             fd,
             name,
+            no,
             lines: LineSplitter::default(),
         })
     }
@@ -45,7 +53,13 @@ impl Stream {
     /// Copies what is readable (at most `reads` reads) to the log; `true` at EOF, after the last
     /// unterminated line went out. A pty master reports EIO once the last slave is closed: that
     /// is its EOF too.
-    fn pump(&mut self, log: &mut Log, scratch: &mut [u8], reads: usize) -> bool {
+    fn pump(
+        &mut self,
+        log: &mut Log,
+        scratch: &mut [u8],
+        reads: usize,
+        out: &mut Sink<'_>,
+    ) -> bool {
         let name = self.name;
         for _ in 0..reads {
             match sys::read(self.fd.as_fd(), scratch) {
@@ -54,6 +68,8 @@ impl Stream {
                     self.lines.feed(&scratch[..n], &mut |p, a, b| {
                         log.write_line(&ts, name, p, a, b)
                     });
+                    // After the log: the log is never held up by attach clients.
+                    out(self.no, &scratch[..n]);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
                 Ok(_) | Err(_) => {
@@ -119,8 +135,8 @@ impl Create {
         } else {
             let (out_r, out_w) = sys::pipe().map_err(|e| err("creating a pipe", e))?;
             let (err_r, err_w) = sys::pipe().map_err(|e| err("creating a pipe", e))?;
-            streams.push(Stream::new(out_r, "stdout").map_err(|e| err("pipe", e))?);
-            streams.push(Stream::new(err_r, "stderr").map_err(|e| err("pipe", e))?);
+            streams.push(Stream::new(out_r, "stdout", 1).map_err(|e| err("pipe", e))?);
+            streams.push(Stream::new(err_r, "stderr", 2).map_err(|e| err("pipe", e))?);
             let child_stdin = if req.stdin {
                 // The write end stays with the monitor, for an attach later.
                 let (in_r, in_w) = sys::pipe().map_err(|e| err("creating a pipe", e))?;
@@ -191,8 +207,11 @@ impl Create {
                 self.files.pid_file.display()
             ));
         };
+        let tty = self.console.is_some();
         if let Some(console) = self.console.take() {
-            let master = console.finish().and_then(|m| Stream::new(m, "stdout").ok());
+            let master = console
+                .finish()
+                .and_then(|m| Stream::new(m, "stdout", 1).ok());
             let Some(master) = master else {
                 // Without its terminal nobody can talk to the container: do not leave it running.
                 sys::kill(pid, libc::SIGKILL);
@@ -208,10 +227,13 @@ impl Create {
         Ok(Container {
             id: self.id,
             pid,
+            tty,
             exit: None,
             log: self.log,
             streams: self.streams,
             stdin: self.stdin,
+            attachers: Vec::new(),
+            attach_deadline: None,
             oom: self.oom,
             files: self.files,
         })
@@ -236,7 +258,7 @@ impl Create {
     }
 }
 
-fn describe(status: libc::c_int) -> String {
+pub fn describe(status: libc::c_int) -> String {
     if libc::WIFSIGNALED(status) {
         format!("killed by signal {}", libc::WTERMSIG(status))
     } else {
@@ -248,26 +270,49 @@ fn describe(status: libc::c_int) -> String {
 pub struct Container {
     pub id: String,
     pub pid: i32,
+    /// Its output is a terminal: `streams` holds the pty master (until it reports EOF).
+    pub tty: bool,
     pub exit: Option<Exit>,
     pub log: Log,
     /// Polled until EOF, also after the exit (grandchildren may still hold them).
     pub streams: Vec<Stream>,
-    /// Held for a later attach; closed when the container exits.
-    stdin: Option<OwnedFd>,
+    /// Held for a later attach; closed when the container exits, or on CloseStdin.
+    pub stdin: Option<OwnedFd>,
+    /// The attach connections receiving its output.
+    pub attachers: Vec<u64>,
+    /// After the exit: when the attach connections get their Exit even if output streams are
+    /// still open (a pty hands over the last output shortly after the exit; a grandchild may keep
+    /// a pipe open for ever).
+    pub attach_deadline: Option<Instant>,
     oom: OomBaseline,
     files: RuntimeFiles,
 }
 
 impl Container {
-    /// Copies readable output of the stream on `fd` to the log; a stream at EOF is closed. By
-    /// descriptor, not index: an earlier event of the same round may have closed a stream.
-    pub fn pump(&mut self, fd: RawFd, scratch: &mut [u8]) {
+    /// Copies readable output of the stream on `fd` to the log and, when attach connections
+    /// exist, to `out(attachers, stream, bytes)`; a stream at EOF is closed. By descriptor, not
+    /// index: an earlier event of the same round may have closed a stream.
+    pub fn pump(&mut self, fd: RawFd, scratch: &mut [u8], out: &mut AttachSink<'_>) {
         let Some(i) = self.streams.iter().position(|s| s.fd() == fd) else {
             return;
         };
-        if self.streams[i].pump(&mut self.log, scratch, READS_PER_EVENT) {
+        let attachers = &self.attachers;
+        let mut sink = |no: i32, data: &[u8]| {
+            if !attachers.is_empty() {
+                out(attachers, no, data);
+            }
+        };
+        if self.streams[i].pump(&mut self.log, scratch, READS_PER_EVENT, &mut sink) {
             self.streams.remove(i);
         }
+    }
+
+    /// The pty master of a tty container, or `None`.
+    pub fn pty(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        if !self.tty {
+            return None;
+        }
+        self.streams.first().map(|s| s.fd.as_fd())
     }
 
     /// The container process was reaped: log what it left in the pipes, then record the exit
@@ -278,10 +323,17 @@ impl Container {
         status: libc::c_int,
         at_ns: i64,
         scratch: &mut [u8],
+        out: &mut AttachSink<'_>,
     ) -> Exit {
         let log = &mut self.log;
+        let attachers = &self.attachers;
+        let mut sink = |no: i32, data: &[u8]| {
+            if !attachers.is_empty() {
+                out(attachers, no, data);
+            }
+        };
         self.streams
-            .retain_mut(|stream| !stream.pump(log, scratch, READS_AT_EXIT));
+            .retain_mut(|stream| !stream.pump(log, scratch, READS_AT_EXIT, &mut sink));
         self.stdin = None;
         let exit = exit_from_status(status, at_ns, self.oom.grew());
         if let Err(e) = write_exit_file(dir, &self.id, &exit) {

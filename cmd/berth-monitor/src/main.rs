@@ -11,6 +11,7 @@
 mod conn;
 mod console;
 mod container;
+mod exec;
 mod exits;
 mod logs;
 mod runtime;
@@ -118,6 +119,8 @@ fn start(args: &Args) -> Result<server::Server, String> {
             std::io::Error::last_os_error()
         ));
     }
+    // Each exec or attach session costs a descriptor or two: room for MAX_CONNS of them.
+    sys::raise_nofile(4096);
     let signals = sys::signalfd().map_err(|e| format!("signalfd: {e}"))?;
     std::fs::create_dir_all(dir.join(EXITS_DIR))
         .map_err(|e| format!("creating {}: {e}", dir.join(EXITS_DIR).display()))?;

@@ -1,11 +1,12 @@
-//! Running the OCI runtime (`run --detach`) and reading its error message back.
+//! Running the OCI runtime (`run --detach`, `exec --detach`) and reading its error message back.
 
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use berth_monitor_api::proto::CreateContainer;
+use berth_monitor_api::proto::{CreateContainer, Exec};
 
 /// The per-container files the runtime writes in the monitor directory.
 pub struct RuntimeFiles {
@@ -40,17 +41,31 @@ pub struct Stdio3 {
     pub stderr: OwnedFd,
 }
 
+/// `<runtime> <args...> --log F --log-format json`: every subcommand's errors end up in its log.
+fn runtime_command(runtime_path: &str, runtime_args: &[String], log: &Path) -> Command {
+    let mut cmd = Command::new(runtime_path);
+    cmd.args(runtime_args)
+        .arg("--log")
+        .arg(log)
+        .arg("--log-format")
+        .arg("json");
+    cmd
+}
+
+fn spawned(cmd: &mut Command, runtime_path: &str) -> io::Result<i32> {
+    let child = cmd
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting runtime {runtime_path}: {e}")))?;
+    // Reaped through waitpid(-1) in the event loop, never through Child.
+    Ok(child.id() as i32)
+}
+
 /// Starts `<runtime> <args...> --log F --log-format json run --detach --bundle B --pid-file P
 /// [--console-socket S] <id>`; returns its pid. The child's copies of the descriptors are closed in
 /// the monitor as the Command is dropped, so EOF on the pipes means the container side closed.
 pub fn spawn(req: &CreateContainer, files: &RuntimeFiles, stdio: Stdio3) -> io::Result<i32> {
-    let mut cmd = Command::new(&req.runtime_path);
-    cmd.args(&req.runtime_args)
-        .arg("--log")
-        .arg(&files.log)
-        .arg("--log-format")
-        .arg("json")
-        .arg("run")
+    let mut cmd = runtime_command(&req.runtime_path, &req.runtime_args, &files.log);
+    cmd.arg("run")
         .arg("--detach")
         .arg("--bundle")
         .arg(&req.bundle)
@@ -63,14 +78,59 @@ pub fn spawn(req: &CreateContainer, files: &RuntimeFiles, stdio: Stdio3) -> io::
         .stdin(stdio.stdin.map(Stdio::from).unwrap_or_else(Stdio::null))
         .stdout(Stdio::from(stdio.stdout))
         .stderr(Stdio::from(stdio.stderr));
-    let child = cmd.spawn().map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("starting runtime {}: {e}", req.runtime_path),
-        )
-    })?;
-    // Reaped through waitpid(-1) in the event loop, never through Child.
-    Ok(child.id() as i32)
+    spawned(&mut cmd, &req.runtime_path)
+}
+
+/// The files of one exec in the monitor directory. Named by a per-monitor counter with a leading
+/// dot, which no container ID has, so they never collide with a container's files; short, for the
+/// console socket's 108-byte path limit.
+pub struct ExecFiles {
+    pub process: PathBuf,
+    pub pid_file: PathBuf,
+    pub log: PathBuf,
+    pub console: PathBuf,
+}
+
+impl ExecFiles {
+    pub fn new(dir: &Path, n: u64) -> ExecFiles {
+        ExecFiles {
+            process: dir.join(format!(".exec{n}.json")),
+            pid_file: dir.join(format!(".exec{n}.pid")),
+            log: dir.join(format!(".exec{n}.log")),
+            console: dir.join(format!(".exec{n}.tty")),
+        }
+    }
+
+    pub fn remove(&self) {
+        for path in [&self.process, &self.pid_file, &self.log, &self.console] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Starts `<runtime> <args...> --log F --log-format json exec --detach --pid-file P --process J
+/// [--console-socket S] <id>` with the exec's stdio (a detached runtime hands its own stdio to the
+/// process when there is no terminal); returns its pid.
+pub fn spawn_exec(req: &Exec, files: &ExecFiles, stdio: [Stdio; 3]) -> io::Result<i32> {
+    let mut cmd = runtime_command(&req.runtime_path, &req.runtime_args, &files.log);
+    cmd.arg("exec")
+        .arg("--detach")
+        .arg("--pid-file")
+        .arg(&files.pid_file)
+        .arg("--process")
+        .arg(&files.process);
+    if req.tty {
+        cmd.arg("--console-socket").arg(&files.console);
+    }
+    let [stdin, stdout, stderr] = stdio;
+    // A process group of its own, which the exec process inherits: killing the exec kills what
+    // it left running in the background too (see RunningExec::kill).
+    cmd.process_group(0);
+    cmd.arg(&req.container_id)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(stderr);
+    spawned(&mut cmd, &req.runtime_path)
 }
 
 /// The runtime's own error text for a failed run: the last error-level `msg` of its JSON log,

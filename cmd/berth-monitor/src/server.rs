@@ -1,6 +1,6 @@
 //! The event loop: one poll(2) over the signalfd, the listening socket, the client connections, the
-//! containers' output streams and the console sockets of tty creates. No threads: each would cost
-//! its stack's pages.
+//! containers' output streams and the console sockets of tty creates and execs. No threads: each
+//! would cost its stack's pages.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -14,14 +14,18 @@ use berth_monitor_api::{PID_FILE, SOCKET};
 
 use crate::conn::{Conn, ReadOutcome};
 use crate::container::{Container, Create};
+use crate::exec::{ExecStart, RunningExec};
 use crate::sys;
 use crate::trim::Trim;
 
+mod attach;
+mod execs;
 mod requests;
 use requests::error;
 
-/// More connections than berthd ever opens to one pod's monitor; beyond it new ones are closed.
-const MAX_CONNS: usize = 64;
+/// Connections at once: every running exec and attach session holds one, so this bounds a pod's
+/// concurrent sessions (kubelet probes plus users); beyond it new ones are closed.
+const MAX_CONNS: usize = 1024;
 /// The read buffer shared by all streams.
 const SCRATCH: usize = 16 * 1024;
 
@@ -34,6 +38,8 @@ enum Token {
     Stream(usize, RawFd),
     /// A create in flight (by index) waiting for its console.
     Console(usize),
+    /// An exec in flight (by index) waiting for its console.
+    ExecConsole(usize),
 }
 
 struct Waiter {
@@ -51,8 +57,12 @@ pub struct Server {
     containers: Vec<Container>,
     creates: Vec<Create>,
     waiters: Vec<Waiter>,
-    /// Children reaped while a create was in flight and not known yet: a container can exit (and
-    /// be reaped, reparented to us) before its runtime's exit is processed.
+    exec_starts: Vec<ExecStart>,
+    execs: Vec<RunningExec>,
+    /// Names the files of the next exec.
+    next_exec: u64,
+    /// Children reaped while a create or exec was in flight and not known yet: a container or exec
+    /// process can exit (and be reaped, reparented to us) before its runtime's exit is processed.
     early: Vec<(i32, libc::c_int, i64)>,
     scratch: Vec<u8>,
     trim: Trim,
@@ -71,6 +81,9 @@ impl Server {
             containers: Vec::new(),
             creates: Vec::new(),
             waiters: Vec::new(),
+            exec_starts: Vec::new(),
+            execs: Vec::new(),
+            next_exec: 0,
             early: Vec::new(),
             scratch: vec![0; SCRATCH],
             trim: Trim::new(),
@@ -98,6 +111,11 @@ impl Server {
             for (i, create) in self.creates.iter().enumerate() {
                 if let Some(fd) = create.console.as_ref().and_then(|c| c.poll_fd()) {
                     add(fd, libc::POLLIN, Token::Console(i));
+                }
+            }
+            for (i, start) in self.exec_starts.iter().enumerate() {
+                if let Some(fd) = start.console.as_ref().and_then(|c| c.poll_fd()) {
+                    add(fd, libc::POLLIN, Token::ExecConsole(i));
                 }
             }
             for (i, container) in self.containers.iter().enumerate() {
@@ -135,11 +153,14 @@ impl Server {
                                 console.progress();
                             }
                         }
-                        (0, Token::Stream(i, fd)) => {
-                            if let Some(container) = self.containers.get_mut(i) {
-                                container.pump(fd, &mut self.scratch);
+                        (0, Token::ExecConsole(i)) => {
+                            if let Some(console) =
+                                self.exec_starts.get_mut(i).and_then(|c| c.console.as_mut())
+                            {
+                                console.progress();
                             }
                         }
+                        (0, Token::Stream(i, fd)) => self.pump(i, fd),
                         (1, Token::Signals) => self.on_signals(),
                         (2, Token::Listener) => self.accept(),
                         (2, Token::Conn(id)) => self.on_conn(id, pfd.revents),
@@ -147,7 +168,8 @@ impl Server {
                     }
                 }
             }
-            if self.expire(Instant::now()) {
+            let now = Instant::now();
+            if self.expire(now) | self.finish_attaches(now) {
                 self.trim.touch();
             }
             // A connection that stopped being busy may have further requests buffered.
@@ -161,6 +183,10 @@ impl Server {
                 self.handle_requests(id);
             }
             if self.quit {
+                // Their requesters' connections end with us: nobody could wait for or stop them.
+                for exec in &self.execs {
+                    exec.kill();
+                }
                 self.flush_all(Duration::from_secs(1));
                 return 0;
             }
@@ -169,12 +195,23 @@ impl Server {
 
     fn next_timeout(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        let deadlines = self.waiters.iter().filter_map(|w| w.deadline).chain(
-            self.creates
-                .iter()
-                .filter(|c| !c.killed)
-                .map(|c| c.deadline),
-        );
+        let deadlines = self
+            .waiters
+            .iter()
+            .filter_map(|w| w.deadline)
+            .chain(
+                self.creates
+                    .iter()
+                    .filter(|c| !c.killed)
+                    .map(|c| c.deadline),
+            )
+            .chain(
+                self.exec_starts
+                    .iter()
+                    .filter(|s| !s.killed)
+                    .map(|s| s.deadline),
+            )
+            .chain(self.attach_deadlines());
         let mut timeout = deadlines.min().map(|d| d.saturating_duration_since(now));
         if self.conns.values().any(|c| !c.busy && c.has_request()) {
             timeout = Some(Duration::ZERO);
@@ -207,17 +244,23 @@ impl Server {
             if let Some(i) = self.creates.iter().position(|c| c.runtime_pid == pid) {
                 let create = self.creates.remove(i);
                 self.create_done(create, status);
+            } else if let Some(i) = self.exec_starts.iter().position(|s| s.runtime_pid == pid) {
+                let start = self.exec_starts.remove(i);
+                self.exec_started(start, status);
             } else if let Some(i) = self
                 .containers
                 .iter()
                 .position(|c| c.pid == pid && c.exit.is_none())
             {
                 self.container_exited(i, status, at);
-            } else if !self.creates.is_empty() {
+            } else if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
+                let exec = self.execs.remove(i);
+                self.exec_exited(exec, status, at);
+            } else if !self.creates.is_empty() || !self.exec_starts.is_empty() {
                 self.early.push((pid, status, at));
             }
         }
-        if self.creates.is_empty() {
+        if self.creates.is_empty() && self.exec_starts.is_empty() {
             self.early.clear();
         }
     }
@@ -250,9 +293,25 @@ impl Server {
     }
 
     fn container_exited(&mut self, i: usize, status: libc::c_int, at: i64) {
+        let conns = &mut self.conns;
+        let mut dropped = Vec::new();
         let container = &mut self.containers[i];
-        let exit = container.exited(&self.dir, status, at, &mut self.scratch);
+        let exit = container.exited(
+            &self.dir,
+            status,
+            at,
+            &mut self.scratch,
+            &mut |attachers, stream, data| {
+                attach::fan_out(conns, attachers, stream, data, &mut dropped)
+            },
+        );
         let id = container.id.clone();
+        if !container.attachers.is_empty() {
+            container.attach_deadline = Some(Instant::now() + attach::EXIT_GRACE);
+        }
+        for conn in dropped {
+            self.close(conn);
+        }
         crate::note(format_args!(
             "container {id} exited: code {}, signal {}, oom {}",
             exit.exit_code, exit.signal, exit.oom_killed
@@ -286,6 +345,13 @@ impl Server {
                 // Answered with an error once the runtime is reaped.
                 sys::kill(create.runtime_pid, libc::SIGKILL);
                 create.killed = true;
+                any = true;
+            }
+        }
+        for start in &mut self.exec_starts {
+            if !start.killed && start.deadline <= now {
+                sys::kill(start.runtime_pid, libc::SIGKILL);
+                start.killed = true;
                 any = true;
             }
         }
@@ -342,6 +408,22 @@ impl Server {
                 create.conn = None;
             }
         }
+        // An exec lives only as long as the connection that asked for it: berthd gave up, or is
+        // gone. Still ours to reap. One in flight is killed once its runtime has told its pid.
+        for start in &mut self.exec_starts {
+            if start.conn == Some(id) {
+                start.conn = None;
+            }
+        }
+        for exec in &mut self.execs {
+            if exec.conn == Some(id) {
+                exec.kill();
+                exec.conn = None;
+            }
+        }
+        for container in &mut self.containers {
+            container.attachers.retain(|&c| c != id);
+        }
     }
 
     fn handle_requests(&mut self, id: u64) {
@@ -366,6 +448,17 @@ impl Server {
     fn respond(&mut self, conn: u64, reply: response::Kind) {
         let alive = match self.conns.get_mut(&conn) {
             Some(c) => c.respond(reply),
+            None => return,
+        };
+        if !alive {
+            self.close(conn);
+        }
+    }
+
+    /// Sends an answer that more answers follow on (`busy` stays set), with descriptors.
+    fn send(&mut self, conn: u64, reply: response::Kind, fds: Vec<OwnedFd>) {
+        let alive = match self.conns.get_mut(&conn) {
+            Some(c) => c.send(reply, fds),
             None => return,
         };
         if !alive {

@@ -185,6 +185,29 @@ pub fn kill(pid: i32, signal: libc::c_int) {
     }
 }
 
+/// Raises the soft RLIMIT_NOFILE to `want` (at most the hard limit); best effort.
+pub fn raise_nofile(want: libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write one rlimit we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Signals every process of the process group `pgid`.
+pub fn kill_group(pgid: i32, signal: libc::c_int) {
+    if pgid > 1 {
+        // SAFETY: as kill: a negative pid names a process group.
+        unsafe { libc::kill(-pgid, signal) };
+    }
+}
+
 /// Unix nanoseconds now.
 pub fn now_ns() -> i64 {
     SystemTime::now()
@@ -247,4 +270,77 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<Option<OwnedFd>> {
         ));
     }
     Ok(received)
+}
+
+/// The most descriptors one answer carries (an exec's stdin, stdout and stderr).
+pub const MAX_SEND_FDS: usize = 3;
+
+/// One sendmsg(2) of `data` with `fds` attached (SCM_RIGHTS); how much of `data` went out. The
+/// descriptors travel with the first byte: once this returns `Ok(n > 0)` the peer has them.
+pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Result<usize> {
+    if fds.is_empty() || fds.len() > MAX_SEND_FDS || data.is_empty() {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // u64 words keep the control buffer aligned for cmsghdr; 32 bytes hold three descriptors.
+    let mut control = [0u64; 4];
+    let payload = std::mem::size_of_val(fds) as u32;
+    // SAFETY: msghdr is plain data; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is arithmetic.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(payload) } as usize;
+    // SAFETY: the control buffer is large enough for one cmsghdr with `fds` (checked above).
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(payload) as usize;
+        let dst = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+        for (i, &fd) in fds.iter().enumerate() {
+            std::ptr::write_unaligned(dst.add(i), fd);
+        }
+    }
+    loop {
+        // SAFETY: msg points at valid buffers. MSG_NOSIGNAL: a vanished client is EPIPE, not a
+        // signal.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Reads what `fd` holds right now (at most `limit` bytes) without blocking, also on a descriptor
+/// in blocking mode (the far ends of an exec's pipes stay blocking for berthd: O_NONBLOCK would be
+/// shared with it).
+pub fn read_available(fd: BorrowedFd<'_>, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while out.len() < limit {
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        let ready = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if ready <= 0 || pfd.revents & libc::POLLIN == 0 {
+            break;
+        }
+        match read(fd, &mut buf) {
+            Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    out
 }

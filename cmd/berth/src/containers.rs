@@ -86,7 +86,7 @@ pub async fn find(
 }
 
 /// The pod `arg` names: ID, unique ID prefix, or the name of exactly one pod.
-async fn find_pod(runtime: &mut Runtime, arg: &str) -> anyhow::Result<cri::PodSandboxStatus> {
+pub async fn find_pod(runtime: &mut Runtime, arg: &str) -> anyhow::Result<cri::PodSandboxStatus> {
     let request = |id: &str| cri::PodSandboxStatusRequest {
         pod_sandbox_id: id.to_string(),
         verbose: false,

@@ -29,7 +29,7 @@ pub struct ContainerArgs {
     /// Give the container a terminal (its output is logged as stdout).
     #[arg(long, short = 't')]
     pub tty: bool,
-    /// Keep the container's stdin open (attaching to it needs Attach, not supported yet).
+    /// Keep the container's stdin open, for `berth attach` to write to.
     #[arg(long, short = 'i')]
     pub interactive: bool,
     /// Memory limit: bytes, or with a unit: 512k, 16m, 1g (1024-based).

@@ -9,9 +9,12 @@ mod images;
 mod inspect;
 mod logs;
 mod pods;
+mod portforward;
 mod ps;
 mod run;
+mod stream;
 mod table;
+mod term;
 
 use std::process::ExitCode;
 
@@ -150,9 +153,22 @@ enum Command {
     },
     /// Change the resource limits of containers.
     Update(exec::UpdateArgs),
-    /// Run a command in a running container (ExecSync); exits with its exit code.
-    #[command(override_usage = "berth exec [OPTIONS] CONTAINER CMD [ARG...]")]
+    /// Run a command in a running container; exits with its exit code.
+    ///
+    /// Without -i/-t the command runs with ExecSync (its output is shown once it exits); with them,
+    /// in a streaming Exec session: stdin is sent as it comes (-i), and -t gives the command a
+    /// terminal (this one, if stdin is one, is in raw mode meanwhile and passes on its size).
+    #[command(override_usage = "berth exec [-i] [-t] CONTAINER CMD [ARG...]")]
     Exec(exec::ExecArgs),
+    /// Attach to a running container's output and stdin.
+    ///
+    /// Its output is shown here, and stdin sent to it if it has one (created with -i). The end of
+    /// stdin detaches, and so does Ctrl-P Ctrl-Q on a terminal; if the container exits first,
+    /// berth exits with its exit code.
+    Attach(exec::AttachArgs),
+    /// Forward local ports to ports in a pod's network namespace, until Ctrl-C.
+    #[command(override_usage = "berth port-forward POD [LOCAL_PORT:]REMOTE_PORT...")]
+    PortForward(portforward::PortForwardArgs),
     /// Show containers' resource usage.
     Stats(exec::StatsArgs),
 }
@@ -269,6 +285,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Update(args) => exec::update(&mut connect.runtime().await?, args).await?,
         Command::Exec(args) => return exec::exec(&connect, args).await,
+        Command::Attach(args) => return exec::attach(&connect, args).await,
+        Command::PortForward(args) => portforward::port_forward(&connect, args).await?,
         Command::Stats(args) => exec::stats(&mut connect.runtime().await?, args).await?,
     }
     Ok(ExitCode::SUCCESS)
@@ -332,6 +350,34 @@ mod tests {
         };
         assert_eq!(exec.container_and_command, ["c1", "ls", "-l"]);
         assert!(parse(&["exec", "c1"]).is_err(), "no command");
+        let Ok(Command::Exec(exec)) = parse(&["exec", "-it", "c1", "sh", "-i"]) else {
+            panic!("exec -it did not parse");
+        };
+        assert!(exec.interactive && exec.tty);
+        assert_eq!(exec.container_and_command, ["c1", "sh", "-i"]);
+        let Ok(Command::Attach(attach)) = parse(&["attach", "--no-stdin", "c1"]) else {
+            panic!("attach did not parse");
+        };
+        assert!(attach.no_stdin && attach.container == "c1");
+        let Ok(Command::PortForward(pf)) = parse(&["port-forward", "web", "8080", ":80"]) else {
+            panic!("port-forward did not parse");
+        };
+        assert_eq!(pf.pod, "web");
+        assert_eq!(
+            pf.ports,
+            [
+                portforward::PortSpec {
+                    local: 8080,
+                    remote: 8080
+                },
+                portforward::PortSpec {
+                    local: 0,
+                    remote: 80
+                }
+            ]
+        );
+        assert!(parse(&["port-forward", "web"]).is_err(), "no port");
+        assert!(parse(&["port-forward", "web", "80:x"]).is_err());
     }
 
     #[test]

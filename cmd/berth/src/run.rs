@@ -164,8 +164,8 @@ pub async fn run(connect: &Connect, args: &RunArgs) -> anyhow::Result<ExitCode> 
     }
     if args.container.interactive && !args.detach {
         eprintln!(
-            "berth: -i: berth can't attach to the container's stdin yet (Attach, issue #6); \
-             nothing will be written to it"
+            "berth: -i: berth run shows the container's output but does not write to its stdin; \
+             for that, start it with -d -i and use berth attach"
         );
     }
     let name = args.container.name();

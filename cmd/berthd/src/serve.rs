@@ -70,6 +70,20 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         None
     };
 
+    let backend = Arc::new(berth_cri::StreamingBackend::new(
+        containers.clone(),
+        sandboxes.clone(),
+    ));
+    let (streaming, streaming_serving) = berth_streaming::StreamingServer::bind(
+        streaming_config(&config.streaming),
+        backend,
+        stopping(stop_rx.clone()),
+    )
+    .await
+    .context("starting the streaming server")?;
+    tracing::info!(address = %streaming.address(), "serving exec, attach and port-forward");
+    let streaming_task = tokio::spawn(streaming_serving);
+
     let socket_path = config.socket_path().to_path_buf();
     let service = CriService::new(Dependencies {
         config,
@@ -80,6 +94,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         images,
         sandboxes,
         containers,
+        streaming: Arc::new(streaming),
     });
     let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
     let server = tonic::transport::Server::builder()
@@ -118,6 +133,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     if let Some(task) = metrics_task {
         let _ = task.await;
     }
+    // Sessions still open are cut: their exec processes are killed by the monitors.
+    streaming_task.abort();
     drop(socket_guard);
     tracing::info!("berthd stopped");
     Ok(())
@@ -143,6 +160,22 @@ async fn wait_for_signal(stop: watch::Sender<bool>) {
         "stopping: no new connections, finishing in-flight calls"
     );
     let _ = stop.send(true);
+}
+
+fn streaming_config(c: &berth_config::StreamingConfig) -> berth_streaming::StreamingConfig {
+    berth_streaming::StreamingConfig {
+        address: c.address,
+        tls: match (&c.tls_cert_file, &c.tls_key_file) {
+            (Some(cert), Some(key)) => Some(berth_streaming::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        idle_timeout: Duration::from_secs(c.idle_timeout_secs),
+        stream_creation_timeout: Duration::from_secs(c.stream_creation_timeout_secs),
+        token_ttl: Duration::from_secs(c.token_ttl_secs),
+    }
 }
 
 /// Root and state hold pod data: traversable but not listable by others.

@@ -224,6 +224,28 @@ pub(crate) fn validate(config: &Config) -> Result<(), (String, String)> {
             );
         }
     }
+    let streaming = &config.streaming;
+    if streaming.tls_cert_file.is_some() != streaming.tls_key_file.is_some() {
+        return fail(
+            "streaming.tls_cert_file",
+            "tls_cert_file and tls_key_file go together: set both or neither".into(),
+        );
+    }
+    for (key, secs) in [
+        ("streaming.idle_timeout_secs", streaming.idle_timeout_secs),
+        (
+            "streaming.stream_creation_timeout_secs",
+            streaming.stream_creation_timeout_secs,
+        ),
+        ("streaming.token_ttl_secs", streaming.token_ttl_secs),
+    ] {
+        if secs == 0 {
+            return fail(key, "must be at least 1 second".into());
+        }
+    }
+    if streaming.exec_sync_output_limit == 0 {
+        return fail("streaming.exec_sync_output_limit", "must not be 0".into());
+    }
     for (name, handler) in &config.runtime.handlers {
         if !is_dns_label(name) {
             return fail(

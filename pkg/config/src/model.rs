@@ -22,6 +22,7 @@ pub struct Config {
     pub log: LogConfig,
     pub grpc: GrpcConfig,
     pub metrics: MetricsConfig,
+    pub streaming: StreamingConfig,
     pub cgroup: CgroupConfig,
     pub runtime: RuntimeConfig,
     pub cni: CniConfig,
@@ -38,6 +39,7 @@ impl Default for Config {
             log: LogConfig::default(),
             grpc: GrpcConfig::default(),
             metrics: MetricsConfig::default(),
+            streaming: StreamingConfig::default(),
             cgroup: CgroupConfig::default(),
             runtime: RuntimeConfig::default(),
             cni: CniConfig::default(),
@@ -185,6 +187,39 @@ impl Default for MetricsConfig {
         MetricsConfig {
             enabled: true,
             address: SocketAddr::from(([127, 0, 0, 1], 9190)),
+        }
+    }
+}
+
+/// The exec/attach/port-forward server whose URLs CRI Exec, Attach and PortForward return.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingConfig {
+    /// Port 0 picks a free port at startup (the URLs carry it).
+    pub address: SocketAddr,
+    /// Serve HTTPS with this certificate chain and key (PEM); both or neither.
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    /// A session with no traffic either way for this long is closed (kubelet's default: 4 h).
+    pub idle_timeout_secs: u64,
+    /// How long a client may take to open the streams a session needs.
+    pub stream_creation_timeout_secs: u64,
+    /// How long a URL stays usable before its first use.
+    pub token_ttl_secs: u64,
+    /// ExecSync keeps at most this many bytes of stdout and of stderr each.
+    pub exec_sync_output_limit: usize,
+}
+
+impl Default for StreamingConfig {
+    fn default() -> Self {
+        StreamingConfig {
+            address: SocketAddr::from(([127, 0, 0, 1], 0)),
+            tls_cert_file: None,
+            tls_key_file: None,
+            idle_timeout_secs: 4 * 3600,
+            stream_creation_timeout_secs: 30,
+            token_ttl_secs: 60,
+            exec_sync_output_limit: 16 * 1024 * 1024,
         }
     }
 }

@@ -36,6 +36,9 @@ pub enum ContainerError {
         #[source]
         source: std::io::Error,
     },
+    /// A deadline the request set passed (ExecSync's timeout).
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Internal(String),
 }

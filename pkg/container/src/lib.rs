@@ -9,6 +9,7 @@
 
 mod create;
 mod error;
+mod exec;
 mod filter;
 mod ids;
 mod lifecycle;
@@ -17,6 +18,7 @@ mod record;
 mod recover;
 mod runtime;
 mod signal;
+mod stdio;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -33,9 +35,11 @@ pub use berth_spec::{
     ContainerConfig, Device, Mount, PidMode, Propagation, ResolvedUser, Resources, Security,
 };
 pub use error::ContainerError;
+pub use exec::{Attached, ExecOptions, ExecProcess, ExecSyncOutput};
 pub use filter::ContainerFilter;
 pub use record::{ContainerRecord, ContainerState, Phase};
 pub use runtime::OciRuntime;
+pub use stdio::{PipeReader, PipeWriter, Pty};
 
 /// One configured RuntimeClass handler.
 #[derive(Debug, Clone)]
@@ -183,6 +187,45 @@ impl ContainerService {
     pub async fn reopen_log(&self, id_or_prefix: &str) -> Result<(), ContainerError> {
         let id = self.resolve(id_or_prefix)?;
         lifecycle::reopen_log(&self.inner, &id).await
+    }
+
+    /// Starts `options.cmd` in the running container; dropping the result kills it.
+    pub async fn exec(
+        &self,
+        id_or_prefix: &str,
+        options: &ExecOptions,
+    ) -> Result<ExecProcess, ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        exec::exec(&self.inner, &id, options).await
+    }
+
+    /// ExecSync: runs `cmd` to completion, or kills it after `timeout` (DEADLINE_EXCEEDED).
+    /// stdout and stderr are each capped at `limit` bytes.
+    pub async fn exec_sync(
+        &self,
+        id_or_prefix: &str,
+        cmd: Vec<String>,
+        timeout: Option<Duration>,
+        limit: usize,
+    ) -> Result<ExecSyncOutput, ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        exec::exec_sync(&self.inner, &id, cmd, timeout, limit).await
+    }
+
+    /// Attaches to the running container's stdio (stdin only if it was created with stdin).
+    pub async fn attach(
+        &self,
+        id_or_prefix: &str,
+        stdin: bool,
+    ) -> Result<Attached, ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        exec::attach(&self.inner, &id, stdin).await
+    }
+
+    /// Closes the container's stdin (stdin_once, after the first attach detached).
+    pub async fn close_stdin(&self, id_or_prefix: &str) -> Result<(), ContainerError> {
+        let id = self.resolve(id_or_prefix)?;
+        exec::close_stdin(&self.inner, &id).await
     }
 
     pub fn get(&self, id_or_prefix: &str) -> Result<ContainerRecord, ContainerError> {

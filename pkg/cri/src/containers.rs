@@ -300,6 +300,12 @@ pub(crate) fn verbose_info(
         "monitorDir": r.monitor_dir,
         "stopSignal": r.stop_signal,
         "oomScoreAdj": r.oom_score_adj,
+        // What attach clients need to know, under containerd's names.
+        "config": {
+            "tty": r.config.tty,
+            "stdin": r.config.stdin,
+            "stdinOnce": r.config.stdin_once,
+        },
         "runtimeSpec": spec,
     });
     HashMap::from([("info".to_string(), info.to_string())])

@@ -16,6 +16,11 @@ pub enum CriError {
     Unimplemented { method: &'static str },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// A transient limit (e.g. too many streaming sessions waiting): retry later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Network(#[from] NetworkError),
     #[error(transparent)]
@@ -36,6 +41,8 @@ impl CriError {
         match self {
             CriError::Unimplemented { .. } => Code::Unimplemented,
             CriError::InvalidArgument(_) => Code::InvalidArgument,
+            CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::Unavailable(_) => Code::Unavailable,
             CriError::Network(NetworkError::InvalidCidr { .. }) => Code::InvalidArgument,
             CriError::Network(NetworkError::Persist { .. }) => Code::Internal,
             CriError::Store(e) => store_code(e),
@@ -103,6 +110,7 @@ fn container_code(e: &ContainerError) -> Code {
         | ContainerError::ImageNotFound(_) => Code::NotFound,
         ContainerError::InvalidArgument(_) => Code::InvalidArgument,
         ContainerError::FailedPrecondition(_) => Code::FailedPrecondition,
+        ContainerError::Timeout(_) => Code::DeadlineExceeded,
         ContainerError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,
         ContainerError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
         ContainerError::Store(e) => store_code(e),

@@ -13,6 +13,7 @@ mod instrument;
 mod pods;
 mod runtime_service;
 mod status;
+mod streaming;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,6 +26,7 @@ use k8s_cri::v1::image_service_server::ImageServiceServer;
 use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use error::CriError;
+pub use streaming::StreamingBackend;
 
 /// What the service needs, built by berthd at startup.
 pub struct Dependencies {
@@ -37,6 +39,8 @@ pub struct Dependencies {
     pub images: berth_image::ImageService,
     pub sandboxes: berth_sandbox::SandboxService,
     pub containers: berth_container::ContainerService,
+    /// Where Exec, Attach and PortForward URLs point.
+    pub streaming: Arc<berth_streaming::StreamingServer>,
 }
 
 pub(crate) fn now_ns() -> i64 {

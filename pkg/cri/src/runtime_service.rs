@@ -309,6 +309,55 @@ runtime_service! {
                 .await
         }
 
+        async fn exec_sync(
+            &self,
+            request: Request<cri::ExecSyncRequest>,
+        ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+            let shared = &self.shared;
+            let limit = shared.deps.config.streaming.exec_sync_output_limit;
+            shared
+                .rpc("ExecSync", request, |req| {
+                    crate::streaming::exec_sync(&shared.deps.containers, req, limit)
+                })
+                .await
+        }
+
+        async fn exec(
+            &self,
+            request: Request<cri::ExecRequest>,
+        ) -> Result<Response<cri::ExecResponse>, Status> {
+            let deps = &self.shared.deps;
+            self.shared
+                .rpc("Exec", request, |req| async move {
+                    crate::streaming::exec_url(&deps.containers, &deps.streaming, req)
+                })
+                .await
+        }
+
+        async fn attach(
+            &self,
+            request: Request<cri::AttachRequest>,
+        ) -> Result<Response<cri::AttachResponse>, Status> {
+            let deps = &self.shared.deps;
+            self.shared
+                .rpc("Attach", request, |req| async move {
+                    crate::streaming::attach_url(&deps.containers, &deps.streaming, req)
+                })
+                .await
+        }
+
+        async fn port_forward(
+            &self,
+            request: Request<cri::PortForwardRequest>,
+        ) -> Result<Response<cri::PortForwardResponse>, Status> {
+            let deps = &self.shared.deps;
+            self.shared
+                .rpc("PortForward", request, |req| async move {
+                    crate::streaming::port_forward_url(&deps.sandboxes, &deps.streaming, req)
+                })
+                .await
+        }
+
         async fn get_container_events(
             &self,
             request: Request<cri::GetEventsRequest>,
@@ -317,10 +366,6 @@ runtime_service! {
         }
     }
     unimplemented {
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
         list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";

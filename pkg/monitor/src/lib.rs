@@ -1,21 +1,29 @@
-//! The berth-monitor protocol (`proto/monitor/v1/monitor.proto`) and berthd's blocking client.
+//! The berth-monitor protocol (`proto/monitor/v1/monitor.proto`), berthd's blocking client and,
+//! with the `async` feature, its tokio client for exec, attach and close_stdin.
 //!
 //! A monitor is identified by its directory (berthd uses `/run/berth/monitors/<sandbox id>`), which
 //! holds [`SOCKET`], [`PID_FILE`], the exit files under [`EXITS_DIR`] and per-container runtime
 //! files. Frames on the socket are a 4-byte big-endian length followed by one prost message of at
 //! most [`MAX_FRAME`] bytes.
 //!
-//! Everything here is blocking std code: berthd calls it from `spawn_blocking`, and the monitor
-//! binary uses the types, the framing and the exit-file functions.
+//! Everything but the `async` feature is blocking std code: berthd calls it from `spawn_blocking`,
+//! and the monitor binary uses the types, the framing and the exit-file functions (it never enables
+//! `async`, so it never links tokio).
 
+#[cfg(feature = "async")]
+mod aio;
 mod client;
+mod stream;
 mod sys;
 
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "async")]
+pub use aio::{Attachment, ExecWait, attach, close_stdin, exec};
 pub use client::{ContainerInfo, CreateRequest, Monitor};
+pub use stream::{AttachEvent, ExecRequest, ExecStarted};
 
 /// The generated protocol types, package `berth.monitor.v1`.
 #[allow(clippy::all, missing_docs)]
@@ -84,6 +92,10 @@ pub enum MonitorError {
     NotRunning(PathBuf),
     #[error("container {0} is not known to the monitor")]
     UnknownContainer(String),
+    /// The container is known but not running (exited, or still being created), so an exec or
+    /// attach cannot be served: CRI's FAILED_PRECONDITION. The monitor's message.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error("timed out {0}")]
     Timeout(String),
 }
@@ -245,7 +257,7 @@ mod tests {
 
         let huge = proto::Error {
             message: "x".repeat(MAX_FRAME + 1),
-            not_found: false,
+            ..Default::default()
         };
         assert!(write_frame(&mut Vec::new(), &huge).is_err());
     }

@@ -154,3 +154,64 @@ pub(crate) fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
     stream.set_nonblocking(false)?;
     Ok(stream)
 }
+
+#[cfg(feature = "async")]
+/// Room for more descriptors than any answer carries (three): a misbehaving peer's extra ones
+/// arrive and are closed instead of being cut off (MSG_CTRUNC) and leaking in the kernel's view.
+const RECV_FDS: usize = 8;
+
+#[cfg(feature = "async")]
+/// One recvmsg(2) into `buf`, appending the descriptors that came with the data to `fds`, already
+/// close-on-exec (MSG_CMSG_CLOEXEC: no window in which a concurrent fork inherits them). `Ok(0)`
+/// is EOF.
+pub(crate) fn recv_with_fds(
+    sock: RawFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> io::Result<usize> {
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; (RECV_FDS * 4 + 16).div_ceil(8)];
+    // SAFETY: msghdr is plain data; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    let n = loop {
+        // SAFETY: msg points at valid buffers.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    // SAFETY: walking the control messages the kernel filled in, within msg_controllen; each
+    // descriptor in an SCM_RIGHTS payload is a fresh one installed for us.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let payload = (*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let data = libc::CMSG_DATA(cmsg).cast::<RawFd>();
+                for i in 0..payload / std::mem::size_of::<RawFd>() {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(data.add(i))));
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the monitor sent more descriptors than expected",
+        ));
+    }
+    Ok(n)
+}

@@ -18,6 +18,7 @@ mod ids;
 mod init;
 mod lifecycle;
 mod net;
+mod port_forward;
 mod record;
 
 use std::collections::{BTreeMap, HashMap};
@@ -137,6 +138,16 @@ impl SandboxService {
         let id = self.resolve(id_or_prefix)?;
         let inner = self.inner.clone();
         detached(async move { lifecycle::stop(&inner, &id).await }).await
+    }
+
+    /// PortForward: a connection to `port` on the pod's loopback, made in its network namespace.
+    pub async fn connect_port(
+        &self,
+        id_or_prefix: &str,
+        port: u16,
+    ) -> Result<tokio::net::TcpStream, SandboxError> {
+        let record = self.get(id_or_prefix)?;
+        port_forward::connect(&record, port).await
     }
 
     /// RemovePodSandbox: everything the pod created is gone. Removing an unknown sandbox succeeds.

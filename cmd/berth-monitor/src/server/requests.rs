@@ -1,5 +1,5 @@
-//! The requests of proto/monitor/v1, each answered at once or (Create, Wait) once the event loop
-//! has the answer.
+//! The requests of proto/monitor/v1, each answered at once or (Create, Wait, Exec, Attach) once the
+//! event loop has the answer.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,15 @@ impl Server {
                 },
             },
             Some(request::Kind::Forget(f)) => self.forget(&f.container_id),
+            Some(request::Kind::Exec(e)) => match self.exec(conn, &e) {
+                Ok(()) => return,
+                Err(reply) => reply,
+            },
+            Some(request::Kind::Attach(a)) => match self.attach(conn, &a) {
+                None => return,
+                Some(reply) => reply,
+            },
+            Some(request::Kind::CloseStdin(c)) => self.close_stdin(&c),
             Some(request::Kind::List(_)) => {
                 let mut containers: Vec<proto::ContainerInfo> = self
                     .containers
@@ -88,6 +97,15 @@ impl Server {
                 let container = self.containers.remove(i);
                 container.remove_files(&self.dir);
                 self.answer_waiters(id, || not_found(id));
+                // Attachers still waiting for the end of the output (or of a container forgotten
+                // while it ran) get what there is to know.
+                let last = match &container.exit {
+                    Some(exit) => response::Kind::Exit(exit.to_proto(id)),
+                    None => not_found(id),
+                };
+                for conn in container.attachers {
+                    self.respond(conn, last.clone());
+                }
                 response::Kind::Done(proto::Done {})
             }
             None => not_found(id),
@@ -100,15 +118,26 @@ impl Server {
         reply
     }
 
-    fn find(&self, id: &str) -> Option<usize> {
+    pub(super) fn find(&self, id: &str) -> Option<usize> {
         self.containers.iter().position(|c| c.id == id)
+    }
+
+    /// The answer for a container that is not (yet) among the created ones.
+    pub(super) fn missing(&self, id: &str) -> response::Kind {
+        if self.creates.iter().any(|c| c.id == id) {
+            not_running(format!(
+                "container {id} is not running: it is being created"
+            ))
+        } else {
+            not_found(id)
+        }
     }
 }
 
 pub(super) fn error(message: String) -> response::Kind {
     response::Kind::Error(proto::Error {
         message,
-        not_found: false,
+        ..Default::default()
     })
 }
 
@@ -116,5 +145,14 @@ pub(super) fn not_found(id: &str) -> response::Kind {
     response::Kind::Error(proto::Error {
         message: format!("container {id} is not known"),
         not_found: true,
+        ..Default::default()
+    })
+}
+
+pub(super) fn not_running(message: String) -> response::Kind {
+    response::Kind::Error(proto::Error {
+        message,
+        not_running: true,
+        ..Default::default()
     })
 }

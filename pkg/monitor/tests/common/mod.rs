@@ -17,7 +17,7 @@ use berth_monitor_api::{CreateRequest, Monitor, MonitorError};
 pub const CGROUP_PARENT: &str = "berth-monitor-test";
 const BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
-    "sh", "echo", "printf", "sleep", "head", "tr", "cat", "test", "[", "true",
+    "sh", "echo", "printf", "sleep", "head", "tr", "cat", "test", "[", "true", "tty", "stty",
 ];
 
 /// The monitor binary and runc, or `None` (with the reason printed) when the test cannot run here.
@@ -294,7 +294,7 @@ pub fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn json_str(s: &str) -> String {
+pub fn json_str(s: &str) -> String {
     let mut out = String::from("\"");
     for c in s.chars() {
         match c {

@@ -1,0 +1,323 @@
+//! ExecSync, Exec, Attach and PortForward: request checks and translation, and the streaming
+//! server's [`Backend`] on top of the container and sandbox services.
+
+use std::time::Duration;
+
+use berth_container::{ContainerService, ContainerState, ExecOptions, Pty};
+use berth_monitor_api::AttachEvent;
+use berth_sandbox::{SandboxService, SandboxState};
+use berth_streaming::{AttachTarget, Backend, BoxFuture, ExecTarget, Process, StreamingServer};
+use k8s_cri::v1 as cri;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::error::CriError;
+
+/// What the streaming server runs sessions with.
+pub struct StreamingBackend {
+    containers: ContainerService,
+    sandboxes: SandboxService,
+}
+
+impl StreamingBackend {
+    pub fn new(containers: ContainerService, sandboxes: SandboxService) -> StreamingBackend {
+        StreamingBackend {
+            containers,
+            sandboxes,
+        }
+    }
+}
+
+pub(crate) async fn exec_sync(
+    containers: &ContainerService,
+    req: cri::ExecSyncRequest,
+    limit: usize,
+) -> Result<cri::ExecSyncResponse, CriError> {
+    require_container_id(&req.container_id)?;
+    require_command(&req.cmd)?;
+    let timeout = (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64));
+    let output = containers
+        .exec_sync(&req.container_id, req.cmd, timeout, limit)
+        .await?;
+    Ok(cri::ExecSyncResponse {
+        stdout: output.stdout,
+        stderr: output.stderr,
+        exit_code: output.exit_code,
+    })
+}
+
+pub(crate) fn exec_url(
+    containers: &ContainerService,
+    server: &StreamingServer,
+    req: cri::ExecRequest,
+) -> Result<cri::ExecResponse, CriError> {
+    require_container_id(&req.container_id)?;
+    require_command(&req.cmd)?;
+    require_streams(req.stdin, req.stdout, req.stderr)?;
+    if req.tty && req.stderr {
+        return Err(CriError::InvalidArgument(
+            "tty and stderr cannot both be true: a terminal has one output".into(),
+        ));
+    }
+    let record = containers.get(&req.container_id)?;
+    require_running(&record.id, record.state())?;
+    let url = server
+        .exec_url(ExecTarget {
+            container_id: record.id,
+            cmd: req.cmd,
+            tty: req.tty,
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+        })
+        .map_err(|e| CriError::Unavailable(e.to_string()))?;
+    Ok(cri::ExecResponse { url })
+}
+
+pub(crate) fn attach_url(
+    containers: &ContainerService,
+    server: &StreamingServer,
+    req: cri::AttachRequest,
+) -> Result<cri::AttachResponse, CriError> {
+    require_container_id(&req.container_id)?;
+    require_streams(req.stdin, req.stdout, req.stderr)?;
+    let record = containers.get(&req.container_id)?;
+    require_running(&record.id, record.state())?;
+    // The container's terminal setting decides, whatever the request says: a tty container
+    // has one output stream.
+    let tty = record.config.tty;
+    let url = server
+        .attach_url(AttachTarget {
+            container_id: record.id,
+            tty,
+            stdin: req.stdin && record.config.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr && !tty,
+        })
+        .map_err(|e| CriError::Unavailable(e.to_string()))?;
+    Ok(cri::AttachResponse { url })
+}
+
+pub(crate) fn port_forward_url(
+    sandboxes: &SandboxService,
+    server: &StreamingServer,
+    req: cri::PortForwardRequest,
+) -> Result<cri::PortForwardResponse, CriError> {
+    if req.pod_sandbox_id.is_empty() {
+        return Err(CriError::InvalidArgument(
+            "pod_sandbox_id is required".into(),
+        ));
+    }
+    if let Some(port) = req.port.iter().find(|p| !(1..=65535).contains(*p)) {
+        return Err(CriError::InvalidArgument(format!(
+            "port {port} is not a TCP port (1-65535)"
+        )));
+    }
+    let record = sandboxes.get(&req.pod_sandbox_id)?;
+    if record.state() != SandboxState::Ready {
+        return Err(CriError::FailedPrecondition(format!(
+            "pod sandbox {} is not ready",
+            record.id
+        )));
+    }
+    let url = server
+        .port_forward_url(record.id)
+        .map_err(|e| CriError::Unavailable(e.to_string()))?;
+    Ok(cri::PortForwardResponse { url })
+}
+
+fn require_container_id(id: &str) -> Result<(), CriError> {
+    if id.is_empty() {
+        return Err(CriError::InvalidArgument("container_id is required".into()));
+    }
+    Ok(())
+}
+
+fn require_command(cmd: &[String]) -> Result<(), CriError> {
+    if cmd.first().is_none_or(|c| c.is_empty()) {
+        return Err(CriError::InvalidArgument("cmd is required".into()));
+    }
+    Ok(())
+}
+
+fn require_streams(stdin: bool, stdout: bool, stderr: bool) -> Result<(), CriError> {
+    if !(stdin || stdout || stderr) {
+        return Err(CriError::InvalidArgument(
+            "one of stdin, stdout or stderr must be requested".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn require_running(id: &str, state: ContainerState) -> Result<(), CriError> {
+    if state != ContainerState::Running {
+        return Err(CriError::FailedPrecondition(format!(
+            "container {id} is {state:?}, not running"
+        )));
+    }
+    Ok(())
+}
+
+type Reader = std::pin::Pin<Box<dyn AsyncRead + Send>>;
+type Writer = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
+
+fn reader(r: impl AsyncRead + Send + 'static) -> Reader {
+    Box::pin(r)
+}
+
+fn writer(w: impl AsyncWrite + Send + 'static) -> Writer {
+    Box::pin(w)
+}
+
+fn resizer(pty: Pty) -> Box<dyn Fn(u16, u16) + Send + Sync> {
+    Box::new(move |width, height| {
+        if let Err(e) = pty.resize(width, height) {
+            tracing::debug!(error = %e, "resizing a terminal");
+        }
+    })
+}
+
+impl Backend for StreamingBackend {
+    fn exec(&self, target: ExecTarget) -> BoxFuture<'_, Result<Process, String>> {
+        Box::pin(async move {
+            let options = ExecOptions {
+                cmd: target.cmd,
+                tty: target.tty,
+                stdin: target.stdin,
+                stdout: target.stdout,
+                stderr: target.stderr,
+            };
+            let process = self
+                .containers
+                .exec(&target.container_id, &options)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (stdin, stdout, resize) = match process.pty {
+                Some(pty) => {
+                    let output = pty.try_clone().map_err(|e| e.to_string())?;
+                    let size = pty.try_clone().map_err(|e| e.to_string())?;
+                    (
+                        target.stdin.then(|| writer(pty)),
+                        Some(reader(output)),
+                        Some(resizer(size)),
+                    )
+                }
+                None => (process.stdin.map(writer), process.stdout.map(reader), None),
+            };
+            let wait = process.wait;
+            Ok(Process {
+                stdin,
+                stdout,
+                stderr: process.stderr.map(reader),
+                resize,
+                // Holds the monitor connection: dropping the Process kills the exec.
+                exit: Box::pin(async move {
+                    wait.wait()
+                        .await
+                        .map(|exit| exit.exit_code)
+                        .map_err(|e| e.to_string())
+                }),
+            })
+        })
+    }
+
+    fn attach(&self, target: AttachTarget) -> BoxFuture<'_, Result<Process, String>> {
+        Box::pin(async move {
+            let attached = self
+                .containers
+                .attach(&target.container_id, target.stdin)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (stdin, resize) = match attached.pty {
+                Some(pty) => {
+                    let size = pty.try_clone().map_err(|e| e.to_string())?;
+                    (target.stdin.then(|| writer(pty)), Some(resizer(size)))
+                }
+                None => (attached.stdin.map(writer), None),
+            };
+            let has_stdin = stdin.is_some();
+            let (stdout_tx, stdout_rx) =
+                target.stdout.then(|| tokio::io::duplex(64 * 1024)).unzip();
+            let (stderr_tx, stderr_rx) =
+                target.stderr.then(|| tokio::io::duplex(64 * 1024)).unzip();
+            let pump = tokio::spawn(pump_output(attached.output, stdout_tx, stderr_tx));
+            let detach = Detach {
+                pump: pump.abort_handle(),
+                close_stdin: (attached.stdin_once && has_stdin)
+                    .then(|| (self.containers.clone(), target.container_id.clone())),
+            };
+            Ok(Process {
+                stdin,
+                stdout: stdout_rx.map(reader),
+                stderr: stderr_rx.map(reader),
+                resize,
+                exit: Box::pin(async move {
+                    let _detach = detach;
+                    match pump.await {
+                        Ok(result) => result,
+                        Err(e) => Err(format!("attach: {e}")),
+                    }
+                }),
+            })
+        })
+    }
+
+    fn port_forward(
+        &self,
+        pod_sandbox_id: &str,
+        port: u16,
+    ) -> BoxFuture<'_, Result<tokio::net::TcpStream, String>> {
+        let pod = pod_sandbox_id.to_string();
+        Box::pin(async move {
+            self.sandboxes
+                .connect_port(&pod, port)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Copies the container's output from the monitor to the session until the container exits.
+/// A session that reads slowly slows this task, and past the monitor's backlog the monitor drops
+/// the attachment: the container and its log never wait for a client. Attach reports success
+/// when the container exits, as kubelet's does; the exit code is in the container's status.
+async fn pump_output(
+    mut output: berth_monitor_api::Attachment,
+    mut stdout: Option<tokio::io::DuplexStream>,
+    mut stderr: Option<tokio::io::DuplexStream>,
+) -> Result<i32, String> {
+    loop {
+        let (sink, data) = match output.next().await.map_err(|e| e.to_string())? {
+            AttachEvent::Stdout(data) => (&mut stdout, data),
+            AttachEvent::Stderr(data) => (&mut stderr, data),
+            AttachEvent::Exit(_) => return Ok(0),
+        };
+        if let Some(w) = sink
+            && w.write_all(&data).await.is_err()
+        {
+            // The session no longer reads this stream.
+            *sink = None;
+        }
+    }
+}
+
+/// Ends an attach session: stops copying output and, for stdin_once containers, closes the
+/// container's stdin after this first attachment.
+struct Detach {
+    pump: tokio::task::AbortHandle,
+    close_stdin: Option<(ContainerService, String)>,
+}
+
+impl Drop for Detach {
+    fn drop(&mut self) {
+        self.pump.abort();
+        if let Some((containers, id)) = self.close_stdin.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if let Err(e) = containers.close_stdin(&id).await {
+                    tracing::debug!(container_id = %id, error = %e, "closing stdin after detach");
+                }
+            });
+        }
+    }
+}
