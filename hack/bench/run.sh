@@ -8,6 +8,7 @@
 #   hack/bench/run.sh pull-cold:10:1 pull-warm:500 image-queries   # NAME[:ITERATIONS[:WARMUP]]
 #   hack/bench/run.sh images             # the image set: pull-cold:10:1 pull-warm:500:20 image-queries:2000:100
 #   hack/bench/run.sh containers         # container:100:10 pod-container:50:5 pod-memory:1:0 (~2 min)
+#   hack/bench/run.sh streaming          # exec-sync:300:30 exec-session:300:30 port-forward-throughput:9:1
 #
 # Image workloads pull from the local test registry (hack/registry.sh start,
 # hack/test-images.sh); image-queries also needs hack/bench/many-images.sh,
@@ -58,6 +59,7 @@ for w in "$@"; do
   case $w in
   images) WORKLOADS+=(pull-cold:10:1 pull-warm:500:20 image-queries:2000:100) ;;
   containers) WORKLOADS+=(container:100:10 pod-container:50:5 pod-memory:1:0) ;;
+  streaming) WORKLOADS+=(exec-sync:300:30 exec-session:300:30 port-forward-throughput:9:1) ;;
   *) WORKLOADS+=("$w") ;;
   esac
 done
@@ -69,6 +71,8 @@ default_iterations() { # NAME -> "ITER WARMUP", or nothing
   container) echo "100 10" ;;
   pod-container) echo "50 5" ;;
   pod-memory) echo "1 0" ;;
+  exec-sync | exec-session) echo "300 30" ;;
+  port-forward-throughput) echo "9 1" ;;
   esac
 }
 # NAME[:ITERATIONS[:WARMUP]] -> globals W_NAME W_ITER W_WARMUP

@@ -154,6 +154,12 @@ struct RunArgs {
     /// looked for below --pid and below helpers whose command line has --match-cmdline.
     #[arg(long = "pod-process", value_name = "NAME")]
     pod_processes: Vec<String>,
+    /// port-forward-throughput: image of the pod's HTTP server (GET /bytes/N on port 8080).
+    #[arg(long, default_value_t = WorkloadOpts::default().httpd_image)]
+    httpd_image: String,
+    /// port-forward-throughput: bytes per transfer (decimal: 100000000 is 100 MB).
+    #[arg(long, default_value_t = WorkloadOpts::default().forward_bytes, value_parser = clap::value_parser!(u64).range(1..))]
+    forward_bytes: u64,
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +318,8 @@ async fn cmd_run(a: RunArgs) -> Result<bool> {
         pod_process_names: a.pod_processes.clone(),
         cmdline_filter: a.rss.match_cmdline.clone(),
         runtime_name: runtime.as_ref().map(|r| r.runtime_name.clone()),
+        httpd_image: a.httpd_image.clone(),
+        forward_bytes: a.forward_bytes,
     };
     let mut results = Vec::new();
     for kind in kinds {

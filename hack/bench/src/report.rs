@@ -72,6 +72,9 @@ pub struct WorkloadResult {
     /// Memory figures the workload measured itself (`pod-memory`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub memory: Vec<MemoryRow>,
+    /// Throughput of the operations that move a known number of bytes (`port-forward-throughput`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throughput: Vec<ThroughputRow>,
     /// What the untimed teardown (removing the workload's objects) failed with, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub teardown_error: Option<String>,
@@ -98,6 +101,72 @@ impl MemoryRow {
             Some(v) => fmt_kib(v.max(0) as u64),
             None => self.note.clone().unwrap_or_else(|| "n/a".into()),
         }
+    }
+}
+
+/// Throughput of one operation that moves `bytes` per sample, for the throughput table (matched
+/// by `name` across runtimes). MB are 10^6 bytes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThroughputRow {
+    /// `workload/op (size)`.
+    pub name: String,
+    pub bytes: u64,
+    /// Samples (successful transfers).
+    pub count: usize,
+    /// MB/s at the median (nearest-rank p50), the fastest and the slowest transfer time.
+    pub median_mb_s: f64,
+    pub best_mb_s: f64,
+    pub worst_mb_s: f64,
+}
+
+impl ThroughputRow {
+    /// The row of `op` of `workload` from its latency summary; `None` without samples.
+    pub fn from_summary(
+        workload: &str,
+        op: &str,
+        bytes: u64,
+        s: &Summary,
+    ) -> Option<ThroughputRow> {
+        if s.count == 0 || s.min_us <= 0.0 {
+            return None;
+        }
+        let mb_s = |us: f64| bytes as f64 / us; // bytes per µs = MB/s
+        Some(ThroughputRow {
+            name: format!("{workload}/{op} ({})", fmt_bytes(bytes)),
+            bytes,
+            count: s.count,
+            median_mb_s: mb_s(s.p50_us),
+            best_mb_s: mb_s(s.min_us),
+            worst_mb_s: mb_s(s.max_us),
+        })
+    }
+}
+
+/// Decimal sizes: `100 MB`, `1.5 GB`, `512 kB`, `42 B`.
+pub fn fmt_bytes(b: u64) -> String {
+    let v = b as f64;
+    let (div, unit) = if b >= 1_000_000_000 {
+        (1e9, "GB")
+    } else if b >= 1_000_000 {
+        (1e6, "MB")
+    } else if b >= 1_000 {
+        (1e3, "kB")
+    } else {
+        return format!("{b} B");
+    };
+    let x = v / div;
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0} {unit}")
+    } else {
+        format!("{x:.1} {unit}")
+    }
+}
+
+pub fn fmt_mb_s(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0} MB/s")
+    } else {
+        format!("{v:.1} MB/s")
     }
 }
 
@@ -319,6 +388,32 @@ pub fn render_bench(r: &BenchReport) -> String {
                 &rows,
             ));
         }
+        if !w.throughput.is_empty() {
+            let rows: Vec<Vec<String>> = w
+                .throughput
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.name.clone(),
+                        t.count.to_string(),
+                        fmt_mb_s(t.median_mb_s),
+                        fmt_mb_s(t.best_mb_s),
+                        fmt_mb_s(t.worst_mb_s),
+                    ]
+                })
+                .collect();
+            out.push('\n');
+            out.push_str(&table(
+                &[
+                    "throughput".into(),
+                    "count".into(),
+                    "median".into(),
+                    "best".into(),
+                    "worst".into(),
+                ],
+                &rows,
+            ));
+        }
     }
     if let Some(sel) = &r.rss_selection {
         let _ = writeln!(
@@ -395,6 +490,69 @@ fn cell(o: Option<&OpResult>, pick: fn(&Summary) -> f64) -> String {
     }
 }
 
+/// The throughput table of a comparison (empty when neither side has throughput rows). Its
+/// ratio is left / right too, so here above 1.00x means the left runtime is faster.
+fn render_throughput(left: &BenchReport, right: &BenchReport) -> String {
+    let mut names: Vec<String> = Vec::new();
+    for rep in [left, right] {
+        for t in rep.workloads.iter().flat_map(|w| &w.throughput) {
+            if !names.contains(&t.name) {
+                names.push(t.name.clone());
+            }
+        }
+    }
+    if names.is_empty() {
+        return String::new();
+    }
+    let find = |rep: &BenchReport, name: &str| -> Option<ThroughputRow> {
+        rep.workloads
+            .iter()
+            .flat_map(|w| &w.throughput)
+            .rfind(|t| t.name == name)
+            .cloned()
+    };
+    let (l, r) = (&left.label, &right.label);
+    let header: Vec<String> = vec![
+        "throughput (MB = 10^6 bytes)".into(),
+        format!("{l} median"),
+        format!("{l} worst"),
+        format!("{r} median"),
+        format!("{r} worst"),
+        "ratio median".into(),
+        "ratio worst".into(),
+    ];
+    let mut rows = Vec::new();
+    for name in &names {
+        let (a, b) = (find(left, name), find(right, name));
+        let get = |t: &Option<ThroughputRow>, f: fn(&ThroughputRow) -> f64| {
+            t.as_ref().map(|t| fmt_mb_s(f(t))).unwrap_or("n/a".into())
+        };
+        let rat = |f: fn(&ThroughputRow) -> f64| match (&a, &b) {
+            (Some(x), Some(y)) => ratio(f(x), f(y)),
+            _ => "-".into(),
+        };
+        rows.push(vec![
+            format!(
+                "{name} x{}/{}",
+                a.as_ref().map_or(0, |t| t.count),
+                b.as_ref().map_or(0, |t| t.count)
+            ),
+            get(&a, |t| t.median_mb_s),
+            get(&a, |t| t.worst_mb_s),
+            get(&b, |t| t.median_mb_s),
+            get(&b, |t| t.worst_mb_s),
+            rat(|t| t.median_mb_s),
+            rat(|t| t.worst_mb_s),
+        ]);
+    }
+    let mut out = table(&header, &rows);
+    let _ = writeln!(
+        out,
+        "(throughput ratios are {l} / {r}: above 1.00x means {l} moves more per second)"
+    );
+    out
+}
+
 /// Side-by-side table: left vs right. Ratios are left / right (below 1.00x
 /// means the left runtime is faster or smaller).
 pub fn render_compare(
@@ -459,6 +617,12 @@ pub fn render_compare(
         ]);
     }
     out.push_str(&table(&header, &rows));
+
+    let throughput = render_throughput(left, right);
+    if !throughput.is_empty() {
+        out.push('\n');
+        out.push_str(&throughput);
+    }
 
     let mut mem_rows = Vec::new();
     let kib = |v: Option<u64>| v.map(fmt_kib).unwrap_or_else(|| "n/a".into());
@@ -584,6 +748,7 @@ mod tests {
                 ops,
                 rss_after: None,
                 memory: vec![],
+                throughput: vec![],
                 teardown_error: None,
             }],
         }
@@ -669,6 +834,39 @@ mod tests {
             note: None,
         };
         assert_eq!(delta.cell(), "-2.0 MiB");
+    }
+
+    #[test]
+    fn throughput_rows_and_compare() {
+        let s = Summary {
+            count: 5,
+            p50_us: 500_000.0,
+            min_us: 400_000.0,
+            max_us: 1_000_000.0,
+            ..Default::default()
+        };
+        let t = ThroughputRow::from_summary("pf", "transfer", 100_000_000, &s).unwrap();
+        assert_eq!(t.name, "pf/transfer (100 MB)");
+        assert_eq!(
+            (t.median_mb_s, t.best_mb_s, t.worst_mb_s),
+            (200.0, 250.0, 100.0)
+        );
+        assert!(ThroughputRow::from_summary("pf", "t", 1, &Summary::default()).is_none());
+        let mut left = report("berth", vec![op("transfer", 500_000.0, 5, 0)]);
+        left.workloads[0].throughput = vec![t.clone()];
+        let mut right = report("containerd", vec![op("transfer", 1_000_000.0, 5, 0)]);
+        right.workloads[0].throughput = vec![ThroughputRow {
+            median_mb_s: 100.0,
+            ..t
+        }];
+        let out = render_compare(&left, &right, None, None);
+        assert!(out.contains("pf/transfer (100 MB) x5/5"), "{out}");
+        assert!(out.contains("200 MB/s") && out.contains("2.00x"), "{out}");
+        assert!(render_throughput(&report("a", vec![]), &report("b", vec![])).is_empty());
+        assert_eq!(fmt_bytes(100_000_000), "100 MB");
+        assert_eq!(fmt_bytes(1_500_000_000), "1.5 GB");
+        assert_eq!(fmt_bytes(42), "42 B");
+        assert_eq!(fmt_mb_s(12.34), "12.3 MB/s");
     }
 
     #[test]

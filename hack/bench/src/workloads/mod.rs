@@ -6,7 +6,7 @@
 //! [`runner`] drives warm-up and measured iterations over `concurrency`
 //! tasks sharing one channel.
 //!
-//! Adding a workload (e.g. `exec`, `stats`):
+//! Adding a workload (e.g. `stats`):
 //! 1. create `src/workloads/NAME.rs` with a type implementing [`Workload`];
 //! 2. add `mod NAME;` below, a variant to [`WorkloadKind`] and an arm to
 //!    [`WorkloadKind::build`] (and, if it needs knobs such as an image
@@ -31,7 +31,9 @@ mod images;
 mod list;
 mod memory;
 mod pods;
+mod spdystream;
 mod status;
+mod streaming;
 mod version;
 
 /// A boxed, sendable future (workloads are used as `dyn Workload`).
@@ -66,6 +68,10 @@ pub struct WorkloadOpts {
     pub cmdline_filter: Option<String>,
     /// The runtime name the endpoint reported (Version), if any.
     pub runtime_name: Option<String>,
+    /// `port-forward-throughput`: the image of the pod's HTTP server (serves `/bytes/N` on 8080).
+    pub httpd_image: String,
+    /// `port-forward-throughput`: bytes per transfer.
+    pub forward_bytes: u64,
 }
 
 impl Default for WorkloadOpts {
@@ -82,6 +88,8 @@ impl Default for WorkloadOpts {
             pod_process_names: Vec::new(),
             cmdline_filter: None,
             runtime_name: None,
+            httpd_image: "127.0.0.1:5000/berth-test/httpd:latest".into(),
+            forward_bytes: 100_000_000,
         }
     }
 }
@@ -120,6 +128,12 @@ pub trait Workload: Send + Sync + 'static {
     fn memory(&self) -> Vec<MemoryRow> {
         Vec::new()
     }
+
+    /// Operations that each move a known number of bytes (op, bytes): the runner turns their
+    /// times into the throughput table (MB/s at the median, fastest and slowest sample).
+    fn transfers(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// The registry of workloads the driver knows.
@@ -150,6 +164,13 @@ pub enum WorkloadKind {
     /// Memory of the runtime's per-pod processes with --memory-pods running pods (and of one
     /// pod with --memory-containers containers); the daemon's RSS growth per pod.
     PodMemory,
+    /// In one running busybox container: ExecSync of `true` (timeout 10 s).
+    ExecSync,
+    /// In one running busybox container: Exec of `true` + connect + SPDY/3.1 upgrade (v4) +
+    /// streams + Status, as one operation and by phase.
+    ExecSession,
+    /// PortForward over SPDY to an httpd in a pod: time and MB/s of one --forward-bytes GET.
+    PortForwardThroughput,
 }
 
 impl WorkloadKind {
@@ -166,6 +187,11 @@ impl WorkloadKind {
             WorkloadKind::Container => Box::new(containers::ContainerLifecycle::new(opts)),
             WorkloadKind::PodContainer => Box::new(containers::PodContainer::new(opts)),
             WorkloadKind::PodMemory => Box::new(memory::PodMemory::new(opts)),
+            WorkloadKind::ExecSync => Box::new(streaming::ExecSync::new(opts)),
+            WorkloadKind::ExecSession => Box::new(streaming::ExecSessionSetup::new(opts)),
+            WorkloadKind::PortForwardThroughput => {
+                Box::new(streaming::PortForwardThroughput::new(opts))
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 
 use super::{Recorder, Workload};
 use crate::client::Clients;
-use crate::report::{OpResult, WorkloadResult};
+use crate::report::{OpResult, ThroughputRow, WorkloadResult};
 use crate::stats::Summary;
 
 #[derive(Debug, Clone, Copy)]
@@ -102,6 +102,8 @@ pub async fn run(
 
     let mut records = rec.into_ops();
     let mut ops = Vec::new();
+    let transfers = workload.transfers();
+    let mut throughput = Vec::new();
     // Declared ops first, in declared order, then anything else recorded.
     let mut names: Vec<&'static str> = workload.ops().to_vec();
     for k in records.keys() {
@@ -112,6 +114,11 @@ pub async fn run(
     for name in names {
         let mut r = records.remove(name).unwrap_or_default();
         let summary = Summary::from_samples(&mut r.samples);
+        if let Some(&(_, bytes)) = transfers.iter().find(|(op, _)| *op == name)
+            && let Some(row) = ThroughputRow::from_summary(workload.name(), name, bytes, &summary)
+        {
+            throughput.push(row);
+        }
         ops.push(OpResult::new(
             name,
             summary,
@@ -135,6 +142,7 @@ pub async fn run(
         ops,
         rss_after: None,
         memory: workload.memory(),
+        throughput,
         teardown_error,
     })
 }
