@@ -226,10 +226,6 @@ async fn every_other_rpc_is_unimplemented_by_name_and_counted() {
     let mut rt = berthd.runtime().await.unwrap();
     let mut runtime_names = assert_unimplemented!(
         rt,
-        exec_sync(ExecSyncRequest) = "ExecSync",
-        exec(ExecRequest) = "Exec",
-        attach(AttachRequest) = "Attach",
-        port_forward(PortForwardRequest) = "PortForward",
         container_stats(ContainerStatsRequest) = "ContainerStats",
         list_container_stats(ListContainerStatsRequest) = "ListContainerStats",
         pod_sandbox_stats(PodSandboxStatsRequest) = "PodSandboxStats",
