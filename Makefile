@@ -61,7 +61,7 @@ unit:
 	$(CARGO) test --locked --workspace --exclude berth-e2e -- --test-threads=$(TEST_THREADS)
 
 # The SPDY frame parser and session, fed by libFuzzer for a bounded time per target (nightly).
-FUZZ_SECONDS ?= 60
+FUZZ_SECONDS ?= 30
 fuzz:
 	hack/fuzz.sh $(FUZZ_SECONDS)
 

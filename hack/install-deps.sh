@@ -31,6 +31,9 @@ PACKAGES=(
     curl ca-certificates
     # Linter for these scripts.
     shellcheck
+    # The e2e tests parse berthd's /metrics with the Prometheus client's own text parser
+    # (/usr/bin/python3), not with code of ours.
+    python3-prometheus-client
     # make drives the README commands.
     make
 )

@@ -12,8 +12,10 @@ mod http;
 pub mod leaks;
 pub mod oci_layout;
 pub mod pods;
+pub mod prometheus;
 pub mod registry;
 pub mod streaming;
+pub mod workload;
 
 pub use berthd::{Berthd, Options, berth_binary, berthd_binary, wait_timeout};
 pub use http::http_get;

@@ -307,6 +307,11 @@ impl Container {
         }
     }
 
+    /// CRI log bytes written for this container so far.
+    pub fn log_bytes(&self) -> u64 {
+        self.log.written()
+    }
+
     /// The pty master of a tty container, or `None`.
     pub fn pty(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
         if !self.tty {
@@ -335,7 +340,8 @@ impl Container {
         self.streams
             .retain_mut(|stream| !stream.pump(log, scratch, READS_AT_EXIT, &mut sink));
         self.stdin = None;
-        let exit = exit_from_status(status, at_ns, self.oom.grew());
+        let mut exit = exit_from_status(status, at_ns, self.oom.grew());
+        exit.log_bytes = self.log.written();
         if let Err(e) = write_exit_file(dir, &self.id, &exit) {
             crate::note(format_args!("writing the exit file of {}: {e}", self.id));
         }

@@ -57,6 +57,7 @@ pub fn exit_from_status(status: libc::c_int, finished_at_ns: i64, oom_killed: bo
         signal,
         finished_at_ns,
         oom_killed,
+        log_bytes: 0,
     }
 }
 
@@ -101,7 +102,8 @@ mod tests {
                 exit_code: 3,
                 signal: 0,
                 finished_at_ns: 5,
-                oom_killed: false
+                oom_killed: false,
+                log_bytes: 0,
             }
         );
         assert_eq!(
@@ -110,7 +112,8 @@ mod tests {
                 exit_code: 137,
                 signal: 9,
                 finished_at_ns: 5,
-                oom_killed: true
+                oom_killed: true,
+                log_bytes: 0,
             }
         );
     }

@@ -20,6 +20,9 @@ pub struct Log {
     /// When a write last failed: output is dropped without trying for a while (a full disk fails
     /// every write, slowly), and the failure is reported once, not per line.
     failed_at: Option<Instant>,
+    /// Bytes written to the log so far (all files, across reopens), for berthd's
+    /// `berth_container_log_bytes_total`.
+    written: u64,
 }
 
 /// After a failed write, lines are dropped without a write for this long.
@@ -36,6 +39,7 @@ impl Log {
             path,
             file,
             failed_at: None,
+            written: 0,
         })
     }
 
@@ -47,6 +51,11 @@ impl Log {
             self.failed_at = None;
         }
         Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
     }
 
     /// Writes one CRI line whose content is `a` followed by `b`.
@@ -69,7 +78,10 @@ impl Log {
             len += piece.len();
         }
         match sys::write_all_vectored(file.as_fd(), &[&header[..len], a, b, b"\n"]) {
-            Ok(()) => self.failed_at = None,
+            Ok(()) => {
+                self.failed_at = None;
+                self.written += (len + a.len() + b.len() + 1) as u64;
+            }
             Err((written, err)) => {
                 // Drop the output rather than stall the container (disk full, quota ...), but
                 // never leave a torn line behind for kubelet: cut off the part that got written.

@@ -1,4 +1,4 @@
-//! `berth exec`, `berth attach`, `berth stats` and `berth update`: running commands in containers,
+//! `berth exec`, `berth attach` and `berth update`: running commands in containers,
 //! attaching to them, and their resources.
 
 use std::io::Write;
@@ -204,89 +204,6 @@ async fn exit_code_once_exited(runtime: &mut Runtime, id: &str) -> i32 {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct StatsArgs {
-    /// Containers (IDs, unique ID prefixes or names); none: every container.
-    pub ids: Vec<String>,
-}
-
-/// Bytes in binary units, as `docker stats` prints memory.
-fn binary_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.2}{}", UNITS[unit])
-    }
-}
-
-fn stats_row(s: &cri::ContainerStats) -> [String; 6] {
-    let attributes = s.attributes.clone().unwrap_or_default();
-    let cpu = s
-        .cpu
-        .as_ref()
-        .and_then(|c| c.usage_nano_cores.as_ref())
-        .map_or("-".to_string(), |n| {
-            format!("{:.2}", n.value as f64 / 10_000_000.0)
-        });
-    let memory = s
-        .memory
-        .as_ref()
-        .and_then(|m| m.working_set_bytes.as_ref())
-        .map_or("-".to_string(), |b| binary_size(b.value));
-    let layer = s.writable_layer.as_ref();
-    let disk = layer
-        .and_then(|l| l.used_bytes.as_ref())
-        .map_or("-".to_string(), |b| binary_size(b.value));
-    let inodes = layer
-        .and_then(|l| l.inodes_used.as_ref())
-        .map_or("-".to_string(), |i| i.value.to_string());
-    [
-        attributes.id.chars().take(13).collect(),
-        attributes.metadata.map(|m| m.name).unwrap_or_default(),
-        cpu,
-        memory,
-        disk,
-        inodes,
-    ]
-}
-
-pub async fn stats(runtime: &mut Runtime, args: &StatsArgs) -> anyhow::Result<()> {
-    let mut stats = Vec::new();
-    if args.ids.is_empty() {
-        stats = runtime
-            .list_container_stats(cri::ListContainerStatsRequest { filter: None })
-            .await
-            .map_err(|s| unimplemented(s, "#7"))?
-            .into_inner()
-            .stats;
-    }
-    for arg in &args.ids {
-        let id = containers::find(runtime, arg, false).await?.id;
-        stats.extend(
-            runtime
-                .container_stats(cri::ContainerStatsRequest { container_id: id })
-                .await
-                .map_err(|s| unimplemented(s, "#7"))?
-                .into_inner()
-                .stats,
-        );
-    }
-    let rows: Vec<[String; 6]> = stats.iter().map(stats_row).collect();
-    crate::table::print(
-        &mut std::io::stdout().lock(),
-        ["CONTAINER", "NAME", "CPU %", "MEM", "DISK", "INODES"],
-        &rows,
-    )?;
-    Ok(())
-}
-
-#[derive(Debug, Clone, Args)]
 pub struct UpdateArgs {
     /// New memory limit: bytes, or 512k, 16m, 1g.
     #[arg(long, short = 'm', value_name = "SIZE", value_parser = flags::memory)]
@@ -382,6 +299,5 @@ mod tests {
             e.to_string(),
             "ExecSync is not implemented by berth 0.1 yet (issue #6)"
         );
-        assert_eq!(binary_size(1536), "1.50KiB");
     }
 }

@@ -60,21 +60,15 @@ fn short_id(id: &str) -> &str {
 
 /// Bytes in docker's style: 1000-based units with three significant digits.
 fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_string()
-            + UNITS[unit]
+    match crate::table::scaled(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB"]) {
+        None => format!("{bytes}B"),
+        Some((value, unit)) => {
+            format!("{value:.3}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_string()
+                + unit
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod pods;
 mod portforward;
 mod ps;
 mod run;
+mod stats;
 mod stream;
 mod table;
 mod term;
@@ -170,7 +171,7 @@ enum Command {
     #[command(override_usage = "berth port-forward POD [LOCAL_PORT:]REMOTE_PORT...")]
     PortForward(portforward::PortForwardArgs),
     /// Show containers' resource usage.
-    Stats(exec::StatsArgs),
+    Stats(stats::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -287,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Exec(args) => return exec::exec(&connect, args).await,
         Command::Attach(args) => return exec::attach(&connect, args).await,
         Command::PortForward(args) => portforward::port_forward(&connect, args).await?,
-        Command::Stats(args) => exec::stats(&mut connect.runtime().await?, args).await?,
+        Command::Stats(args) => stats::stats(&mut connect.runtime().await?, args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }

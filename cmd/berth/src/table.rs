@@ -25,3 +25,15 @@ pub fn print<const N: usize>(
     }
     Ok(())
 }
+
+/// `bytes` in the largest of `units` (each `base` times the previous) that keeps the value at or
+/// above 1; `None` below the second unit (print plain bytes then).
+pub fn scaled<'a>(bytes: u64, base: f64, units: &[&'a str]) -> Option<(f64, &'a str)> {
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= base && unit < units.len() - 1 {
+        value /= base;
+        unit += 1;
+    }
+    (unit > 0).then(|| (value, units[unit]))
+}

@@ -46,7 +46,16 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     )
     .context("opening the image store")?;
     let (sandboxes, cgroups) = open_sandboxes(&config, &metrics, &store, &pod_cidrs)?;
-    let containers = open_containers(&config, &store, &images, &sandboxes, cgroups)?;
+    let container_metrics = berth_container::ContainerMetrics::register(metrics.registry())?;
+    let containers = open_containers(
+        &config,
+        &store,
+        &images,
+        &sandboxes,
+        cgroups.clone(),
+        container_metrics,
+    )?;
+    containers.register_state_metrics(metrics.registry())?;
     sandboxes.set_containers(containers.pod_hook());
     images.set_snapshot_users(containers.snapshot_users());
     containers.recover().await;
@@ -84,6 +93,12 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     tracing::info!(address = %streaming.address(), "serving exec, attach and port-forward");
     let streaming_task = tokio::spawn(streaming_serving);
 
+    let stats = Arc::new(berth_stats::StatsService::new(
+        containers.clone(),
+        sandboxes.clone(),
+        cgroups,
+        images.mountpoint().to_path_buf(),
+    ));
     let socket_path = config.socket_path().to_path_buf();
     let service = CriService::new(Dependencies {
         config,
@@ -95,6 +110,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         sandboxes,
         containers,
         streaming: Arc::new(streaming),
+        stats,
     });
     let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
     let server = tonic::transport::Server::builder()
@@ -229,6 +245,7 @@ fn open_containers(
     images: &berth_image::ImageService,
     sandboxes: &berth_sandbox::SandboxService,
     cgroups: berth_cgroup::Cgroups,
+    metrics: berth_container::ContainerMetrics,
 ) -> anyhow::Result<berth_container::ContainerService> {
     let handlers = config
         .runtime
@@ -254,6 +271,7 @@ fn open_containers(
         cgroups,
         handlers,
         monitor_binary: berth_container::ContainerDeps::default_monitor_binary(),
+        metrics,
     })
     .context("opening the containers")
 }

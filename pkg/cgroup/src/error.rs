@@ -53,6 +53,17 @@ pub enum CgroupError {
     #[error("refusing to touch {path}: not inside a cgroup hierarchy in use")]
     ForeignPath { path: PathBuf },
 
+    /// The cgroup whose statistics were asked for does not exist (its directory is missing in a
+    /// hierarchy that should have it): the container or pod is gone. The CRI layer maps this to
+    /// `NOT_FOUND`; see [`CgroupError::is_not_found`].
+    #[error("cgroup {path} does not exist")]
+    NotFound { path: PathBuf },
+
+    /// A statistics file of an existing cgroup is missing or does not hold what the kernel
+    /// writes there (unreadable files are [`CgroupError::Io`]).
+    #[error("cgroup statistics file {file}: {reason}")]
+    StatsFile { file: PathBuf, reason: String },
+
     /// youki's libcgroups failed while applying resources.
     #[error("applying resources to cgroup {path}: {source}")]
     Libcgroups {
@@ -74,6 +85,12 @@ impl CgroupError {
                 | CgroupError::InvalidResources { .. }
                 | CgroupError::Unsupported { .. }
         )
+    }
+
+    /// True when the cgroup asked about does not exist, which the CRI server should report as
+    /// `NOT_FOUND`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, CgroupError::NotFound { .. })
     }
 
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -19,6 +19,7 @@ mod hierarchy;
 pub mod parent;
 mod pod;
 mod resources;
+mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -30,6 +31,7 @@ pub use container::MONITOR_CGROUP;
 pub use error::CgroupError;
 pub use pod::PodCgroup;
 pub use resources::{DEFAULT_CPU_PERIOD, PodResources};
+pub use stats::{CgroupStats, CpuStats, MemoryStats, PidsStats};
 
 use hierarchy::Hierarchy;
 

@@ -141,6 +141,7 @@ async fn create_named(
         monitor_dir: inner.monitors.dir_for(&sandbox.id),
         resources: config.resources.clone(),
         oom_score_adj: 0,
+        log_bytes: 0,
         config,
     };
     inner.save(&record).await?;
@@ -229,7 +230,7 @@ async fn prepare(
     let rec = tokio::task::spawn_blocking(move || -> Result<ContainerRecord, ContainerError> {
         let rootfs = rec.rootfs();
         std::fs::create_dir_all(&rootfs).map_err(ContainerError::io("create", &rootfs))?;
-        let mount = snapshots.prepare_rootfs(&rec.snapshot, &rec.rw_dir.join("fs"))?;
+        let mount = snapshots.prepare_rootfs(&rec.snapshot, &rec.overlay_dir())?;
         mount.mount(&rootfs, false)?;
         let volumes = rec.rw_dir.join("volumes");
         std::fs::create_dir_all(&volumes).map_err(ContainerError::io("create", &volumes))?;

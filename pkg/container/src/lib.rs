@@ -9,10 +9,12 @@
 
 mod create;
 mod error;
+mod events;
 mod exec;
 mod filter;
 mod ids;
 mod lifecycle;
+mod metrics;
 mod monitors;
 mod record;
 mod recover;
@@ -35,8 +37,10 @@ pub use berth_spec::{
     ContainerConfig, Device, Mount, PidMode, Propagation, ResolvedUser, Resources, Security,
 };
 pub use error::ContainerError;
+pub use events::{ContainerEvent, ContainerEventKind, EVENT_BUFFER};
 pub use exec::{Attached, ExecOptions, ExecProcess, ExecSyncOutput};
 pub use filter::ContainerFilter;
+pub use metrics::ContainerMetrics;
 pub use record::{ContainerRecord, ContainerState, Phase};
 pub use runtime::OciRuntime;
 pub use stdio::{PipeReader, PipeWriter, Pty};
@@ -62,6 +66,7 @@ pub struct ContainerDeps {
     pub cgroups: berth_cgroup::Cgroups,
     pub handlers: BTreeMap<String, Handler>,
     pub monitor_binary: PathBuf,
+    pub metrics: ContainerMetrics,
 }
 
 impl ContainerDeps {
@@ -101,6 +106,7 @@ pub(crate) struct Inner {
     /// Runtime-state deletions started in the background when a container exited; Remove waits
     /// for its container's instead of running a second one.
     deleting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    events: events::Events,
 }
 
 impl ContainerService {
@@ -129,6 +135,7 @@ impl ContainerService {
                 creating: tokio::sync::Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
+                events: events::Events::new(),
             }),
         })
     }
@@ -279,6 +286,22 @@ impl ContainerService {
         })
     }
 
+    /// Container lifecycle events from now on. A receiver that falls more than [`EVENT_BUFFER`]
+    /// events behind loses the oldest (`RecvError::Lagged` says how many).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ContainerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Registers the scrape-time gauges (containers and sandboxes by state, monitors alive, log
+    /// bytes) on `registry`.
+    pub fn register_state_metrics(
+        &self,
+        registry: &prometheus::Registry,
+    ) -> Result<(), prometheus::Error> {
+        let collector = metrics::StateCollector::new(Arc::downgrade(&self.inner))?;
+        registry.register(Box::new(collector))
+    }
+
     /// What the sandbox layer calls to stop and remove a pod's containers.
     pub fn pod_hook(&self) -> Arc<dyn PodContainers> {
         Arc::new(PodHook(self.inner.clone()))
@@ -337,7 +360,14 @@ impl Inner {
         tokio::task::spawn_blocking(move || store.put(&to_write))
             .await
             .map_err(ContainerError::task)??;
-        self.records_mut().insert(record.id.clone(), record.clone());
+        let old = self
+            .records_mut()
+            .insert(record.id.clone(), record.clone())
+            .map(|r| r.phase);
+        if let Some(kind) = events::for_change(old, record.phase) {
+            self.deps.metrics.observe(kind, record);
+            self.events.send(kind, record);
+        }
         Ok(())
     }
 
@@ -347,7 +377,13 @@ impl Inner {
         tokio::task::spawn_blocking(move || store.delete::<ContainerRecord>(&key))
             .await
             .map_err(ContainerError::task)??;
-        self.records_mut().remove(id);
+        let removed = self.records_mut().remove(id);
+        if let Some(record) = removed.filter(|r| r.phase != Phase::Creating) {
+            self.deps
+                .metrics
+                .observe(ContainerEventKind::Deleted, &record);
+            self.events.send(ContainerEventKind::Deleted, &record);
+        }
         Ok(())
     }
 

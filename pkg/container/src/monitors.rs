@@ -121,6 +121,24 @@ impl Monitors {
         Some(monitor)
     }
 
+    /// The monitors known to be alive, for metrics. Never blocks on the async lock for long: it
+    /// is held while a monitor spawns, and a scrape would rather skip than wait.
+    pub(crate) fn live(&self) -> Option<Vec<Monitor>> {
+        for _ in 0..50 {
+            if let Ok(running) = self.running.try_lock() {
+                return Some(
+                    running
+                        .values()
+                        .filter(|e| e.monitor.alive())
+                        .map(|e| e.monitor.clone())
+                        .collect(),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        None
+    }
+
     /// Tells the monitor a container is gone. With `last`, the monitor exits after answering:
     /// wait for it, reap it, and remove its directory.
     pub(crate) async fn forget(

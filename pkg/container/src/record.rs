@@ -85,6 +85,9 @@ pub struct ContainerRecord {
     /// The oom_score_adj given to the runtime (requested, clamped to what the host allows).
     #[serde(default)]
     pub oom_score_adj: i32,
+    /// CRI log bytes the monitor wrote for it, known once it has exited.
+    #[serde(default)]
+    pub log_bytes: u64,
 }
 
 impl Record for ContainerRecord {
@@ -109,10 +112,21 @@ impl ContainerRecord {
         self.bundle.join("rootfs")
     }
 
+    /// Where the overlay rootfs keeps its upper and work dirs.
+    pub(crate) fn overlay_dir(&self) -> PathBuf {
+        self.rw_dir.join("fs")
+    }
+
+    /// The container's writable layer on disk (the overlay upperdir): what it wrote.
+    pub fn writable_layer(&self) -> PathBuf {
+        berth_snapshot::upper_dir(&self.overlay_dir())
+    }
+
     /// Records an exit as CRI reports it.
     pub(crate) fn set_exited(&mut self, exit: &berth_monitor_api::Exit) {
         self.phase = Phase::Exited;
         self.exit_code = exit.exit_code;
+        self.log_bytes = exit.log_bytes;
         self.finished_at_ns = exit.finished_at_ns;
         self.pid = 0;
         self.pid_start_time = 0;
@@ -138,5 +152,6 @@ pub(crate) fn unknown_exit() -> berth_monitor_api::Exit {
         signal: 0,
         finished_at_ns: crate::create::now_ns(),
         oom_killed: false,
+        log_bytes: 0,
     }
 }

@@ -6,6 +6,7 @@ use berth_network::{CniError, NetworkError};
 use berth_registry::RegistryError;
 use berth_sandbox::SandboxError;
 use berth_snapshot::SnapshotError;
+use berth_stats::StatsError;
 use berth_store::StoreError;
 use tonic::{Code, Status};
 
@@ -32,6 +33,8 @@ pub enum CriError {
     Sandbox(Box<SandboxError>),
     #[error(transparent)]
     Container(Box<ContainerError>),
+    #[error(transparent)]
+    Stats(Box<StatsError>),
     #[error("{0}")]
     Internal(String),
 }
@@ -49,6 +52,7 @@ impl CriError {
             CriError::Image(e) => image_code(e),
             CriError::Sandbox(e) => sandbox_code(e),
             CriError::Container(e) => container_code(e),
+            CriError::Stats(e) => stats_code(e),
             CriError::Internal(_) => Code::Internal,
         }
     }
@@ -130,6 +134,15 @@ fn container_code(e: &ContainerError) -> Code {
     }
 }
 
+fn stats_code(e: &StatsError) -> Code {
+    match e {
+        StatsError::ContainerNotFound(_) | StatsError::SandboxNotFound(_) => Code::NotFound,
+        StatsError::Container(e) => container_code(e),
+        StatsError::Sandbox(e) => sandbox_code(e),
+        StatsError::Network(_) => Code::Internal,
+    }
+}
+
 fn cni_code(e: &CniError) -> Code {
     match e {
         e if e.is_config_error() => Code::FailedPrecondition,
@@ -167,6 +180,12 @@ impl From<SandboxError> for CriError {
 impl From<ContainerError> for CriError {
     fn from(e: ContainerError) -> CriError {
         CriError::Container(Box::new(e))
+    }
+}
+
+impl From<StatsError> for CriError {
+    fn from(e: StatsError) -> Self {
+        CriError::Stats(Box::new(e))
     }
 }
 

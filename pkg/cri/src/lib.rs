@@ -6,12 +6,14 @@
 
 mod containers;
 mod error;
+mod events;
 mod ids;
 mod image_service;
 mod inflight;
 mod instrument;
 mod pods;
 mod runtime_service;
+mod stats;
 mod status;
 mod streaming;
 
@@ -41,6 +43,7 @@ pub struct Dependencies {
     pub containers: berth_container::ContainerService,
     /// Where Exec, Attach and PortForward URLs point.
     pub streaming: Arc<berth_streaming::StreamingServer>,
+    pub stats: Arc<berth_stats::StatsService>,
 }
 
 pub(crate) fn now_ns() -> i64 {
@@ -54,6 +57,7 @@ pub(crate) fn now_ns() -> i64 {
 pub(crate) struct Shared {
     pub(crate) deps: Dependencies,
     pub(crate) inflight: inflight::InFlight,
+    pub(crate) events: events::EventHub,
 }
 
 /// Both CRI services over one shared state.
@@ -80,6 +84,7 @@ impl CriService {
             shared: Arc::new(Shared {
                 deps,
                 inflight: inflight::InFlight::default(),
+                events: events::EventHub::default(),
             }),
         }
     }

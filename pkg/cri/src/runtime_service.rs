@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
 use crate::{KUBELET_API_VERSION, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_VERSION, RuntimeApi};
-use crate::{containers, pods};
+use crate::{containers, pods, stats};
 
 /// Generates the trait impl: the real methods are written out, the unimplemented ones listed by name.
 /// (Both must sit inside one `#[async_trait]` impl, which is why a macro builds the whole block.)
@@ -362,16 +362,78 @@ runtime_service! {
             &self,
             request: Request<cri::GetEventsRequest>,
         ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-            self.shared.unimplemented("GetContainerEvents", request).await
+            let shared = &self.shared;
+            shared
+                .rpc("GetContainerEvents", request, |_| async move {
+                    let stream: Self::GetContainerEventsStream =
+                        Box::pin(crate::events::subscribe(shared));
+                    Ok(stream)
+                })
+                .await
+        }
+
+        async fn container_stats(
+            &self,
+            request: Request<cri::ContainerStatsRequest>,
+        ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("ContainerStats", request, |req| stats::container_stats(stats, req))
+                .await
+        }
+
+        async fn list_container_stats(
+            &self,
+            request: Request<cri::ListContainerStatsRequest>,
+        ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("ListContainerStats", request, |req| stats::list_container_stats(stats, req))
+                .await
+        }
+
+        async fn pod_sandbox_stats(
+            &self,
+            request: Request<cri::PodSandboxStatsRequest>,
+        ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("PodSandboxStats", request, |req| stats::pod_sandbox_stats(stats, req))
+                .await
+        }
+
+        async fn list_pod_sandbox_stats(
+            &self,
+            request: Request<cri::ListPodSandboxStatsRequest>,
+        ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("ListPodSandboxStats", request, |req| stats::list_pod_sandbox_stats(stats, req))
+                .await
+        }
+
+        async fn list_metric_descriptors(
+            &self,
+            request: Request<cri::ListMetricDescriptorsRequest>,
+        ) -> Result<Response<cri::ListMetricDescriptorsResponse>, Status> {
+            self.shared
+                .rpc("ListMetricDescriptors", request, |_| async {
+                    Ok(stats::list_metric_descriptors())
+                })
+                .await
+        }
+
+        async fn list_pod_sandbox_metrics(
+            &self,
+            request: Request<cri::ListPodSandboxMetricsRequest>,
+        ) -> Result<Response<cri::ListPodSandboxMetricsResponse>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("ListPodSandboxMetrics", request, |_| stats::list_pod_sandbox_metrics(stats))
+                .await
         }
     }
     unimplemented {
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
-        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
     }
 }

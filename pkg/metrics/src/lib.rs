@@ -5,12 +5,14 @@
 //! they like. [`serve`] exposes the registry as Prometheus text on `/metrics`.
 
 mod cri;
+mod events;
 mod process;
 mod server;
 
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 
 pub use cri::{CriMetrics, RpcTimer};
+pub use events::EventMetrics;
 pub use server::{MetricsServerError, serve};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,7 @@ pub enum MetricsError {
 pub struct Metrics {
     registry: Registry,
     pub cri: CriMetrics,
+    pub events: EventMetrics,
 }
 
 impl Metrics {
@@ -40,8 +43,13 @@ impl Metrics {
         build_info.with_label_values(&[version, "v1"]).set(1);
         registry.register(Box::new(build_info))?;
         let cri = CriMetrics::register(&registry)?;
+        let events = EventMetrics::register(&registry)?;
         registry.register(Box::new(process::ProcessCollector::new()))?;
-        Ok(Metrics { registry, cri })
+        Ok(Metrics {
+            registry,
+            cri,
+            events,
+        })
     }
 
     /// The registry, for capability crates that add their own families.

@@ -53,7 +53,7 @@ pub async fn serve(
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
                     let metrics = metrics.clone();
-                    async move { Ok::<_, Infallible>(respond(&metrics, &req)) }
+                    async move { Ok::<_, Infallible>(respond(metrics, &req).await) }
                 });
                 if let Err(e) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -67,13 +67,24 @@ pub async fn serve(
     Ok((bound, serving))
 }
 
-fn respond(metrics: &Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn respond(metrics: Metrics, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            metrics.render(),
-        ),
+        // Collectors read /proc and ask the pod monitors over their sockets: blocking work, kept
+        // off the async workers.
+        (&Method::GET, "/metrics") => {
+            match tokio::task::spawn_blocking(move || metrics.render()).await {
+                Ok(text) => (
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                ),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("collecting metrics: {e}\n"),
+                ),
+            }
+        }
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         (&Method::GET, _) => (
             StatusCode::NOT_FOUND,

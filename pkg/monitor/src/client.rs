@@ -53,6 +53,8 @@ pub struct ContainerInfo {
     pub pid: i32,
     /// Set once the container has exited.
     pub exit: Option<Exit>,
+    /// CRI log bytes written for it so far.
+    pub log_bytes: u64,
 }
 
 /// Handle on one pod's monitor, identified by its directory.
@@ -269,6 +271,7 @@ impl Monitor {
                     exit: c.exit.as_ref().map(Exit::from),
                     container_id: c.container_id,
                     pid: c.pid,
+                    log_bytes: c.log_bytes,
                 })
                 .collect()),
             other => Err(self.error_reply("", what, other)),

@@ -50,6 +50,8 @@ pub struct Exit {
     /// Unix nanoseconds.
     pub finished_at_ns: i64,
     pub oom_killed: bool,
+    /// CRI log bytes written for the container over its life.
+    pub log_bytes: u64,
 }
 
 impl Exit {
@@ -60,6 +62,7 @@ impl Exit {
             signal: self.signal,
             finished_at_ns: self.finished_at_ns,
             oom_killed: self.oom_killed,
+            log_bytes: self.log_bytes,
         }
     }
 }
@@ -71,6 +74,7 @@ impl From<&proto::Exit> for Exit {
             signal: e.signal,
             finished_at_ns: e.finished_at_ns,
             oom_killed: e.oom_killed,
+            log_bytes: e.log_bytes,
         }
     }
 }
@@ -272,6 +276,7 @@ mod tests {
             signal: 9,
             finished_at_ns: 1_790_000_000_123_456_789,
             oom_killed: true,
+            log_bytes: 42,
         };
         write_exit_file(dir.path(), "c1", &exit).unwrap();
         assert_eq!(read_exit_file(dir.path(), "c1").unwrap(), Some(exit));

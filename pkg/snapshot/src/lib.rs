@@ -62,5 +62,5 @@ mod usage;
 pub use digest::{chain_id, validate_digest};
 pub use error::SnapshotError;
 pub use mount::{RootfsMount, unmount};
-pub use snapshotter::{Options, SnapshotInfo, Snapshotter, UnpackedLayer};
-pub use usage::Usage;
+pub use snapshotter::{Options, SnapshotInfo, Snapshotter, UnpackedLayer, upper_dir};
+pub use usage::{Usage, dir_usage};

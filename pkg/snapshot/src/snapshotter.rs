@@ -14,7 +14,7 @@ use crate::digest::{chain_id, validate_digest};
 use crate::error::SnapshotError;
 use crate::meta::{self, DIFF_DIR, Meta};
 use crate::mount::RootfsMount;
-use crate::usage::{Usage, usage};
+use crate::usage::{Usage, dir_usage};
 use crate::{sys, unpack};
 
 const SNAPSHOTS_DIR: &str = "snapshots";
@@ -403,7 +403,7 @@ impl Snapshotter {
 
     /// Bytes and inodes used under the root (for CRI `ImageFsInfo`); see [`Usage`].
     pub fn usage(&self) -> Result<Usage, SnapshotError> {
-        usage(&self.inner.root)
+        dir_usage(&self.inner.root)
     }
 
     /// Prepares (but does not mount) a container rootfs on top of snapshot `top_chain_id`.
@@ -436,7 +436,7 @@ impl Snapshotter {
             }
             lowerdirs
         };
-        let upperdir = rw_dir.join("upper");
+        let upperdir = upper_dir(rw_dir);
         let workdir = rw_dir.join("work");
         fs::create_dir_all(rw_dir).map_err(|e| SnapshotError::io("create directory", rw_dir, e))?;
         if !upperdir.exists() {
@@ -524,4 +524,10 @@ impl UnpackedLayer {
         }
         Ok(info)
     }
+}
+
+/// The writable layer (overlay upperdir) of a rootfs prepared in `rw_dir`: what a container wrote,
+/// for CRI's writable-layer stats.
+pub fn upper_dir(rw_dir: &Path) -> std::path::PathBuf {
+    rw_dir.join("upper")
 }

@@ -1,4 +1,4 @@
-//! Disk usage of the snapshot root, for CRI `ImageFsInfo`.
+//! Disk usage of the snapshot root (CRI `ImageFsInfo`) and of containers' writable layers.
 
 use std::collections::HashSet;
 use std::fs;
@@ -20,7 +20,7 @@ pub struct Usage {
 
 /// Walks `root` without following symlinks or crossing into other filesystems. Entries that
 /// vanish during the walk (a concurrent unpack or removal) are skipped, not errors.
-pub(crate) fn usage(root: &Path) -> Result<Usage, SnapshotError> {
+pub fn dir_usage(root: &Path) -> Result<Usage, SnapshotError> {
     let root_md = fs::symlink_metadata(root).map_err(|e| SnapshotError::io("stat", root, e))?;
     let dev = root_md.dev();
     let mut usage = Usage {

@@ -60,6 +60,7 @@ impl Server {
                         container_id: c.id.clone(),
                         pid: c.pid,
                         exit: c.exit.as_ref().map(|e| e.to_proto(&c.id)),
+                        log_bytes: c.log_bytes(),
                     })
                     .collect();
                 containers.sort_by(|a, b| a.container_id.cmp(&b.container_id));
