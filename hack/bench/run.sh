@@ -9,6 +9,8 @@
 #   hack/bench/run.sh images             # the image set: pull-cold:10:1 pull-warm:500:20 image-queries:2000:100
 #   hack/bench/run.sh containers         # container:100:10 pod-container:50:5 pod-memory:1:0 (~2 min)
 #   hack/bench/run.sh streaming          # exec-sync:300:30 exec-session:300:30 port-forward-throughput:9:1
+#   hack/bench/run.sh stats              # ListContainerStats at 10, 100, 300 running containers, 200 (+20)
+#                                        # calls at each; ContainerStats, ListPodSandboxStats at 100 (~6 min)
 #
 # Image workloads pull from the local test registry (hack/registry.sh start,
 # hack/test-images.sh); image-queries also needs hack/bench/many-images.sh,
@@ -36,6 +38,11 @@
 #   BERTH_BENCH_METRICS_PORT   berthd --metrics-address port (default: a free one from 19190)
 #   BERTH_BENCH_CNI_CONF_DIR   CNI conf dir for containerd (see containerd.sh)
 #   BERTH_BENCH_MEMORY_PODS    pod-memory: pods started (default 10)
+#   BERTH_BENCH_STATS_ITERATIONS, BERTH_BENCH_STATS_WARMUP
+#                              stats: calls per population size (default 200, 20 warm-up; a
+#                              stats:ITERATIONS:WARMUP argument overrides them)
+#   BERTH_BENCH_STATS_SIZES    stats: running-container counts, grown in order (default 10,100,300)
+#   BERTH_BENCH_STATS_POD_CONTAINERS  stats: containers per pod (default 10)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -53,6 +60,10 @@ BERTHD_BIN=${BERTHD_BIN:-$TARGET/release/berthd}
 BENCH_BIN=${BERTH_BENCH_BIN:-$TARGET/release/berth-bench}
 export BERTH_BENCH_BIN=$BENCH_BIN
 read -r -a BERTHD_EXTRA <<<"${BERTH_BENCH_BERTHD_ARGS:-}"
+STATS_ITER=${BERTH_BENCH_STATS_ITERATIONS:-200}
+STATS_WARMUP=${BERTH_BENCH_STATS_WARMUP:-20}
+STATS_SIZES=${BERTH_BENCH_STATS_SIZES:-10,100,300}
+STATS_POD_CONTAINERS=${BERTH_BENCH_STATS_POD_CONTAINERS:-10}
 
 WORKLOADS=()
 for w in "$@"; do
@@ -73,6 +84,7 @@ default_iterations() { # NAME -> "ITER WARMUP", or nothing
   pod-memory) echo "1 0" ;;
   exec-sync | exec-session) echo "300 30" ;;
   port-forward-throughput) echo "9 1" ;;
+  stats) echo "$STATS_ITER $STATS_WARMUP" ;; # per population size
   esac
 }
 # NAME[:ITERATIONS[:WARMUP]] -> globals W_NAME W_ITER W_WARMUP
@@ -301,6 +313,7 @@ for w in "${WORKLOADS[@]}"; do
     if [[ $r == berth ]]; then args=("${BERTH_RUN_ARGS[@]}"); else args=("${CTRD_RUN_ARGS[@]}"); fi
     "$BENCH_BIN" "${args[@]}" -n "$W_ITER" --warmup "$W_WARMUP" -c "$CONC" \
       --memory-pods "${BERTH_BENCH_MEMORY_PODS:-10}" \
+      --stats-sizes "$STATS_SIZES" --stats-pod-containers "$STATS_POD_CONTAINERS" \
       --json-file "$OUT/$r-$W_NAME.json" "$W_NAME" >>"$OUT/$r.txt" || status=$?
   done
 done

@@ -8,6 +8,7 @@
 //! berth-bench wait --endpoint unix:///x.sock --timeout 30
 //! ```
 
+mod cleanup;
 mod client;
 mod report;
 mod rss;
@@ -60,7 +61,7 @@ enum Cmd {
     Wait(WaitArgs),
     /// Stop and remove every container and pod sandbox of a runtime through
     /// the CRI (so network teardown runs). Only for bench-private runtimes!
-    Cleanup(CleanupArgs),
+    Cleanup(cleanup::CleanupArgs),
     /// List the available workloads.
     Workloads,
 }
@@ -160,6 +161,12 @@ struct RunArgs {
     /// port-forward-throughput: bytes per transfer (decimal: 100000000 is 100 MB).
     #[arg(long, default_value_t = WorkloadOpts::default().forward_bytes, value_parser = clap::value_parser!(u64).range(1..))]
     forward_bytes: u64,
+    /// stats: running-container counts to measure at (comma-separated), grown in ascending order.
+    #[arg(long, value_delimiter = ',', default_values_t = WorkloadOpts::default().stats_sizes)]
+    stats_sizes: Vec<usize>,
+    /// stats: containers per pod.
+    #[arg(long, default_value_t = WorkloadOpts::default().stats_pod_containers)]
+    stats_pod_containers: usize,
 }
 
 #[derive(Args, Debug)]
@@ -232,15 +239,6 @@ struct WaitArgs {
     /// Seconds to wait.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
-}
-
-#[derive(Args, Debug)]
-struct CleanupArgs {
-    #[arg(long)]
-    endpoint: String,
-    /// Per-call timeout in seconds.
-    #[arg(long, default_value_t = 60.0)]
-    call_timeout: f64,
 }
 
 fn secs(v: f64, what: &str) -> Result<Duration> {
@@ -320,6 +318,9 @@ async fn cmd_run(a: RunArgs) -> Result<bool> {
         runtime_name: runtime.as_ref().map(|r| r.runtime_name.clone()),
         httpd_image: a.httpd_image.clone(),
         forward_bytes: a.forward_bytes,
+        stats_sizes: a.stats_sizes.clone(),
+        stats_pod_containers: a.stats_pod_containers,
+        label: label.clone(),
     };
     let mut results = Vec::new();
     for kind in kinds {
@@ -441,87 +442,6 @@ async fn cmd_wait(a: WaitArgs) -> Result<bool> {
     Ok(true)
 }
 
-async fn cmd_cleanup(a: CleanupArgs) -> Result<bool> {
-    use k8s_cri::v1::{
-        ListContainersRequest, ListPodSandboxRequest, RemoveContainerRequest,
-        RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
-    };
-    let timeout = secs(a.call_timeout, "--call-timeout")?;
-    let channel = client::connect(&a.endpoint, timeout).await?;
-    let mut c = Clients::new(channel);
-    let unimplemented = |s: &tonic::Status| s.code() == tonic::Code::Unimplemented;
-    let mut ok = true;
-    let (mut containers, mut pods) = (0, 0);
-    match c
-        .runtime
-        .list_containers(ListContainersRequest { filter: None })
-        .await
-    {
-        Ok(r) => {
-            for ctr in r.into_inner().containers {
-                let id = ctr.id;
-                let stop = c
-                    .runtime
-                    .stop_container(StopContainerRequest {
-                        container_id: id.clone(),
-                        timeout: 0,
-                    })
-                    .await;
-                let rm = c
-                    .runtime
-                    .remove_container(RemoveContainerRequest {
-                        container_id: id.clone(),
-                    })
-                    .await;
-                if let Err(e) = stop.and(rm) {
-                    eprintln!("cleanup: container {id}: {e}");
-                    ok = false;
-                } else {
-                    containers += 1;
-                }
-            }
-        }
-        Err(e) if unimplemented(&e) => {}
-        Err(e) => bail!("ListContainers: {e}"),
-    }
-    match c
-        .runtime
-        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-        .await
-    {
-        Ok(r) => {
-            for pod in r.into_inner().items {
-                let id = pod.id;
-                let stop = c
-                    .runtime
-                    .stop_pod_sandbox(StopPodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    })
-                    .await;
-                let rm = c
-                    .runtime
-                    .remove_pod_sandbox(RemovePodSandboxRequest {
-                        pod_sandbox_id: id.clone(),
-                    })
-                    .await;
-                if let Err(e) = stop.and(rm) {
-                    eprintln!("cleanup: pod sandbox {id}: {e}");
-                    ok = false;
-                } else {
-                    pods += 1;
-                }
-            }
-        }
-        Err(e) if unimplemented(&e) => {}
-        Err(e) => bail!("ListPodSandbox: {e}"),
-    }
-    eprintln!(
-        "cleanup: removed {containers} container(s) and {pods} pod sandbox(es) from {}",
-        a.endpoint
-    );
-    Ok(ok)
-}
-
 fn cmd_workloads() -> Result<bool> {
     for k in WorkloadKind::all() {
         let w = k.build(&WorkloadOpts::default());
@@ -558,7 +478,7 @@ fn main() -> std::process::ExitCode {
             Some(Cmd::Startup(a)) => cmd_startup(a).await,
             Some(Cmd::Compare(a)) => cmd_compare(a),
             Some(Cmd::Wait(a)) => cmd_wait(a).await,
-            Some(Cmd::Cleanup(a)) => cmd_cleanup(a).await,
+            Some(Cmd::Cleanup(a)) => cleanup::run(a).await,
             Some(Cmd::Workloads) => cmd_workloads(),
         }
     });

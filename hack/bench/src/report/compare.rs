@@ -161,6 +161,11 @@ pub fn render_compare(
         out.push('\n');
         out.push_str(&throughput);
     }
+    let scaling = super::scaling::render_compare(left, right);
+    if !scaling.is_empty() {
+        out.push('\n');
+        out.push_str(&scaling);
+    }
 
     let mut mem_rows = Vec::new();
     let kib = |v: Option<u64>| v.map(fmt_kib).unwrap_or_else(|| "n/a".into());
@@ -231,6 +236,9 @@ pub fn render_compare(
                         w.name, o.op, o.errors
                     );
                 }
+            }
+            if let Some(e) = &w.stage_error {
+                let _ = writeln!(out, "warning: {name} {}: not measured further: {e}", w.name);
             }
             if let Some(e) = &w.teardown_error {
                 let _ = writeln!(out, "warning: {name} {}: teardown failed: {e}", w.name);

@@ -6,7 +6,7 @@
 //! [`runner`] drives warm-up and measured iterations over `concurrency`
 //! tasks sharing one channel.
 //!
-//! Adding a workload (e.g. `stats`):
+//! Adding a workload:
 //! 1. create `src/workloads/NAME.rs` with a type implementing [`Workload`];
 //! 2. add `mod NAME;` below, a variant to [`WorkloadKind`] and an arm to
 //!    [`WorkloadKind::build`] (and, if it needs knobs such as an image
@@ -26,12 +26,15 @@ use crate::report::MemoryRow;
 
 pub mod runner;
 
+mod container_stats;
 mod containers;
 mod images;
 mod list;
 mod memory;
+mod pod_cgroups;
 mod pods;
 mod spdystream;
+mod stats_population;
 mod status;
 mod streaming;
 mod version;
@@ -72,6 +75,12 @@ pub struct WorkloadOpts {
     pub httpd_image: String,
     /// `port-forward-throughput`: bytes per transfer.
     pub forward_bytes: u64,
+    /// `stats`: the running-container counts it measures at, growing (ascending).
+    pub stats_sizes: Vec<usize>,
+    /// `stats`: containers per pod.
+    pub stats_pod_containers: usize,
+    /// Name of the runtime in progress messages (the report label).
+    pub label: String,
 }
 
 impl Default for WorkloadOpts {
@@ -90,6 +99,9 @@ impl Default for WorkloadOpts {
             runtime_name: None,
             httpd_image: "127.0.0.1:5000/berth-test/httpd:latest".into(),
             forward_bytes: 100_000_000,
+            stats_sizes: vec![10, 100, 300],
+            stats_pod_containers: 10,
+            label: "runtime".into(),
         }
     }
 }
@@ -134,6 +146,41 @@ pub trait Workload: Send + Sync + 'static {
     fn transfers(&self) -> Vec<(&'static str, u64)> {
         Vec::new()
     }
+
+    /// How many stages the workload is measured in (e.g. growing populations). For each stage
+    /// the runner calls [`Workload::enter_stage`] (untimed), then runs the warm-up and measured
+    /// iterations; setup and teardown run once around all stages.
+    fn stages(&self) -> usize {
+        1
+    }
+
+    /// Untimed preparation of stage `stage` (0-based), after the previous stage's iterations.
+    /// On an error the runner measures no further stages (the error is reported, the figures of
+    /// the earlier stages are kept) and tears down.
+    fn enter_stage<'a>(
+        &'a self,
+        _clients: &'a mut Clients,
+        _stage: usize,
+    ) -> BoxFut<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Operations measured with a known number of items present: the runner turns their
+    /// latencies into the cost-per-item table (p50 / N and the growth per added item).
+    fn scaling(&self) -> Vec<ScalingOp> {
+        Vec::new()
+    }
+}
+
+/// An operation timed with `n` items present, one point of the series `series` (e.g.
+/// `ListContainerStats` at n = 10, 100, 300 running containers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScalingOp {
+    pub op: &'static str,
+    pub series: &'static str,
+    pub n: u64,
+    /// What is counted, singular (`container`).
+    pub item: &'static str,
 }
 
 /// The registry of workloads the driver knows.
@@ -171,6 +218,9 @@ pub enum WorkloadKind {
     ExecSession,
     /// PortForward over SPDY to an httpd in a pod: time and MB/s of one --forward-bytes GET.
     PortForwardThroughput,
+    /// ListContainerStats (no filter) with --stats-sizes running containers (10 per pod), grown
+    /// in stages; ContainerStats and ListPodSandboxStats at 100 containers.
+    Stats,
 }
 
 impl WorkloadKind {
@@ -192,6 +242,7 @@ impl WorkloadKind {
             WorkloadKind::PortForwardThroughput => {
                 Box::new(streaming::PortForwardThroughput::new(opts))
             }
+            WorkloadKind::Stats => Box::new(container_stats::Stats::new(opts)),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Drives a workload: setup, warm-up, measured iterations over `concurrency`
-//! tasks sharing one channel, teardown; turns the records into results.
+//! Drives a workload: setup, then per stage (most workloads have one) the stage's untimed
+//! preparation, warm-up and measured iterations over `concurrency` tasks sharing one channel,
+//! then teardown; turns the records into results.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::{Recorder, Workload};
 use crate::client::Clients;
-use crate::report::{OpResult, ThroughputRow, WorkloadResult};
+use crate::report::{OpResult, ScalingRow, ThroughputRow, WorkloadResult};
 use crate::stats::Summary;
 
 #[derive(Debug, Clone, Copy)]
@@ -75,14 +76,40 @@ pub async fn run(
         return Err(e.context(format!("setting up workload {}", workload.name())));
     }
 
+    let stages = workload.stages().max(1);
+    let mut stage_error = None;
+    let mut stages_run: u64 = 0;
     let phases = async {
-        if params.warmup > 0 {
-            // Warm-up samples are discarded.
-            run_phase(&workload, clients, 0, params.warmup, params).await?;
+        let mut total = Recorder::new(params.call_timeout);
+        let mut wall = Duration::ZERO;
+        // Iteration indices are unique across stages.
+        let per_stage = params.warmup + params.iterations;
+        for stage in 0..stages {
+            if let Err(e) = workload.enter_stage(&mut setup_clients, stage).await {
+                let e = format!("stage {}: {e:#}", stage + 1);
+                eprintln!("berth-bench: {}: {e}", workload.name());
+                stage_error = Some(e);
+                break;
+            }
+            let first = stage as u64 * per_stage;
+            if params.warmup > 0 {
+                // Warm-up samples are discarded.
+                run_phase(&workload, clients, first, params.warmup, params).await?;
+            }
+            let start = Instant::now();
+            let rec = run_phase(
+                &workload,
+                clients,
+                first + params.warmup,
+                params.iterations,
+                params,
+            )
+            .await?;
+            wall += start.elapsed();
+            total.merge(rec);
+            stages_run += 1;
         }
-        let start = Instant::now();
-        let rec = run_phase(&workload, clients, params.warmup, params.iterations, params).await?;
-        Ok::<_, anyhow::Error>((rec, start.elapsed()))
+        Ok::<_, anyhow::Error>((total, wall))
     }
     .await;
 
@@ -104,6 +131,8 @@ pub async fn run(
     let mut ops = Vec::new();
     let transfers = workload.transfers();
     let mut throughput = Vec::new();
+    let scaling_ops = workload.scaling();
+    let mut scaling = Vec::new();
     // Declared ops first, in declared order, then anything else recorded.
     let mut names: Vec<&'static str> = workload.ops().to_vec();
     for k in records.keys() {
@@ -119,6 +148,11 @@ pub async fn run(
         {
             throughput.push(row);
         }
+        if let Some(s) = scaling_ops.iter().find(|s| s.op == name)
+            && let Some(row) = ScalingRow::from_summary(workload.name(), s, &summary)
+        {
+            scaling.push(row);
+        }
         ops.push(OpResult::new(
             name,
             summary,
@@ -133,9 +167,10 @@ pub async fn run(
         iterations: params.iterations,
         warmup: params.warmup,
         concurrency: params.concurrency,
+        stages,
         wall_secs,
         iterations_per_sec: if wall_secs > 0.0 {
-            params.iterations as f64 / wall_secs
+            (params.iterations * stages_run) as f64 / wall_secs
         } else {
             0.0
         },
@@ -143,6 +178,8 @@ pub async fn run(
         rss_after: None,
         memory: workload.memory(),
         throughput,
+        scaling,
+        stage_error,
         teardown_error,
     })
 }
