@@ -116,7 +116,16 @@ fn detects_a_monitor_that_only_holds_a_file_open() {
         .stdout(log)
         .spawn()
         .expect("spawning the stand-in monitor");
-    let found = leaks::monitors_for(dir.path());
+    // spawn() returns once the close-on-exec pipe closes, which the kernel does before it sets the
+    // new comm and argv: look again until the exec has finished.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let found = loop {
+        let found = leaks::monitors_for(dir.path());
+        if !found.is_empty() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
     let plain = leaks::processes_using(dir.path());
     child.kill().expect("kill");
     child.wait().expect("wait");
