@@ -174,19 +174,20 @@ pub async fn list_container_stats(
         .stats
 }
 
-/// The container ids of `stats`, sorted.
-pub fn container_ids(stats: &[cri::ContainerStats]) -> Vec<String> {
-    let mut ids: Vec<_> = stats
-        .iter()
-        .map(|s| {
-            s.attributes
-                .as_ref()
-                .map(|a| a.id.clone())
-                .unwrap_or_default()
-        })
-        .collect();
+fn sorted(ids: impl Iterator<Item = String>) -> Vec<String> {
+    let mut ids: Vec<String> = ids.collect();
     ids.sort();
     ids
+}
+
+/// The container ids of `stats`, sorted.
+pub fn container_ids(stats: &[cri::ContainerStats]) -> Vec<String> {
+    sorted(stats.iter().map(|s| {
+        s.attributes
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_default()
+    }))
 }
 
 pub async fn pod_stats(berthd: &Berthd, id: &str) -> Result<cri::PodSandboxStats, Status> {
@@ -216,17 +217,12 @@ pub async fn list_pod_stats(
 
 /// The pod ids of `stats`, sorted.
 pub fn pod_ids(stats: &[cri::PodSandboxStats]) -> Vec<String> {
-    let mut ids: Vec<_> = stats
-        .iter()
-        .map(|s| {
-            s.attributes
-                .as_ref()
-                .map(|a| a.id.clone())
-                .unwrap_or_default()
-        })
-        .collect();
-    ids.sort();
-    ids
+    sorted(stats.iter().map(|s| {
+        s.attributes
+            .as_ref()
+            .map(|a| a.id.clone())
+            .unwrap_or_default()
+    }))
 }
 
 /// ImageFsInfo's image filesystem: (mountpoint, used bytes).

@@ -10,7 +10,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_cgroup::{CgroupError, CgroupStats, Cgroups, Driver, Layout, PodCgroup, PodResources};
-use common::{Guard, read_trim, token};
+use common::{Guard, read_trim, token, v2_root};
 
 /// A shell that waits for a line on stdin (so it can be moved into the cgroups first), then
 /// burns some CPU and becomes `sleep` (`exec`, so killing its pid leaves nothing behind).
@@ -180,17 +180,6 @@ fn real_pod_and_container_stats() {
     assert!(cg.pod_stats(&pod).unwrap_err().is_not_found());
 }
 
-/// Like v2_root.rs: the cgroup2 root of a pure v2 host, or the unified mount of a hybrid one.
-fn v2_root() -> Option<&'static str> {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        Some("/sys/fs/cgroup")
-    } else if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
-        Some("/sys/fs/cgroup/unified")
-    } else {
-        None
-    }
-}
-
 #[test]
 fn real_v2_stats() {
     let Some(root) = v2_root() else {
@@ -202,17 +191,7 @@ fn real_v2_stats() {
     let top = format!("berth-stats-test-{}", token());
     let mut guard = Guard::new(top.clone());
     // ensure() enables controllers in the root's subtree_control: put it back afterwards.
-    let subtree = Path::new(root).join("cgroup.subtree_control");
-    let before = std::fs::read_to_string(&subtree).unwrap_or_default();
-    let subtree_c = subtree.clone();
-    guard.finally.push(Box::new(move || {
-        let after = std::fs::read_to_string(&subtree_c).unwrap_or_default();
-        for c in after.split_whitespace() {
-            if !before.split_whitespace().any(|b| b == c) {
-                let _ = std::fs::write(&subtree_c, format!("-{c}"));
-            }
-        }
-    }));
+    common::restore_subtree_control(&mut guard, root);
 
     let mut pod = cg.pod_cgroup(&format!("/{top}"), "unused").unwrap();
     cg.ensure(&mut pod, &PodResources::default())

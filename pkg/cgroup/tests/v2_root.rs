@@ -7,17 +7,7 @@ mod common;
 use std::path::Path;
 
 use berth_cgroup::{Cgroups, Driver, Layout, PodResources};
-use common::{Guard, read_trim, token};
-
-fn v2_root() -> Option<&'static str> {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        Some("/sys/fs/cgroup")
-    } else if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
-        Some("/sys/fs/cgroup/unified")
-    } else {
-        None
-    }
-}
+use common::{Guard, read_trim, token, v2_root};
 
 #[test]
 fn v2_create_apply_remove() {
@@ -30,17 +20,7 @@ fn v2_create_apply_remove() {
     let top = format!("berth-cgtest-{}", token());
     let mut guard = Guard::new(top.clone());
     // Enabling controllers touches the root's subtree_control: put it back afterwards.
-    let subtree = Path::new(root).join("cgroup.subtree_control");
-    let before = std::fs::read_to_string(&subtree).unwrap_or_default();
-    let subtree_c = subtree.clone();
-    guard.finally.push(Box::new(move || {
-        let after = std::fs::read_to_string(&subtree_c).unwrap_or_default();
-        for c in after.split_whitespace() {
-            if !before.split_whitespace().any(|b| b == c) {
-                let _ = std::fs::write(&subtree_c, format!("-{c}"));
-            }
-        }
-    }));
+    common::restore_subtree_control(&mut guard, root);
 
     let mut pod = cg.pod_cgroup(&format!("/{top}/pod1"), "x").unwrap();
     let paths = pod.fs_paths();

@@ -11,7 +11,7 @@ mod catalogue;
 mod net;
 mod rates;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -139,8 +139,14 @@ impl StatsService {
                 self.container_usage(r, cgroup.as_ref())
             })
             .collect();
+        // Unfiltered, the answer holds every container and `cgroups` every pod: whatever else
+        // has a CPU sample is gone.
         if filter.id.is_none() && filter.sandbox_id.is_none() && filter.labels.is_empty() {
-            self.forget_gone();
+            let containers: HashSet<&str> = usage.iter().map(|u| u.record.id.as_str()).collect();
+            self.rates.retain(|k| match k.strip_prefix("pod/") {
+                Some(pod) => cgroups.contains_key(pod),
+                None => containers.contains(k),
+            });
         }
         usage
     }
@@ -278,32 +284,6 @@ impl StatsService {
             throttled_periods: cpu.throttled_periods,
             throttled_ns: cpu.throttled_ns,
         })
-    }
-
-    /// Drops the CPU samples of containers and pods that no longer exist.
-    fn forget_gone(&self) {
-        let containers: std::collections::HashSet<String> = self
-            .containers
-            .list(&ContainerFilter::default())
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        let pods: std::collections::HashSet<String> = self
-            .sandboxes
-            .list(&SandboxFilter::default())
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
-        self.rates.retain(|k| match k.strip_prefix("pod/") {
-            Some(pod) => pods.contains(pod),
-            None => containers.contains(k),
-        });
-    }
-
-    /// Forgets a container's CPU sample at once (a new container never inherits it anyway: IDs
-    /// are unique).
-    pub fn forget(&self, id: &str) {
-        self.rates.forget(id);
     }
 }
 

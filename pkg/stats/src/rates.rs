@@ -62,11 +62,6 @@ impl CpuRates {
         let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
         samples.retain(|k, _| keep(k));
     }
-
-    pub(crate) fn forget(&self, key: &str) {
-        let mut samples = self.samples.lock().unwrap_or_else(|p| p.into_inner());
-        samples.remove(key);
-    }
 }
 
 #[cfg(test)]
@@ -101,7 +96,7 @@ mod tests {
         r.rate("b", S, 1);
         r.retain(|k| k == "b");
         assert_eq!(r.rate("a", 3 * S, 60), None);
-        r.forget("b");
+        r.retain(|_| false);
         assert_eq!(r.rate("b", 4 * S, 1), None);
     }
 }

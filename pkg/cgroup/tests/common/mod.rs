@@ -112,3 +112,29 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// The cgroup2 root of a pure v2 host, or the unified mount of a hybrid one; `None` without one.
+pub fn v2_root() -> Option<&'static str> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Some("/sys/fs/cgroup")
+    } else if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        Some("/sys/fs/cgroup/unified")
+    } else {
+        None
+    }
+}
+
+/// Enabling controllers below `root` touches its `cgroup.subtree_control`: have `guard` disable
+/// again whatever the test enabled there.
+pub fn restore_subtree_control(guard: &mut Guard, root: &str) {
+    let subtree = Path::new(root).join("cgroup.subtree_control");
+    let before = std::fs::read_to_string(&subtree).unwrap_or_default();
+    guard.finally.push(Box::new(move || {
+        let after = std::fs::read_to_string(&subtree).unwrap_or_default();
+        for c in after.split_whitespace() {
+            if !before.split_whitespace().any(|b| b == c) {
+                let _ = std::fs::write(&subtree, format!("-{c}"));
+            }
+        }
+    }));
+}
