@@ -13,6 +13,7 @@ use berth_network::PodCidrStore;
 use berth_store::Store;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::socket;
@@ -112,7 +113,10 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         streaming: Arc::new(streaming),
         stats,
     });
-    let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?);
+    // Every connection goes through AuthorityFilter: most non-Rust CRI clients (kubelet and crictl
+    // before 1.30, grpcio, grpc-java) send an :authority that h2 would refuse (pkg/authority).
+    let incoming = UnixListenerStream::new(tokio::net::UnixListener::from_std(listener)?)
+        .map(|accepted| accepted.map(berth_authority::AuthorityFilter::new));
     let server = tonic::transport::Server::builder()
         .add_service(service.runtime_server())
         .add_service(service.image_server())
