@@ -30,13 +30,14 @@ async fn output_goes_to_the_cri_log_and_long_lines_are_split() {
     assert!(lines.iter().all(|l| l.tag == "F"), "{lines:?}");
 
     // A line over 16 KiB is written as 16 KiB partial chunks and a full last one. The log path
-    // `<name>/0.log` is kubelet's layout; kubelet creates the container's directory.
+    // `<name>/0.log` is kubelet's layout; kubelet creates the container's directory, crictl users
+    // often don't: Berth creates it, as containerd does.
     let mut config = shell(
         "long",
         "head -c 40000 /dev/zero | tr '\\0' a; echo; echo after",
     );
     config.log_path = "long/0.log".into();
-    std::fs::create_dir_all(pod.log_dir().join("long")).expect("container log dir");
+    std::fs::remove_dir_all(pod.log_dir()).expect("removing the pod's log directory");
     let (long, status, lines) = run_to_exit(&berthd, &pod, config).await;
     assert_eq!(status.exit_code, 0, "{status:?}");
     let chunks: Vec<_> = lines
@@ -56,7 +57,30 @@ async fn output_goes_to_the_cri_log_and_long_lines_are_split() {
         stream_lines(&lines, "stdout"),
         ["a".repeat(40000), "after".to_string()]
     );
-    for id in [&id, &long] {
+
+    // A log path that cannot be created is the request's mistake: FAILED_PRECONDITION, and the
+    // container stays CREATED, startable once the path is fixed.
+    std::fs::write(pod.log_dir().join("blocked"), b"a file").expect("blocking file");
+    let mut config = shell("blocked", "echo ok");
+    config.log_path = "blocked/0.log".into();
+    let blocked = create(&berthd, &pod, config)
+        .await
+        .expect("CreateContainer");
+    let err = start(&berthd, &blocked)
+        .await
+        .expect_err("start under a file");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("log directory"), "{err:?}");
+    assert_eq!(
+        state(&berthd, &blocked).await,
+        cri::ContainerState::ContainerCreated as i32
+    );
+    std::fs::remove_file(pod.log_dir().join("blocked")).expect("unblocking");
+    start(&berthd, &blocked).await.expect("start after the fix");
+    let status = wait_exited(&berthd, &blocked, LONG).await;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+
+    for id in [&id, &long, &blocked] {
         remove(&berthd, id).await.expect("RemoveContainer");
     }
     pod.remove(&berthd).await;

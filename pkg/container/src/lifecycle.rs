@@ -1,5 +1,7 @@
 //! Start, stop, remove, resource updates and log reopening of one container, and of all of a pod's.
 
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +39,9 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
             "pod sandbox {} is not ready",
             sandbox.id
         )));
+    }
+    if let Some(log) = &record.log_path {
+        prepare_log_path(log)?;
     }
     let began = std::time::Instant::now();
     let cgroups = &inner.deps.cgroups;
@@ -98,6 +103,32 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
             start_failed(inner, &mut record, &runtime, &e).await;
             Err(e)
         }
+    }
+}
+
+/// Creates the pod's log directory if it is missing, as containerd does: kubelet always creates
+/// it, crictl users often don't. A path that cannot hold a log file is the request's mistake, so it
+/// is refused before anything is started.
+fn prepare_log_path(path: &Path) -> Result<(), ContainerError> {
+    let refused = |what: String| ContainerError::FailedPrecondition(what);
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| {
+                refused(format!(
+                    "cannot create the log directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Err(refused(format!(
+            "log path {} is a directory",
+            path.display()
+        ))),
+        _ => Ok(()),
     }
 }
 
