@@ -10,9 +10,12 @@
 //!   `v4.base64.channel.k8s.io`, `channel.k8s.io`, and port-forward ([`port_forward_ws`]).
 //!
 //! One-shot: [`exec`]. Interactive (attach, or exec with stdin): [`ExecSession`].
+//!
+//! [`go_spdy`] is a second SPDY client, on the Go library kubectl and kubelet use (spdystream).
 
 pub mod berth;
 pub mod cri;
+pub mod go_spdy;
 mod portforward;
 mod remote;
 pub mod spdy;

@@ -1,6 +1,10 @@
 //! ExecSync, Exec, Attach and PortForward: request checks and translation, and the streaming
 //! server's [`Backend`] on top of the container and sandbox services.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use berth_container::{ContainerService, ContainerState, ExecOptions, Pty};
@@ -157,8 +161,8 @@ fn require_running(id: &str, state: ContainerState) -> Result<(), CriError> {
     Ok(())
 }
 
-type Reader = std::pin::Pin<Box<dyn AsyncRead + Send>>;
-type Writer = std::pin::Pin<Box<dyn AsyncWrite + Send>>;
+type Reader = Pin<Box<dyn AsyncRead + Send>>;
+type Writer = Pin<Box<dyn AsyncWrite + Send>>;
 
 fn reader(r: impl AsyncRead + Send + 'static) -> Reader {
     Box::pin(r)
@@ -234,7 +238,34 @@ impl Backend for StreamingBackend {
                 }
                 None => (attached.stdin.map(writer), None),
             };
-            let has_stdin = stdin.is_some();
+            // stdin_once applies to the first attachment with stdin; one without (stdin already
+            // closed, or not asked for) leaves the container's stdin alone.
+            let close_stdin = (attached.stdin_once && stdin.is_some()).then(|| {
+                Arc::new(CloseStdinOnce {
+                    target: Mutex::new(Some((
+                        self.containers.clone(),
+                        target.container_id.clone(),
+                    ))),
+                })
+            });
+            // containerd's rule for what the client's stdin EOF means: with stdin_once (and no
+            // terminal) the container's stdin is closed and the session goes on until the
+            // container's output ends; otherwise the attachment ends and the container's stdin
+            // stays open for others.
+            let (on_eof, detached) = match &close_stdin {
+                Some(once) if !attached.tty => (StdinEof::CloseContainerStdin(once.clone()), None),
+                _ => {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    (StdinEof::Detach(tx), Some(rx))
+                }
+            };
+            let stdin = stdin.map(|inner| {
+                writer(AttachStdin {
+                    inner: Some(inner),
+                    on_eof: Some(on_eof),
+                    closing: None,
+                })
+            });
             let (stdout_tx, stdout_rx) =
                 target.stdout.then(|| tokio::io::duplex(64 * 1024)).unzip();
             let (stderr_tx, stderr_rx) =
@@ -242,8 +273,7 @@ impl Backend for StreamingBackend {
             let pump = tokio::spawn(pump_output(attached.output, stdout_tx, stderr_tx));
             let detach = Detach {
                 pump: pump.abort_handle(),
-                close_stdin: (attached.stdin_once && has_stdin)
-                    .then(|| (self.containers.clone(), target.container_id.clone())),
+                close_stdin,
             };
             Ok(Process {
                 stdin,
@@ -251,10 +281,23 @@ impl Backend for StreamingBackend {
                 stderr: stderr_rx.map(reader),
                 resize,
                 exit: Box::pin(async move {
+                    // Dropped on the way out: the pump stops, so the session's output ends.
                     let _detach = detach;
-                    match pump.await {
-                        Ok(result) => result,
-                        Err(e) => Err(format!("attach: {e}")),
+                    let detached = async {
+                        // A dropped sender (no stdin EOF ever) is no detach.
+                        if let Some(rx) = detached
+                            && rx.await.is_ok()
+                        {
+                            return;
+                        }
+                        std::future::pending::<()>().await
+                    };
+                    tokio::select! {
+                        joined = pump => match joined {
+                            Ok(result) => result,
+                            Err(e) => Err(format!("attach: {e}")),
+                        },
+                        () = detached => Ok(0),
                     }
                 }),
             })
@@ -300,24 +343,130 @@ async fn pump_output(
     }
 }
 
+/// Closes a stdin_once container's stdin, once: at the attachment's stdin EOF or when the
+/// attachment ends, whichever comes first.
+struct CloseStdinOnce {
+    target: Mutex<Option<(ContainerService, String)>>,
+}
+
+impl CloseStdinOnce {
+    /// The close to run, if it has not run yet.
+    fn take(&self) -> Option<impl Future<Output = ()> + Send + use<>> {
+        let (containers, id) = self.target.lock().ok()?.take()?;
+        Some(async move {
+            if let Err(e) = containers.close_stdin(&id).await {
+                tracing::debug!(container_id = %id, error = %e, "closing a stdin_once container's stdin");
+            }
+        })
+    }
+}
+
+/// What the client's stdin EOF does to an attachment.
+enum StdinEof {
+    CloseContainerStdin(Arc<CloseStdinOnce>),
+    Detach(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The attachment's stdin writer. The streaming server shuts it down when the client's stdin ends
+/// (SPDY FIN, WebSocket v5 close of channel 0, or the session going away); our descriptor is
+/// closed then, but the monitor holds the container's own write end, so closing ours alone never
+/// gives the container EOF: the shutdown acts as [`StdinEof`] says.
+struct AttachStdin {
+    inner: Option<Writer>,
+    on_eof: Option<StdinEof>,
+    closing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl AsyncWrite for AttachStdin {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.inner.as_mut() {
+            Some(inner) => inner.as_mut().poll_write(cx, data),
+            None => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.inner.as_mut() {
+            Some(inner) => inner.as_mut().poll_flush(cx),
+            None => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(inner) = self.inner.as_mut() {
+            // Whatever it says, the descriptor goes: the client has no more input.
+            let _ = ready!(inner.as_mut().poll_shutdown(cx));
+            self.inner = None;
+        }
+        match self.on_eof.take() {
+            Some(StdinEof::CloseContainerStdin(once)) => {
+                // A task of its own: the session may be dropped while this waits (the client
+                // went away), and the close must happen anyway; nobody else will do it now.
+                if let Some(close) = once.take() {
+                    self.closing = Some(tokio::spawn(close));
+                }
+            }
+            Some(StdinEof::Detach(tx)) => {
+                let _ = tx.send(());
+            }
+            None => {}
+        }
+        if let Some(closing) = self.closing.as_mut() {
+            let _ = ready!(Pin::new(closing).poll(cx));
+            self.closing = None;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
 /// Ends an attach session: stops copying output and, for stdin_once containers, closes the
-/// container's stdin after this first attachment.
+/// container's stdin after this first attachment if its stdin EOF has not already.
 struct Detach {
     pump: tokio::task::AbortHandle,
-    close_stdin: Option<(ContainerService, String)>,
+    close_stdin: Option<Arc<CloseStdinOnce>>,
 }
 
 impl Drop for Detach {
     fn drop(&mut self) {
         self.pump.abort();
-        if let Some((containers, id)) = self.close_stdin.take()
+        if let Some(close) = self.close_stdin.take().and_then(|once| once.take())
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(async move {
-                if let Err(e) = containers.close_stdin(&id).await {
-                    tracing::debug!(container_id = %id, error = %e, "closing stdin after detach");
-                }
-            });
+            runtime.spawn(close);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn attach_stdin_passes_input_through_and_detaches_at_eof() {
+        let (near, mut far) = tokio::io::duplex(1024);
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        let mut stdin = AttachStdin {
+            inner: Some(writer(near)),
+            on_eof: Some(StdinEof::Detach(tx)),
+            closing: None,
+        };
+        stdin.write_all(b"echo hello\n").await.unwrap();
+        assert!(rx.try_recv().is_err(), "detached before the input ended");
+        stdin.shutdown().await.unwrap();
+        rx.await.expect("the client's EOF detaches");
+        // Our end of the container's stdin is closed, after the input went through.
+        let mut got = Vec::new();
+        far.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"echo hello\n");
+        let err = stdin.write_all(b"late").await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        // A second shutdown (the server's, after a failed copy) is harmless.
+        stdin.shutdown().await.unwrap();
     }
 }

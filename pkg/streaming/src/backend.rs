@@ -38,9 +38,11 @@ pub struct AttachTarget {
 /// Dropping a `Process` ends it: an exec is killed, an attach detaches. The server drops it when
 /// the session ends for any reason (exit, client gone, idle timeout, server shutdown).
 ///
-/// - `stdin`: written with the client's stdin; shut down and dropped when the client closes it.
-///   For an attach, a backend that detaches on stdin EOF (containerd does without `stdin_once`)
-///   resolves `exit` when its writer is shut down.
+/// - `stdin`: written with the client's stdin; shut down and dropped when the client closes it
+///   (SPDY FIN, WebSocket v5 CLOSE of channel 0) or its copy fails. The shutdown is the backend's
+///   only news of the client's EOF, so it must act there: an exec's stdin closes; an attach
+///   either closes the container's stdin (`stdin_once`, the session then lasts until the output
+///   ends) or detaches, resolving `exit` (without `stdin_once`, as containerd does).
 /// - `stdout` (with a tty: the terminal's output) and `stderr`: copied to the client until EOF.
 /// - `resize`: called with (width, height) for every resize event the client sends.
 /// - `exit`: the exit code (exec) or the end of the attachment; `Err` is reported to the client
