@@ -36,6 +36,7 @@ test: test-rig check unit fuzz e2e
 test-rig:
 	hack/install-deps.sh
 	hack/test-images.sh --with-auth
+	hack/peers.sh python >/dev/null
 
 check: fmt clippy shellcheck
 

@@ -36,6 +36,14 @@ PACKAGES=(
     python3-prometheus-client
     # make drives the README commands.
     make
+    # Peers nobody here wrote, for the interoperability e2e tests (README "Clients tested"):
+    # Debian's Go with grpc-go (dialing as kubelet 1.26-1.29 do) and spdystream (the SPDY library
+    # kubectl and kubelet use), built in GOPATH mode at test time; buildah for the layer corpus;
+    # python3-venv for grpcio from PyPI (hack/peers.sh).
+    # golang-protobuf 1.3 is named because it conflicts with 1.5, which could otherwise satisfy
+    # grpc-dev's dependency: hack/peers.sh builds protoc-gen-go from its source.
+    golang-1.19-go golang-google-grpc-dev golang-github-golang-protobuf-1-3-dev
+    golang-github-docker-spdystream-dev buildah python3-venv
 )
 
 missing_packages() {

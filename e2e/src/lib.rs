@@ -11,6 +11,7 @@ pub mod containers;
 mod http;
 pub mod leaks;
 pub mod oci_layout;
+pub mod peers;
 pub mod pods;
 pub mod prometheus;
 pub mod registry;
