@@ -13,167 +13,31 @@
 //! `BERTH_BENCH_CONTAINERD_ENDPOINT` (what `containerd.sh env` exports) names the CRI socket. The
 //! test removes its pod at the end, so containerd is left as it was.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use berth_e2e::containerd::{Checks, ReferencePod, container_config};
 use berth_e2e::containers::{busybox, httpd};
-use berth_e2e::streaming::cri::{attach_url, exec_url, images, port_forward_url, runtime};
+use berth_e2e::streaming::cri::{attach_url, exec_url, port_forward_url};
 use berth_e2e::streaming::{
     ExecOptions, ExecSession, ExecStatus, SpdyPortForwarder, SpdyVersion, StreamOptions, Transport,
-    WsVersion, exec, http_get, port_forward_ws,
+    WsVersion, http_get, port_forward_ws,
 };
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use tonic::transport::Channel;
 
 const T: Duration = Duration::from_secs(20);
-
-fn socket() -> PathBuf {
-    let endpoint = std::env::var("BERTH_BENCH_CONTAINERD_ENDPOINT")
-        .unwrap_or_else(|_| "unix:///var/tmp/berth-bench/containerd/containerd.sock".to_string());
-    PathBuf::from(endpoint.trim_start_matches("unix://"))
-}
-
-struct Reference {
-    rt: RuntimeServiceClient<Channel>,
-    pod: String,
-    pod_config: cri::PodSandboxConfig,
-}
-
-impl Reference {
-    async fn container(
-        &mut self,
-        name: &str,
-        image: &str,
-        cmd: &[&str],
-        stdin: bool,
-        tty: bool,
-    ) -> String {
-        let config = cri::ContainerConfig {
-            metadata: Some(cri::ContainerMetadata {
-                name: name.into(),
-                attempt: 0,
-            }),
-            image: Some(cri::ImageSpec {
-                image: image.into(),
-                ..Default::default()
-            }),
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            log_path: format!("{name}.log"),
-            stdin,
-            tty,
-            linux: Some(Default::default()),
-            ..Default::default()
-        };
-        let id = self
-            .rt
-            .create_container(cri::CreateContainerRequest {
-                pod_sandbox_id: self.pod.clone(),
-                config: Some(config),
-                sandbox_config: Some(self.pod_config.clone()),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("CreateContainer {name}: {e:?}"))
-            .into_inner()
-            .container_id;
-        self.rt
-            .start_container(cri::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("StartContainer {name}: {e:?}"));
-        id
-    }
-
-    async fn exec(
-        &mut self,
-        id: &str,
-        cmd: &[&str],
-        transport: Transport,
-        options: ExecOptions,
-    ) -> anyhow::Result<berth_e2e::streaming::ExecOutput> {
-        let url = exec_url(&mut self.rt, id, cmd, options.streams()).await?;
-        exec(&url, transport, options).await
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs containerd 1.6 running (hack/bench/containerd.sh start); see the file's doc"]
 async fn the_client_speaks_kubernetes_streaming_protocols_with_containerd() {
-    let socket = socket();
-    let mut img = images(&socket)
+    ReferencePod::run("streaming-ref", &[busybox(), httpd()])
         .await
-        .expect("containerd's CRI socket (start it first)");
-    for image in [busybox(), httpd()] {
-        img.pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("pulling {image}: {e:?}"));
-    }
-    let log_dir = tempfile::tempdir().expect("log dir");
-    let pod_config = cri::PodSandboxConfig {
-        metadata: Some(cri::PodSandboxMetadata {
-            name: "streaming-ref".into(),
-            uid: format!("streaming-ref-{}", std::process::id()),
-            namespace: "e2e".into(),
-            attempt: 0,
-        }),
-        log_directory: log_dir.path().to_string_lossy().into_owned(),
-        linux: Some(Default::default()),
-        ..Default::default()
-    };
-    let mut rt = runtime(&socket).await.expect("runtime client");
-    let pod = rt
-        .run_pod_sandbox(cri::RunPodSandboxRequest {
-            config: Some(pod_config.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .expect("RunPodSandbox")
-        .into_inner()
-        .pod_sandbox_id;
-    let mut r = Reference {
-        rt,
-        pod,
-        pod_config,
-    };
-    let result = tokio::time::timeout(Duration::from_secs(300), checks(&mut r)).await;
-    // Remove the pod whatever happened.
-    let _ =
-        r.rt.stop_pod_sandbox(cri::StopPodSandboxRequest {
-            pod_sandbox_id: r.pod.clone(),
-        })
+        .check_then_remove(Duration::from_secs(300), checks)
         .await;
-    let _ =
-        r.rt.remove_pod_sandbox(cri::RemovePodSandboxRequest {
-            pod_sandbox_id: r.pod.clone(),
-        })
-        .await;
-    let failures = result.expect("the checks took over 5 minutes");
-    assert!(
-        failures.is_empty(),
-        "failed checks:\n{}",
-        failures.join("\n")
-    );
 }
 
-/// Runs every check; returns the failures (each is also printed as it happens).
-async fn checks(r: &mut Reference) -> Vec<String> {
-    let mut failures = Vec::new();
-    let mut check = |name: String, result: anyhow::Result<()>| match result {
-        Ok(()) => println!("ok   {name}"),
-        Err(e) => {
-            println!("FAIL {name}: {e:#}");
-            failures.push(format!("{name}: {e:#}"));
-        }
-    };
+/// Runs every check, each printed as it ends.
+async fn checks(r: &mut ReferencePod, c: &mut Checks) {
     let sleeper = r
-        .container("sleeper", &busybox(), &["sleep", "3600"], false, false)
+        .run_container(container_config("sleeper", &busybox(), &["sleep", "3600"]))
         .await;
 
     for transport in Transport::ALL {
@@ -183,7 +47,7 @@ async fn checks(r: &mut Reference) -> Vec<String> {
             let out = r
                 .exec(&sleeper, &["true"], transport, ExecOptions::default())
                 .await;
-            check(
+            c.check(
                 format!("{name}: refused by containerd 1.6"),
                 match out {
                     Err(e) => {
@@ -203,7 +67,7 @@ async fn checks(r: &mut Reference) -> Vec<String> {
                 ExecOptions::default(),
             )
             .await;
-        check(
+        c.check(
             format!("{name}: output and non-zero exit"),
             out.and_then(|o| {
                 anyhow::ensure!(
@@ -240,7 +104,7 @@ async fn checks(r: &mut Reference) -> Vec<String> {
                 ExecOptions::default(),
             )
             .await;
-        check(
+        c.check(
             format!("{name}: success"),
             out.and_then(|o| {
                 anyhow::ensure!(
@@ -258,7 +122,7 @@ async fn checks(r: &mut Reference) -> Vec<String> {
         let out = r
             .exec(&sleeper, &["head", "-n", "1"], transport, options)
             .await;
-        check(
+        c.check(
             format!("{name}: stdin"),
             out.and_then(|o| {
                 anyhow::ensure!(
@@ -283,7 +147,7 @@ async fn checks(r: &mut Reference) -> Vec<String> {
                 options,
             )
             .await;
-        check(
+        c.check(
             format!("{name}: tty"),
             out.and_then(|o| {
                 let text = o.stdout_str();
@@ -305,8 +169,8 @@ async fn checks(r: &mut Reference) -> Vec<String> {
         ..Default::default()
     };
     let out = r.exec(&sleeper, &["cat"], spdy, options).await;
-    check(
-        "SPDY v4: 1 MiB through cat, stdin closed".into(),
+    c.check(
+        "SPDY v4: 1 MiB through cat, stdin closed",
         out.and_then(|o| {
             anyhow::ensure!(
                 o.stdout == big && o.exit_code() == Some(0),
@@ -330,7 +194,7 @@ async fn checks(r: &mut Reference) -> Vec<String> {
                 ExecOptions::default(),
             )
             .await;
-        check(
+        c.check(
             format!("{transport:?}: 3 MB of stdout"),
             out.and_then(|o| {
                 anyhow::ensure!(
@@ -377,19 +241,17 @@ async fn checks(r: &mut Reference) -> Vec<String> {
             Ok(())
         }
         .await;
-        check(format!("{transport:?}: resize"), result);
+        c.check(format!("{transport:?}: resize"), result);
     }
 
     // Attach to a container reading its stdin.
-    let reader = r
-        .container(
-            "reader",
-            &busybox(),
-            &["sh", "-c", "while read l; do echo \"got $l\"; done"],
-            true,
-            false,
-        )
-        .await;
+    let mut config = container_config(
+        "reader",
+        &busybox(),
+        &["sh", "-c", "while read l; do echo \"got $l\"; done"],
+    );
+    config.stdin = true;
+    let reader = r.run_container(config).await;
     for transport in [spdy, Transport::Ws(WsVersion::V4)] {
         let result = async {
             let streams = StreamOptions {
@@ -405,14 +267,15 @@ async fn checks(r: &mut Reference) -> Vec<String> {
             Ok(())
         }
         .await;
-        check(format!("{transport:?}: attach"), result);
+        c.check(format!("{transport:?}: attach"), result);
     }
 
     // Port-forward to the HTTP test image, several connections at once.
-    r.container("web", &httpd(), &[], false, false).await;
+    r.run_container(container_config("web", &httpd(), &[]))
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let result = async {
-        let url = port_forward_url(&mut r.rt, &r.pod, &[8080]).await?;
+        let url = port_forward_url(&mut r.rt, &r.id, &[8080]).await?;
         let forwarder = SpdyPortForwarder::connect(&url).await?;
         let mut gets = Vec::new();
         for i in 0..6 {
@@ -441,9 +304,9 @@ async fn checks(r: &mut Reference) -> Vec<String> {
         Ok(())
     }
     .await;
-    check("SPDY port-forward: 6 parallel GETs".into(), result);
+    c.check("SPDY port-forward: 6 parallel GETs", result);
     let result = async {
-        let url = port_forward_url(&mut r.rt, &r.pod, &[8080]).await?;
+        let url = port_forward_url(&mut r.rt, &r.id, &[8080]).await?;
         let mut conn = port_forward_ws(&url, 8080).await?;
         let (status, body) = http_get(&mut conn, "/bytes/500000", T).await?;
         anyhow::ensure!(
@@ -454,6 +317,5 @@ async fn checks(r: &mut Reference) -> Vec<String> {
         Ok(())
     }
     .await;
-    check("WebSocket port-forward".into(), result);
-    failures
+    c.check("WebSocket port-forward", result);
 }

@@ -16,46 +16,36 @@ use berth_e2e::Berthd;
 use berth_e2e::containers::*;
 use berth_e2e::streaming::berth::{attach_url, exec_url};
 use berth_e2e::streaming::go_spdy::{GoSpdyClient, GoSpdyOptions, GoSpdyResult};
+use berth_e2e::streaming::stdin_eof::{ALL_STREAMS, EofSession, PROMPT};
 use berth_e2e::streaming::{
-    ExecOptions, ExecSession, ExecStatus, SpdyVersion, StreamOptions, Transport, WsVersion, exec,
+    ExecOptions, ExecSession, ExecStatus, SpdyVersion, Transport, WsVersion, exec,
 };
 use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(20);
-/// How soon a session must end once its stdin is closed and the command is done.
-const PROMPT: Duration = Duration::from_secs(5);
 const SPDY: Transport = Transport::Spdy(SpdyVersion::V4);
 const WS: Transport = Transport::Ws(WsVersion::V5);
-const ALL_STREAMS: StreamOptions = StreamOptions {
-    stdin: true,
-    stdout: true,
-    stderr: true,
-    tty: false,
-};
 
 fn go_client() -> &'static GoSpdyClient {
     GoSpdyClient::get(Path::new(env!("CARGO_TARGET_TMPDIR")))
 }
 
 /// Runs the Go client; panics (with what it saw) unless the session ended by itself, soon after
-/// stdin was closed.
-async fn go_session(url: &str, options: GoSpdyOptions) -> GoSpdyResult {
-    let out = go_client()
-        .run(url, &options)
+/// stdin was closed, on protocol v4 and with stdin still open for the FIN.
+async fn go_session(url: &str, options: &GoSpdyOptions) -> GoSpdyResult {
+    let out = berth_e2e::streaming::stdin_eof::go_session(go_client(), url, options)
         .await
-        .unwrap_or_else(|e| panic!("Go SPDY client: {e:#}"));
+        .unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(out.protocol, "v4.channel.k8s.io", "{out:?}");
-    assert!(
-        out.exit_code == 0 && !out.timed_out && out.error.is_empty(),
-        "the session did not end: {out:?}"
-    );
     // Every session here waits for stdin's end: it must still be open for the FIN.
     assert_eq!(out.half_close_error, "", "{out:?}");
-    assert!(
-        out.ended_after < PROMPT,
-        "the session ended {:?} after stdin was closed: {out:?}",
-        out.ended_after
-    );
+    out
+}
+
+/// Runs one of the sessions the containerd reference run makes too, and checks its output.
+async fn eof_session(url: &str, session: EofSession) -> GoSpdyResult {
+    let out = go_session(url, &session.options).await;
+    session.check(&out).unwrap_or_else(|e| panic!("{e:#}"));
     out
 }
 
@@ -75,20 +65,8 @@ async fn stdin_once_attach_ends_when_the_clients_stdin_ends() {
     // The case, as kubectl attach does it: `echo hello`, stdin FIN, connection kept open.
     let id = run(&berthd, &pod, stdin_container("sh-spdy", &["sh"], true)).await;
     let url = attach_url(&berthd, &id, ALL_STREAMS).await.expect("Attach");
-    let out = go_session(
-        &url,
-        GoSpdyOptions {
-            input: "echo hello\n".into(),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(
-        (out.stdout.as_str(), out.stderr.as_str()),
-        ("hello\n", ""),
-        "{out:?}"
-    );
-    assert!(out.succeeded(), "{out:?}");
+    let out = eof_session(&url, EofSession::attach_stdin_once_sh()).await;
+    assert_eq!(out.stderr, "", "{out:?}");
     let status = wait_exited(&berthd, &id, LONG).await;
     assert_eq!(status.exit_code, 0, "{status:?}");
     // Nothing left to attach to.
@@ -176,17 +154,7 @@ async fn exec_stdin_eof_ends_the_command_and_the_session() {
     let url = exec_url(&berthd, &id, &["cat"], ALL_STREAMS)
         .await
         .expect("Exec");
-    let out = go_session(
-        &url,
-        GoSpdyOptions {
-            input: "data-line\n".into(),
-            close_after: Some("data-line\n".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(out.stdout, "data-line\n", "{out:?}");
-    assert!(out.succeeded(), "{out:?}");
+    eof_session(&url, EofSession::exec_cat()).await;
 
     // FIN right behind 1 MiB of input: all of it arrives first; the exit status comes through.
     let url = exec_url(
@@ -199,7 +167,7 @@ async fn exec_stdin_eof_ends_the_command_and_the_session() {
     .expect("Exec");
     let out = go_session(
         &url,
-        GoSpdyOptions {
+        &GoSpdyOptions {
             input: "0123456789abcdef".into(),
             repeat: 64 * 1024,
             ..Default::default()
@@ -253,17 +221,7 @@ async fn attach_stdin_eof_without_stdin_once_leaves_the_containers_stdin_open() 
 
     // The attachment ends at its stdin's EOF (as with containerd); the container goes on.
     let url = attach_url(&berthd, &id, ALL_STREAMS).await.expect("Attach");
-    let out = go_session(
-        &url,
-        GoSpdyOptions {
-            input: "one\n".into(),
-            close_after: Some("got one\n".into()),
-            ..Default::default()
-        },
-    )
-    .await;
-    assert_eq!(out.stdout, "got one\n", "{out:?}");
-    assert!(out.succeeded(), "{out:?}");
+    eof_session(&url, EofSession::attach_line_reader()).await;
 
     let url = attach_url(&berthd, &id, ALL_STREAMS).await.expect("Attach");
     let mut session = ExecSession::open(&url, WS, ALL_STREAMS)

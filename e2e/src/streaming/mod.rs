@@ -19,6 +19,7 @@ pub mod go_spdy;
 mod portforward;
 mod remote;
 pub mod spdy;
+pub mod stdin_eof;
 pub mod ws;
 
 use std::time::Duration;
