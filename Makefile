@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Tests run several berthd instances in parallel; two threads suit the 2-core CI machine.
 TEST_THREADS ?= 2
 
-.PHONY: run setup build test check unit fuzz e2e test-rig bench images fmt clippy shellcheck clean-test
+.PHONY: run setup build test check unit fuzz e2e test-rig bench images corpus fmt clippy shellcheck clean-test
 
 ## run: install dependencies and a default CNI network if none exists, build, and run berthd (as root)
 run: setup build
@@ -36,6 +36,7 @@ test: test-rig check unit fuzz e2e
 test-rig:
 	hack/install-deps.sh
 	hack/test-images.sh --with-auth
+	hack/layer-corpus.sh
 	hack/peers.sh python >/dev/null
 
 check: fmt clippy shellcheck
@@ -82,6 +83,10 @@ bench:
 
 images:
 	hack/test-images.sh
+
+## corpus: layers written by other tools (umoci, buildah, skopeo, Python tarfile) for e2e/tests/layer_corpus.rs
+corpus:
+	hack/layer-corpus.sh
 
 clean-test:
 	hack/registry.sh stop || true

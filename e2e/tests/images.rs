@@ -430,10 +430,14 @@ async fn hostile_layers_are_refused_and_write_nothing_outside() {
                 .entry(Entry::File("../../../../pwned", b"x"))
                 .finish(),
         ),
+        // A leading `/` is the layer root (see layer_corpus.rs), but `..` above it is refused.
         (
-            "absolute",
+            "absolute-dotdot",
             RawTar::default()
-                .entry(Entry::File(&format!("{canary_abs}/pwned"), b"x"))
+                .entry(Entry::File(
+                    &format!("/../../../..{canary_abs}/pwned"),
+                    b"x",
+                ))
                 .finish(),
         ),
         (
@@ -452,7 +456,7 @@ async fn hostile_layers_are_refused_and_write_nothing_outside() {
         (
             "hardlink-abs",
             RawTar::default()
-                .entry(Entry::Hardlink("passwd", "/etc/passwd"))
+                .entry(Entry::Hardlink("passwd", "/../etc/passwd"))
                 .finish(),
         ),
         (

@@ -1,6 +1,7 @@
 //! Pulling: resolve, verify, stream layers into snapshots, record.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_registry::{Credentials, DigestVerifier, Endpoint, ManifestKind, Reference};
@@ -322,44 +323,68 @@ fn ensure_layer(
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = LayerResult> + Send>> {
     Box::pin(async move {
         let chain_id = plan.layers[i].chain_id.clone();
-        let work = {
-            let inner = inner.clone();
-            let plan = plan.clone();
-            move || async move {
-                // Another pull (or this one's upper layer, waiting for its parent) may have
-                // committed it meanwhile.
-                if inner.snapshots.exists(&plan.layers[i].chain_id) {
-                    return Ok(());
-                }
-                let unpacked = {
-                    let _permit = plan
-                        .downloads
-                        .acquire()
-                        .await
-                        .map_err(|e| Arc::new(ImageError::Internal(e.to_string())))?;
-                    if plan.cancelled() {
-                        return Err(Arc::new(ImageError::Cancelled));
-                    }
-                    download_and_unpack(&inner, &plan, i)
-                        .await
-                        .map_err(Arc::new)?
-                };
-                // Unpacked in parallel, committed in order: a snapshot's parent must exist first.
-                if i > 0 {
-                    ensure_layer(inner.clone(), plan.clone(), i - 1).await?;
-                }
-                let chain_id = plan.layers[i].chain_id.clone();
-                let parent = (i > 0).then(|| plan.layers[i - 1].chain_id.clone());
-                tokio::task::spawn_blocking(move || unpacked.commit(&chain_id, parent.as_deref()))
-                    .await
-                    .map_err(|e| Arc::new(ImageError::Internal(format!("commit task: {e}"))))?
-                    .map_err(|e| Arc::new(ImageError::from(e)))?;
-                inner.metrics.layers_fetched.inc();
-                Ok(())
+        // Another pull's run of this layer may fail for its own reasons (a layer of *its* image
+        // failed and cancelled it; other endpoint or credentials): not this pull's verdict. So a
+        // failed run this pull did not execute is run again (each attempt runs here or joins a
+        // newer run, so this ends).
+        loop {
+            let ran_here = Arc::new(AtomicBool::new(false));
+            let result = inner
+                .layers
+                .run(chain_id.clone(), layer_work(&inner, &plan, i, &ran_here))
+                .await;
+            if result.is_ok() || ran_here.load(Ordering::SeqCst) || plan.cancelled() {
+                return result;
             }
-        };
-        inner.layers.run(chain_id, work).await
+            tracing::debug!(image = %plan.reference, layer = %plan.layers[i].digest, "a shared fetch of this layer failed in another pull; fetching it again");
+        }
     })
+}
+
+/// The coalesced work of [`ensure_layer`]: marks `ran_here` so the caller knows the result is
+/// its own.
+fn layer_work(
+    inner: &Arc<Inner>,
+    plan: &Arc<Plan>,
+    i: usize,
+    ran_here: &Arc<AtomicBool>,
+) -> impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = LayerResult> + Send>> {
+    let (inner, plan, ran_here) = (inner.clone(), plan.clone(), ran_here.clone());
+    move || {
+        ran_here.store(true, Ordering::SeqCst);
+        Box::pin(async move {
+            // Another pull (or this one's upper layer, waiting for its parent) may have
+            // committed it meanwhile.
+            if inner.snapshots.exists(&plan.layers[i].chain_id) {
+                return Ok(());
+            }
+            let unpacked = {
+                let _permit = plan
+                    .downloads
+                    .acquire()
+                    .await
+                    .map_err(|e| Arc::new(ImageError::Internal(e.to_string())))?;
+                if plan.cancelled() {
+                    return Err(Arc::new(ImageError::Cancelled));
+                }
+                download_and_unpack(&inner, &plan, i)
+                    .await
+                    .map_err(Arc::new)?
+            };
+            // Unpacked in parallel, committed in order: a snapshot's parent must exist first.
+            if i > 0 {
+                ensure_layer(inner.clone(), plan.clone(), i - 1).await?;
+            }
+            let chain_id = plan.layers[i].chain_id.clone();
+            let parent = (i > 0).then(|| plan.layers[i - 1].chain_id.clone());
+            tokio::task::spawn_blocking(move || unpacked.commit(&chain_id, parent.as_deref()))
+                .await
+                .map_err(|e| Arc::new(ImageError::Internal(format!("commit task: {e}"))))?
+                .map_err(|e| Arc::new(ImageError::from(e)))?;
+            inner.metrics.layers_fetched.inc();
+            Ok(())
+        })
+    }
 }
 
 /// Streams one layer blob from the registry through its decompressor into a staged snapshot,
@@ -400,6 +425,11 @@ async fn download_and_unpack(
     let what = format!("layer {} of {}", layer.digest, plan.reference);
     let mut verifier = DigestVerifier::new(what.clone(), &layer.digest, Some(layer.size))?;
     let mut failure: Option<ImageError> = None;
+    // Set when the unpacker hung up before the end of the blob. It only does that when it failed,
+    // and then its error is the verdict: the download merely stopped, so a size check of the
+    // bytes seen so far would report a "size mismatch" that never happened (and, differing with
+    // timing from one attempt to the next, hide the real cause).
+    let mut unpacker_stopped = false;
     let started = Instant::now();
     let mut last_progress = started;
     loop {
@@ -443,11 +473,12 @@ async fn download_and_unpack(
         }
         inner.metrics.bytes.inc_by(chunk.len() as u64);
         if tx.send(Ok(chunk)).await.is_err() {
-            // The unpacker stopped early; its error says why.
+            unpacker_stopped = true;
             break;
         }
     }
     if failure.is_none()
+        && !unpacker_stopped
         && let Err(e) = verifier.finish()
     {
         failure = Some(e.into());
@@ -462,6 +493,12 @@ async fn download_and_unpack(
     // A download failure is the cause; the unpacker's error (if any) is its consequence.
     match failure {
         Some(e) => Err(e),
+        None if unpacker_stopped => match unpacked {
+            Err(e) => Err(e),
+            Ok(_) => Err(ImageError::Internal(format!(
+                "{what}: the unpacker finished before the end of the blob"
+            ))),
+        },
         None => {
             tracing::debug!(
                 image = %plan.reference,

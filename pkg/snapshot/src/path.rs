@@ -1,7 +1,8 @@
 //! Lexical cleaning of tar entry paths and OCI whiteout recognition.
 //!
-//! Cleaning is only the first line of defence: it rejects absolute names and `..` climbing
-//! above the root, and gives a canonical `a/b/c` form. Symlinks inside the layer are handled by
+//! Cleaning is only the first line of defence: it rejects `..` climbing above the root and gives
+//! a canonical `a/b/c` form. A leading `/` means the layer root, as it does for docker,
+//! containerd and CRI-O (umoci writes `/` and `/bin/sh`): every name is relative to the root. Symlinks inside the layer are handled by
 //! the kernel when the parent directory is opened with `RESOLVE_BENEATH` (see `sys`).
 
 /// OCI whiteout prefix: `dir/.wh.name` deletes `dir/name` from lower layers.
@@ -21,17 +22,16 @@ pub(crate) struct CleanPath {
 }
 
 impl CleanPath {
-    /// Cleans `raw` like Go's `filepath.Clean` but refuses what Clean would keep or re-root:
-    /// a leading `/` and `..` that climbs above the root. `./foo`, `foo/` and `a/../b` are fine.
+    /// Cleans `raw` like Go's `filepath.Clean` relative to the layer root: a leading `/` or `./`
+    /// is dropped (`/`, `./` and `.` are the root itself), and `..` that climbs above the root
+    /// is refused. containerd instead joins `/../x` to `/x`; refusing is stricter, and no tool
+    /// writes such names in a genuine layer. `./foo`, `/foo`, `foo/` and `a/../b` are fine.
     pub(crate) fn new(raw: &[u8]) -> Result<CleanPath, &'static str> {
         if raw.is_empty() {
             return Err("empty path");
         }
         if raw.contains(&0) {
             return Err("path contains a NUL byte");
-        }
-        if raw[0] == b'/' {
-            return Err("absolute path");
         }
         let mut parts: Vec<&[u8]> = Vec::new();
         for part in raw.split(|b| *b == b'/') {
@@ -57,7 +57,7 @@ impl CleanPath {
         Ok(CleanPath { path, name_start })
     }
 
-    /// True for the layer root itself (`.`, `./`).
+    /// True for the layer root itself (`.`, `./`, `/`).
     pub(crate) fn is_root(&self) -> bool {
         self.path.is_empty()
     }
@@ -129,9 +129,23 @@ mod tests {
     }
 
     #[test]
+    fn leading_slash_is_the_layer_root() {
+        assert_eq!(clean("/").unwrap(), "");
+        assert_eq!(clean("//").unwrap(), "");
+        assert_eq!(clean("/bin/sh").unwrap(), "bin/sh");
+        assert_eq!(clean("//etc//passwd").unwrap(), "etc/passwd");
+        assert_eq!(clean("/./a/../b").unwrap(), "b");
+        assert_eq!(clean("/.wh.gone").unwrap(), ".wh.gone");
+        assert!(CleanPath::new(b"/").unwrap().is_root());
+    }
+
+    #[test]
     fn refuses_escapes() {
         assert!(clean("../escape").is_err());
-        assert!(clean("/abs/file").is_err());
+        assert!(clean("/../x").is_err());
+        assert!(clean("./../x").is_err());
+        assert!(clean("/a/../../x").is_err());
+        assert!(clean("/..").is_err());
         assert!(clean("a/../../escape").is_err());
         assert!(clean("./..").is_err());
         assert!(clean("").is_err());

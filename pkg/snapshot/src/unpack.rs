@@ -2,17 +2,19 @@
 //! conversion and the sha256 of the stream computed in the same pass.
 //!
 //! Safety model: the extraction dir is opened once as `root`. For each entry the path is
-//! cleaned lexically (refusing absolute names and `..` above the root), then its parent is
-//! opened with openat2(`RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`) relative to `root` — the kernel
+//! cleaned lexically (a leading `/` means the root; `..` above the root is refused), then its
+//! parent is opened with openat2(`RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS`) relative to `root` — the kernel
 //! refuses (EXDEV) any resolution that would leave it, including through symlinks the layer
 //! itself created — and the last component is created relative to that fd without following
 //! it. Hardlink targets go through the same resolution. Nothing is ever looked up by an
 //! absolute path, so a hostile layer cannot write outside `root`.
 
+use std::cell::Cell;
 use std::ffi::CString;
 use std::io::{self, BufRead, BufReader, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
+use std::rc::Rc;
 
 use crate::create::{self, Attrs, Ctx, Fail};
 use crate::digest::HashingReader;
@@ -54,11 +56,27 @@ pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotEr
     };
     let tar_err = |entry: Option<String>| move |source| SnapshotError::InvalidTar { entry, source };
 
-    let mut archive =
-        tar::Archive::new(BufReader::with_capacity(BUF_SIZE, HashingReader::new(tar)));
+    let ends = Rc::new(StreamEnd::default());
+    let mut archive = tar::Archive::new(TailPadding {
+        inner: BufReader::with_capacity(BUF_SIZE, HashingReader::new(tar)),
+        ends: ends.clone(),
+    });
     for entry in archive.entries().map_err(tar_err(None))? {
         let mut entry = entry.map_err(tar_err(None))?;
-        unpacker.entry(&mut entry).map_err(|fail| {
+        let done = unpacker.entry(&mut entry).and_then(|()| {
+            // Read what the entry handler left (data of a type without content) so that the
+            // tar crate only ever skips padding, and so a stream that ends inside the data is
+            // caught here instead of passing for a short file.
+            io::copy(&mut entry, &mut io::sink()).map_err(Fail::Tar)?;
+            if ends.eof.get() {
+                return Err(Fail::Tar(invalid(
+                    "layer stream ends inside an entry's data",
+                )));
+            }
+            ends.pad_until.set(ends.pos.get().next_multiple_of(BLOCK));
+            Ok(())
+        });
+        done.map_err(|fail| {
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             match fail {
                 Fail::Unsafe(reason) => SnapshotError::UnsafePath {
@@ -80,7 +98,7 @@ pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotEr
     unpacker.restore_dir_times()?;
 
     // Hash whatever follows the end-of-archive marker too: the diff ID covers the whole blob.
-    let mut rest = archive.into_inner();
+    let mut rest = archive.into_inner().inner;
     loop {
         let n = rest.fill_buf().map_err(tar_err(None))?.len();
         if n == 0 {
@@ -95,6 +113,52 @@ pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotEr
         content_bytes: unpacker.content_bytes,
         entries: unpacker.entries,
     })
+}
+
+/// Tar block size: headers are one block, and entry data is padded to a whole number of them.
+const BLOCK: u64 = 512;
+
+/// What the unpack loop and [`TailPadding`] share about the stream's position and end.
+#[derive(Default)]
+struct StreamEnd {
+    /// Bytes handed to the tar reader so far.
+    pos: Cell<u64>,
+    /// End of the padding after the last entry whose data was read completely.
+    pad_until: Cell<u64>,
+    /// Set when the stream really ended (not padding made up by [`TailPadding`]).
+    eof: Cell<bool>,
+}
+
+/// Supplies the zero padding a layer may omit after its last entry's data.
+///
+/// Some tools (`umoci insert`) end a layer right after the last file's data: no padding to 512
+/// bytes and no end-of-archive blocks. docker and containerd (Go's archive/tar) accept that, so
+/// this reader makes up zeros up to the next block boundary, but only once the last entry's
+/// data has been read in full: a stream cut inside a header or inside data still fails. The
+/// made-up bytes sit above the hashing reader, so the diff ID covers only what was received.
+struct TailPadding<R> {
+    inner: R,
+    ends: Rc<StreamEnd>,
+}
+
+impl<R: Read> Read for TailPadding<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut n = self.inner.read(buf)?;
+        let pos = self.ends.pos.get();
+        if n == 0 && !buf.is_empty() {
+            let missing = self.ends.pad_until.get().saturating_sub(pos);
+            if missing == 0 {
+                self.ends.eof.set(true);
+            } else {
+                n = buf
+                    .len()
+                    .min(usize::try_from(missing).unwrap_or(usize::MAX));
+                buf[..n].fill(0);
+            }
+        }
+        self.ends.pos.set(pos + n as u64);
+        Ok(n)
+    }
 }
 
 struct Unpacker {
@@ -205,9 +269,7 @@ impl Unpacker {
                     T::Block => libc::S_IFBLK,
                     _ => libc::S_IFIFO,
                 };
-                let header = entry.header();
-                let major = header.device_major().map_err(Fail::Tar)?.unwrap_or(0);
-                let minor = header.device_minor().map_err(Fail::Tar)?.unwrap_or(0);
+                let (major, minor) = device_numbers(entry.header())?;
                 create::node(dir, &name, file_type, libc::makedev(major, minor), &attrs)?;
             }
             other => {
@@ -392,6 +454,24 @@ fn numeric(raw: &[u8], parsed: io::Result<u64>) -> Result<u64, Fail> {
         return Ok(0);
     }
     parsed.map_err(Fail::Tar)
+}
+
+/// A device entry's major and minor numbers. Blank fields read as 0 (Python's tarfile leaves
+/// them empty for FIFOs), and v7 headers, which have no such fields, give 0/0.
+fn device_numbers(header: &tar::Header) -> Result<(u32, u32), Fail> {
+    let raw = match (header.as_ustar(), header.as_gnu()) {
+        (Some(h), _) => (&h.dev_major, &h.dev_minor),
+        (None, Some(h)) => (&h.dev_major, &h.dev_minor),
+        (None, None) => return Ok((0, 0)),
+    };
+    let field = |raw: &[u8], parsed: io::Result<Option<u32>>| {
+        let value = numeric(raw, parsed.map(|v| u64::from(v.unwrap_or(0))))?;
+        u32::try_from(value).map_err(|_| Fail::Tar(invalid("device number out of range")))
+    };
+    Ok((
+        field(raw.0, header.device_major())?,
+        field(raw.1, header.device_minor())?,
+    ))
 }
 
 /// Parses a PAX time (`secs[.fraction]`, possibly negative) into seconds and nanoseconds.

@@ -67,10 +67,25 @@ fn dotdot_name() {
     });
 }
 
+// A leading `/` is the layer root (umoci writes such names), but `..` after it still climbs out.
 #[test]
-fn absolute_name() {
-    assert_refused("/abs/file", &["/abs"], |_| {
-        Layer::new().raw(EntryType::Regular, "/abs/file", "", b"x")
+fn absolute_dotdot_name() {
+    assert_refused("/../berth-escape-x", &["/berth-escape-x"], |_| {
+        Layer::new().raw(EntryType::Regular, "/../berth-escape-x", "", b"x")
+    });
+}
+
+#[test]
+fn dot_slash_dotdot_name() {
+    assert_refused("./../escape", &[], |_| {
+        Layer::new().raw(EntryType::Regular, "./../escape", "", b"x")
+    });
+}
+
+#[test]
+fn absolute_dotdot_whiteout() {
+    assert_refused("/../.wh.precious", &[], |_| {
+        Layer::new().raw(EntryType::Regular, "/../.wh.precious", "", b"")
     });
 }
 
@@ -84,9 +99,9 @@ fn dotdot_inside_name() {
 }
 
 #[test]
-fn absolute_directory_name() {
-    assert_refused("/berth-escape-dir/", &["/berth-escape-dir"], |_| {
-        Layer::new().raw(EntryType::Directory, "/berth-escape-dir/", "", b"")
+fn absolute_dotdot_directory_name() {
+    assert_refused("/a/../../berth-escape-dir/", &["/berth-escape-dir"], |_| {
+        Layer::new().raw(EntryType::Directory, "/a/../../berth-escape-dir/", "", b"")
     });
 }
 
@@ -98,10 +113,66 @@ fn hardlink_dotdot_target() {
 }
 
 #[test]
-fn hardlink_absolute_target() {
+fn hardlink_absolute_dotdot_target() {
     assert_refused("passwd", &[], |_| {
-        Layer::new().raw(EntryType::Link, "passwd", "/etc/passwd", b"")
+        Layer::new().raw(EntryType::Link, "passwd", "/../etc/passwd", b"")
     });
+    assert_refused("passwd", &[], |_| {
+        Layer::new().raw(EntryType::Link, "passwd", "./../etc/passwd", b"")
+    });
+}
+
+#[test]
+fn absolute_names_through_symlink_outside() {
+    // The normalised `/evil/file` is resolved beneath the root like `evil/file`: the symlink the
+    // layer planted does not lead out.
+    assert_refused("/evil/file", &[], |canary| {
+        Layer::new().symlink("evil", canary.to_str().unwrap()).raw(
+            EntryType::Regular,
+            "/evil/file",
+            "",
+            b"pwned",
+        )
+    });
+    assert_refused("/evil/.wh.precious", &[], |canary| {
+        Layer::new().symlink("evil", canary.to_str().unwrap()).raw(
+            EntryType::Regular,
+            "/evil/.wh.precious",
+            "",
+            b"",
+        )
+    });
+    assert_refused("passwd", &[], |_| {
+        Layer::new()
+            .symlink("etc", "/etc")
+            .raw(EntryType::Link, "passwd", "/etc/passwd", b"")
+    });
+}
+
+/// `/etc/passwd` as a hardlink target names the layer's own `etc/passwd`, never the host's:
+/// without one in the layer the link fails (no such file), and the host file is untouched.
+#[test]
+fn hardlink_absolute_target_stays_in_the_layer() {
+    require_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&tmp.path().join("root")).unwrap();
+    let before = fs::metadata("/etc/passwd").unwrap();
+    let tar = Layer::new()
+        .raw(EntryType::Link, "passwd", "/etc/passwd", b"")
+        .build();
+    let diff_id = sha256(&tar);
+    let chain = chain_id(None, &diff_id);
+    let err = s.apply_layer(&chain, None, &diff_id, &tar[..]).unwrap_err();
+    assert!(
+        matches!(&err, SnapshotError::Extract { entry, .. } if entry == "passwd"),
+        "{err:?}"
+    );
+    let after = fs::metadata("/etc/passwd").unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::nlink(&after),
+        std::os::unix::fs::MetadataExt::nlink(&before)
+    );
+    assert!(!s.exists(&chain));
 }
 
 #[test]
