@@ -9,8 +9,8 @@
 //! `:authority` on their sockets, and so must Berth.
 //!
 //! [`AuthorityFilter`] wraps each accepted connection and rewrites only the client's header blocks:
-//! it decodes every HEADERS/CONTINUATION block with HPACK (so the client's dynamic table is
-//! tracked), leaves out an `:authority` that h2 would refuse (checked with the same
+//! it decodes every HEADERS/CONTINUATION block with HPACK (its own decoder; the client's dynamic
+//! table is tracked), leaves out an `:authority` that h2 would refuse (checked with the same
 //! `http::uri::Authority` parser h2 uses), and re-encodes the block for h2 as literals that never
 //! touch h2's dynamic table. Every other byte, header and frame goes through unchanged, so h2
 //! still checks everything else it checks (pseudo-headers, header names, framing, flow control).
@@ -22,6 +22,7 @@
 //! is passed through untouched, so h2 reports the error it would have reported anyway.
 
 mod hpack;
+mod huffman;
 mod io;
 mod rewrite;
 
