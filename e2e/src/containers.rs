@@ -35,6 +35,13 @@ pub fn httpd() -> String {
 
 /// Pulls an image as kubelet does before CreateContainer; returns its image ref.
 pub async fn pull(berthd: &Berthd, image: &str) -> String {
+    try_pull(berthd, image)
+        .await
+        .unwrap_or_else(|e| panic!("pulling {image} (is hack/test-images.sh done?): {e:?}"))
+}
+
+/// [`pull`] for tests that expect some pulls to fail.
+pub async fn try_pull(berthd: &Berthd, image: &str) -> Result<String, Status> {
     let mut client = berthd.images().await.expect("image client");
     client
         .pull_image(cri::PullImageRequest {
@@ -46,9 +53,7 @@ pub async fn pull(berthd: &Berthd, image: &str) -> String {
             sandbox_config: None,
         })
         .await
-        .unwrap_or_else(|e| panic!("pulling {image} (is hack/test-images.sh done?): {e:?}"))
-        .into_inner()
-        .image_ref
+        .map(|r| r.into_inner().image_ref)
 }
 
 /// A pod ready for containers: its id, the config it was created with (CreateContainer sends it

@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use berth_e2e::containers::try_pull;
 use berth_e2e::oci_layout::{Entry, RawTar, sha256, write_image};
 use berth_e2e::registry::{PrivateRegistry, SHARED};
 use berth_e2e::{Berthd, Options};
@@ -49,21 +50,6 @@ fn no_cni() -> Options {
         cni: false,
         ..Options::default()
     }
-}
-
-async fn pull(berthd: &Berthd, image: &str) -> Result<String, tonic::Status> {
-    let mut client = berthd.images().await.expect("image client");
-    client
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.to_string(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .map(|r| r.into_inner().image_ref)
 }
 
 async fn chain_id(berthd: &Berthd, image: &str) -> String {
@@ -371,7 +357,7 @@ async fn corpus_images_match_gnu_tar_file_by_file() {
     let mut chains = Vec::new();
     for name in CORPUS {
         let image = reference(name);
-        pull(&berthd, &image)
+        try_pull(&berthd, &image)
             .await
             .unwrap_or_else(|e| panic!("pull {image} (run hack/layer-corpus.sh): {e:?}"));
         chains.push(chain_id(&berthd, &image).await);
@@ -480,7 +466,7 @@ async fn normalised_names_still_cannot_escape() {
         e
     };
     for (name, _) in &refused {
-        let err = pull(
+        let err = try_pull(
             &berthd,
             &format!("{}/hostile/{name}:latest", registry.address),
         )
@@ -496,7 +482,7 @@ async fn normalised_names_still_cannot_escape() {
         assert!(!Path::new("/pwned").exists(), "{name}");
     }
     let inside_image = format!("{}/hostile/inside:latest", registry.address);
-    pull(&berthd, &inside_image).await.unwrap();
+    try_pull(&berthd, &inside_image).await.unwrap();
     assert_eq!(
         canary_entries(),
         ["keep"],
