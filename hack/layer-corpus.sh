@@ -18,6 +18,8 @@
 #   skopeo-v2s2          ... converted to a docker v2s2 manifest (dir: transport)
 #   skopeo-from-v2s2     ... and back to OCI
 #   skopeo-docker-archive  through the `docker save` format and back
+#   skopeo-uncompressed  ... and back with --dest-oci-accept-uncompressed-layers: skopeo 1.9
+#                        labels the plain tar layers tar+gzip (Berth goes by the data)
 #   py-*                 Python tarfile layers (hack/layer-corpus.py): GNU,
 #                        PAX and USTAR, without end-of-archive blocks, cut
 #                        right after the data, sparse (GNU tar), whiteouts and
@@ -55,7 +57,7 @@ TAGS=(umoci-repack umoci-insert buildah py-gnu py-pax py-ustar py-no-trailer
 # a layout that already holds the source's blobs (or that its blob cache knows),
 # skopeo reuses them instead of recompressing or converting. skopeo-v2s2 is a
 # dir: transport copy, the only offline one that keeps a v2s2 manifest.
-SKOPEO_TAGS=(skopeo-zstd skopeo-gzip9 skopeo-from-v2s2 skopeo-docker-archive)
+SKOPEO_TAGS=(skopeo-zstd skopeo-gzip9 skopeo-from-v2s2 skopeo-docker-archive skopeo-uncompressed)
 
 export SOURCE_DATE_EPOCH=0 LC_ALL=C
 umask 022
@@ -158,9 +160,11 @@ build_skopeo() {
     skopeo copy -q --format v2s2 "$src" "dir:$V2S2"
     skopeo copy -q --format oci "dir:$V2S2" "oci:$SKOPEO/skopeo-from-v2s2:latest"
     skopeo copy -q "$src" "docker-archive:$w/saved.tar:corpus/saved:latest"
-    # Not --dest-oci-accept-uncompressed-layers: skopeo 1.9 then labels the
-    # uncompressed layers tar+gzip.
     skopeo copy -q "docker-archive:$w/saved.tar" "oci:$SKOPEO/skopeo-docker-archive:latest"
+    # skopeo 1.9 labels the uncompressed layers it keeps tar+gzip: a mislabelled layer, which
+    # containerd and docker (and Berth) accept because they go by the data.
+    skopeo copy -q --dest-oci-accept-uncompressed-layers \
+        "docker-archive:$w/saved.tar" "oci:$SKOPEO/skopeo-uncompressed:latest"
     rm -rf "$w"
 }
 
