@@ -341,8 +341,18 @@ fn assert_same_tree(name: &str, expected: &BTreeMap<String, Node>, got: &BTreeMa
 }
 
 /// Mounts the image's snapshots as a container's rootfs is mounted and returns its tree.
-fn berth_rootfs(berthd: &Berthd, chain_id: &str) -> BTreeMap<String, Node> {
-    let snapshots = berth_snapshot::Snapshotter::open(&berthd.root.join("snapshots")).unwrap();
+/// berthd's snapshots, opened once per test after berthd stopped. Once, because the store is
+/// flock()ed: a child another test forks (gzip, tar, curl) holds a copy of the lock's fd until its
+/// exec, so closing and reopening at once can find the store still locked.
+fn snapshots_of(berthd: &Berthd) -> berth_snapshot::Snapshotter {
+    berth_snapshot::Snapshotter::open(&berthd.root.join("snapshots")).unwrap()
+}
+
+fn berth_rootfs(
+    berthd: &Berthd,
+    snapshots: &berth_snapshot::Snapshotter,
+    chain_id: &str,
+) -> BTreeMap<String, Node> {
     let rw = berthd.dir.join("rw");
     let merged = berthd.dir.join("merged");
     std::fs::create_dir_all(&merged).unwrap();
@@ -366,6 +376,7 @@ async fn corpus_images_match_gnu_tar_file_by_file() {
         chains.push(chain_id(&berthd, &image).await);
     }
     assert!(berthd.stop().unwrap().success());
+    let snapshots = snapshots_of(&berthd);
     for (name, chain) in CORPUS.iter().zip(&chains) {
         let reference_dir = berthd.dir.join(format!("gnu-tar-{name}"));
         std::fs::create_dir_all(&reference_dir).unwrap();
@@ -375,9 +386,10 @@ async fn corpus_images_match_gnu_tar_file_by_file() {
         }
         let expected = snapshot_tree(&reference_dir);
         assert!(!expected.is_empty(), "{name}: GNU tar extracted nothing");
-        assert_same_tree(name, &expected, &berth_rootfs(&berthd, chain));
+        assert_same_tree(name, &expected, &berth_rootfs(&berthd, &snapshots, chain));
         std::fs::remove_dir_all(&reference_dir).unwrap();
     }
+    drop(snapshots);
     berthd.finish();
 }
 
@@ -495,13 +507,13 @@ async fn normalised_names_still_cannot_escape() {
     drop(registry);
     let mut berthd = berthd;
     assert!(berthd.stop().unwrap().success());
-    let tree = berth_rootfs(&berthd, &chain);
+    let snapshots = snapshots_of(&berthd);
+    let tree = berth_rootfs(&berthd, &snapshots, &chain);
     let inside_path = format!("{}/inside", canary_abs.trim_start_matches('/'));
     assert_eq!(
         tree[&inside_path].content,
         format!("12 {}", sha256(b"in the layer"))
     );
-    let snapshots = berth_snapshot::Snapshotter::open(&berthd.root.join("snapshots")).unwrap();
     assert_eq!(
         snapshots.list().unwrap().len(),
         1,
