@@ -332,7 +332,10 @@ async fn pump_output(
         let (sink, data) = match output.next().await.map_err(|e| e.to_string())? {
             AttachEvent::Stdout(data) => (&mut stdout, data),
             AttachEvent::Stderr(data) => (&mut stderr, data),
-            AttachEvent::Exit(_) => return Ok(0),
+            AttachEvent::Exit(_) => {
+                tracing::debug!("attached container exited");
+                return Ok(0);
+            }
         };
         if let Some(w) = sink
             && w.write_all(&data).await.is_err()

@@ -139,8 +139,9 @@ async fn output(from: Option<BoxRead>, to: Option<BoxWrite>) {
 async fn input(from: Option<BoxRead>, to: Option<Pin<Box<dyn AsyncWrite + Send>>>) {
     match (from, to) {
         (Some(mut from), Some(mut to)) => {
-            if let Err(e) = tokio::io::copy(&mut from, &mut to).await {
-                tracing::debug!(error = %e, "streaming stdin stopped");
+            match tokio::io::copy(&mut from, &mut to).await {
+                Ok(bytes) => tracing::debug!(bytes, "client stdin ended"),
+                Err(e) => tracing::debug!(error = %e, "streaming stdin stopped"),
             }
             let _ = to.shutdown().await;
         }
@@ -148,6 +149,7 @@ async fn input(from: Option<BoxRead>, to: Option<Pin<Box<dyn AsyncWrite + Send>>
             let _ = tokio::io::copy(&mut from, &mut tokio::io::sink()).await;
         }
         (None, Some(mut to)) => {
+            tracing::debug!("no client stdin stream: closing the process's stdin");
             let _ = to.shutdown().await;
         }
         (None, None) => {}
