@@ -156,9 +156,35 @@ pub fn run_peer(berthd: &Berthd, label: &str, mut command: Command) -> anyhow::R
     })
 }
 
+/// Runs a peer against `berthd` and asserts that it passed and that each of `wanted` starts one of
+/// its check lines. A peer that failed half-way has its pods removed first, so that the test
+/// reports the peer's failure and not the leaks it left.
+pub async fn run_peer_checked(
+    berthd: &Berthd,
+    label: &str,
+    peer: &str,
+    command: Command,
+    wanted: &[&str],
+) {
+    let run = run_peer(berthd, label, command).unwrap_or_else(|e| panic!("running {peer}: {e:#}"));
+    // Shown with --nocapture: which checks ran, and the client's version.
+    println!("{}", run.stdout);
+    if !run.status.success() {
+        remove_all_pods(berthd).await;
+    }
+    run.assert_passed(peer);
+    let checks = run.checks();
+    for wanted in wanted {
+        assert!(
+            checks.iter().any(|c| c.starts_with(wanted)),
+            "no {wanted:?} among the checks: {checks:#?}"
+        );
+    }
+}
+
 /// After a peer failed half-way: stops and removes every pod (and so its containers) with our own
 /// client, so that the test reports the peer's failure and not the leaks it left.
-pub async fn remove_all_pods(berthd: &Berthd) {
+async fn remove_all_pods(berthd: &Berthd) {
     let Ok(mut rt) = berthd.runtime().await else {
         return;
     };

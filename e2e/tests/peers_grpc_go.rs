@@ -15,23 +15,17 @@ async fn grpc_go_runs_a_pod_and_a_container() {
     let berthd = Berthd::start("grpcgo").await.expect("starting berthd");
     let mut command = std::process::Command::new(&binary);
     command.args(peer_args(&berthd, "grpcgo"));
-    let run = run_peer(&berthd, "grpc-go", command).expect("running the grpc-go client");
-    // Shown with --nocapture: which checks ran, and the client's version.
-    println!("{}", run.stdout);
-    if !run.status.success() {
-        remove_all_pods(&berthd).await;
-    }
-    run.assert_passed("cri-client-go (grpc-go)");
-    let checks = run.checks();
-    for wanted in [
-        "ExecSync: exit code 0 (0)",
-        "ListContainers: RUNNING (CONTAINER_RUNNING)",
-        "GetContainerEvents: CREATED, STARTED, STOPPED, DELETED in order",
-    ] {
-        assert!(
-            checks.iter().any(|c| c.starts_with(wanted)),
-            "no {wanted:?} among the checks: {checks:#?}"
-        );
-    }
+    run_peer_checked(
+        &berthd,
+        "grpc-go",
+        "cri-client-go (grpc-go)",
+        command,
+        &[
+            "ExecSync: exit code 0 (0)",
+            "ListContainers: RUNNING (CONTAINER_RUNNING)",
+            "GetContainerEvents: CREATED, STARTED, STOPPED, DELETED in order",
+        ],
+    )
+    .await;
     berthd.finish();
 }

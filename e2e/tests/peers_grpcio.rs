@@ -13,25 +13,19 @@ async fn grpcio_runs_a_pod_and_a_container() {
     let berthd = Berthd::start("grpcio").await.expect("starting berthd");
     let mut command = peer.command();
     command.args(peer_args(&berthd, "grpcio"));
-    let run = run_peer(&berthd, "grpcio", command).expect("running cri_client.py");
-    // Shown with --nocapture: which checks ran, and the client's version.
-    println!("{}", run.stdout);
-    if !run.status.success() {
-        remove_all_pods(&berthd).await;
-    }
-    run.assert_passed("cri_client.py (grpcio)");
-    let checks = run.checks();
-    for wanted in [
-        "ExecSync: exit code 0 (0)",
-        "ListContainers: RUNNING (CONTAINER_RUNNING)",
-        "GetContainerEvents: CREATED, STARTED, STOPPED, DELETED in order",
-        "Version over unix:///path",
-        "Version over unix:/path",
-    ] {
-        assert!(
-            checks.iter().any(|c| c.starts_with(wanted)),
-            "no {wanted:?} among the checks: {checks:#?}"
-        );
-    }
+    run_peer_checked(
+        &berthd,
+        "grpcio",
+        "cri_client.py (grpcio)",
+        command,
+        &[
+            "ExecSync: exit code 0 (0)",
+            "ListContainers: RUNNING (CONTAINER_RUNNING)",
+            "GetContainerEvents: CREATED, STARTED, STOPPED, DELETED in order",
+            "Version over unix:///path",
+            "Version over unix:/path",
+        ],
+    )
+    .await;
     berthd.finish();
 }
