@@ -176,6 +176,7 @@ fn security(s: Option<cri::LinuxContainerSecurityContext>) -> Result<Security, C
         add_capabilities: caps.add_capabilities,
         drop_capabilities: caps.drop_capabilities,
         pid_mode,
+        ..Default::default()
     })
 }
 

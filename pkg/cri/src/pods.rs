@@ -140,6 +140,7 @@ pub(crate) fn sandbox_config(req: cri::RunPodSandboxRequest) -> Result<SandboxCo
         resources: resources(linux.resources),
         overhead: resources(linux.overhead),
         runtime_handler: req.runtime_handler,
+        seccomp_profile: None,
     })
 }
 

@@ -82,4 +82,9 @@ pub struct SandboxConfig {
     pub overhead: Resources,
     /// RuntimeClass handler; empty means the configured default.
     pub runtime_handler: String,
+    /// The pod's seccomp profile (`LinuxSandboxSecurityContext.seccomp`), the default of its
+    /// containers that name none, in the deprecated string form (`runtime/default`,
+    /// `unconfined`, `localhost/<path>`); None = the pod names none. Kept as a string so this
+    /// crate needs no spec types; berth-cri writes and reads it.
+    pub seccomp_profile: Option<String>,
 }

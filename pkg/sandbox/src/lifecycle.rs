@@ -175,6 +175,7 @@ async fn create_locked(
         network: None,
         network_pending: false,
         init: None,
+        seccomp_profile: config.seccomp_profile.clone(),
     };
     // Written before the first side effect: a crash from here on leaves a record to clean up from.
     inner.save(&record).await?;

@@ -61,6 +61,9 @@ pub struct SandboxRecord {
     /// PID 1 of the pod's shared PID namespace (PID mode POD only).
     #[serde(default)]
     pub init: Option<crate::InitProcess>,
+    /// See [`crate::SandboxConfig::seccomp_profile`].
+    #[serde(default)]
+    pub seccomp_profile: Option<String>,
 }
 
 impl Record for SandboxRecord {

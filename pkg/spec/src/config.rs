@@ -78,7 +78,9 @@ pub struct Resources {
     pub unified: BTreeMap<String, String>,
 }
 
-/// The part of CRI's `LinuxContainerSecurityContext` this release honours.
+/// CRI's `LinuxContainerSecurityContext`, with the profiles already chosen (berth-cri resolves
+/// the deprecated string forms, the pod's profile and the node default into these). Fields added
+/// after the first release carry `serde(default)` so records written before them still load.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Security {
     pub privileged: bool,
@@ -91,7 +93,51 @@ pub struct Security {
     /// Capability names as CRI gives them (`NET_ADMIN` or `CAP_NET_ADMIN`; `ALL`).
     pub add_capabilities: Vec<String>,
     pub drop_capabilities: Vec<String>,
+    /// Added to the ambient set (and so to the inheritable one, as the kernel requires): a
+    /// non-root process keeps them across exec.
+    #[serde(default)]
+    pub add_ambient_capabilities: Vec<String>,
     pub pid_mode: PidMode,
+    #[serde(default)]
+    pub seccomp: SeccompProfile,
+    /// `None`: Berth's default lists. `Some`: exactly these (empty = nothing masked, kubelet's
+    /// `procMount: Unmasked`). Ignored for privileged containers.
+    #[serde(default)]
+    pub masked_paths: Option<Vec<String>>,
+    #[serde(default)]
+    pub readonly_paths: Option<Vec<String>>,
+    /// The AppArmor profile name for `process.apparmorProfile`; None = none applied (no
+    /// AppArmor on the host, unconfined, or privileged).
+    #[serde(default)]
+    pub apparmor_profile: Option<String>,
+    /// The SELinux process label for `process.selinuxLabel` and the mount label; None = none
+    /// (no SELinux on the host, or privileged).
+    #[serde(default)]
+    pub selinux_label: Option<String>,
+    #[serde(default)]
+    pub supplemental_groups_policy: SupplementalGroupsPolicy,
+}
+
+/// Which seccomp filter the container gets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeccompProfile {
+    /// No filter.
+    #[default]
+    Unconfined,
+    /// Berth's built-in default profile (Docker's and containerd's coverage).
+    RuntimeDefault,
+    /// A profile file on the node (absolute path), in OCI `linux.seccomp` or Docker's format.
+    Localhost(String),
+}
+
+/// How the process's supplementary groups are computed (CRI `SupplementalGroupsPolicy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SupplementalGroupsPolicy {
+    /// The primary gid, the image's /etc/group memberships and the requested groups.
+    #[default]
+    Merge,
+    /// The primary gid and the requested groups only; /etc/group is not read for groups.
+    Strict,
 }
 
 /// Which PID namespace the container gets.
