@@ -16,6 +16,7 @@ pub mod peers;
 pub mod pods;
 pub mod prometheus;
 pub mod registry;
+pub mod security;
 pub mod streaming;
 pub mod workload;
 

@@ -15,7 +15,7 @@ pub use load::{DEFAULT_CONFIG_PATH, Loaded, Overrides, load};
 pub use model::{
     CgroupConfig, CgroupDriver, CniConfig, Config, GrpcConfig, ImageConfig, LogConfig, LogFormat,
     LogLevel, MetricsConfig, RegistryConfig, RegistryHost, RuntimeConfig, RuntimeHandler,
-    StreamingConfig,
+    SeccompConfig, SeccompDefault, StreamingConfig,
 };
 
 /// The full default configuration as documented TOML (what `berthd config default` prints).

@@ -28,6 +28,7 @@ pub struct Config {
     pub cni: CniConfig,
     pub image: ImageConfig,
     pub registry: RegistryConfig,
+    pub seccomp: SeccompConfig,
 }
 
 impl Default for Config {
@@ -45,6 +46,7 @@ impl Default for Config {
             cni: CniConfig::default(),
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
+            seccomp: SeccompConfig::default(),
         }
     }
 }
@@ -239,6 +241,25 @@ impl CgroupDriver {
             CgroupDriver::Systemd => "systemd",
         }
     }
+}
+
+/// Seccomp for containers whose request (and pod) name no profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SeccompConfig {
+    /// What an empty profile means. kubelet itself sends `Unconfined` unless it runs with
+    /// `--seccomp-default`; this key is for nodes that want RuntimeDefault for every client.
+    pub default_profile: SeccompDefault,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SeccompDefault {
+    /// No filter, as kubelet's own default.
+    #[default]
+    Unconfined,
+    /// Berth's built-in default profile.
+    RuntimeDefault,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

@@ -3,12 +3,13 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_container::{
-    ContainerConfig, ContainerFilter, ContainerRecord, ContainerState, Device, Mount, PidMode,
-    Propagation, Resources, Security,
+    ContainerConfig, ContainerFilter, ContainerRecord, ContainerState, Device, Mount, Propagation,
+    Resources,
 };
 use k8s_cri::v1 as cri;
 
 use crate::error::CriError;
+use crate::security::{SecurityInputs, container_security};
 
 fn sorted(map: HashMap<String, String>) -> BTreeMap<String, String> {
     map.into_iter().collect()
@@ -21,6 +22,7 @@ fn unsorted(map: &BTreeMap<String, String>) -> HashMap<String, String> {
 /// CreateContainerRequest → (sandbox ID, config).
 pub(crate) fn create_request(
     req: cri::CreateContainerRequest,
+    security: &SecurityInputs,
 ) -> Result<(String, ContainerConfig), CriError> {
     if req.pod_sandbox_id.is_empty() {
         return Err(CriError::InvalidArgument(
@@ -71,7 +73,7 @@ pub(crate) fn create_request(
             stdin_once: config.stdin_once,
             tty: config.tty,
             resources: resources(linux.resources),
-            security: security(linux.security_context)?,
+            security: container_security(linux.security_context, security)?,
         },
     ))
 }
@@ -143,41 +145,6 @@ fn resources_to_cri(r: &Resources) -> cri::LinuxContainerResources {
         unified: unsorted(&r.unified),
         memory_swap_limit_in_bytes: r.memory_swap_limit_in_bytes,
     }
-}
-
-fn security(s: Option<cri::LinuxContainerSecurityContext>) -> Result<Security, CriError> {
-    let Some(s) = s else {
-        return Ok(Security::default());
-    };
-    let pid_mode = match s.namespace_options.as_ref() {
-        None => PidMode::Container,
-        Some(ns) => match cri::NamespaceMode::try_from(ns.pid) {
-            Ok(cri::NamespaceMode::Pod) => PidMode::Pod,
-            Ok(cri::NamespaceMode::Container) => PidMode::Container,
-            Ok(cri::NamespaceMode::Node) => PidMode::Node,
-            Ok(cri::NamespaceMode::Target) => PidMode::Target(ns.target_id.clone()),
-            Err(_) => {
-                return Err(CriError::InvalidArgument(format!(
-                    "unknown PID namespace mode {}",
-                    ns.pid
-                )));
-            }
-        },
-    };
-    let caps = s.capabilities.unwrap_or_default();
-    Ok(Security {
-        privileged: s.privileged,
-        run_as_user: s.run_as_user.map(|v| v.value),
-        run_as_username: s.run_as_username,
-        run_as_group: s.run_as_group.map(|v| v.value),
-        supplemental_groups: s.supplemental_groups,
-        readonly_rootfs: s.readonly_rootfs,
-        no_new_privs: s.no_new_privs,
-        add_capabilities: caps.add_capabilities,
-        drop_capabilities: caps.drop_capabilities,
-        pid_mode,
-        ..Default::default()
-    })
 }
 
 fn state_to_cri(state: ContainerState) -> i32 {
@@ -342,6 +309,18 @@ pub(crate) fn filter(f: Option<cri::ContainerFilter>) -> Result<ContainerFilter,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_container::PidMode;
+
+    fn inputs() -> SecurityInputs<'static> {
+        static LSM: std::sync::OnceLock<berth_spec::HostLsm> = std::sync::OnceLock::new();
+        SecurityInputs {
+            node_default: berth_config::SeccompDefault::Unconfined,
+            lsm: LSM.get_or_init(|| {
+                berth_spec::HostLsm::detect_at("/nonexistent".as_ref(), "/nonexistent".as_ref())
+            }),
+            pod_seccomp: None,
+        }
+    }
 
     #[test]
     fn create_request_translation() {
@@ -385,7 +364,7 @@ mod tests {
             }),
             sandbox_config: None,
         };
-        let (sandbox, config) = create_request(req).unwrap();
+        let (sandbox, config) = create_request(req, &inputs()).unwrap();
         assert_eq!(sandbox, "abc");
         assert_eq!((config.name.as_str(), config.attempt), ("web", 2));
         assert_eq!(config.envs, vec![("A".to_string(), "1".to_string())]);
@@ -403,7 +382,7 @@ mod tests {
             sandbox_config: None,
         };
         assert!(matches!(
-            create_request(req),
+            create_request(req, &inputs()),
             Err(CriError::InvalidArgument(_))
         ));
     }

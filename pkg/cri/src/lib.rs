@@ -13,6 +13,7 @@ mod inflight;
 mod instrument;
 mod pods;
 mod runtime_service;
+mod security;
 mod stats;
 mod status;
 mod streaming;
@@ -56,6 +57,8 @@ pub(crate) fn now_ns() -> i64 {
 /// State shared by both services.
 pub(crate) struct Shared {
     pub(crate) deps: Dependencies,
+    /// AppArmor and SELinux on this host, detected once.
+    pub(crate) lsm: berth_spec::HostLsm,
     pub(crate) inflight: inflight::InFlight,
     pub(crate) events: events::EventHub,
 }
@@ -82,6 +85,7 @@ impl CriService {
     pub fn new(deps: Dependencies) -> CriService {
         CriService {
             shared: Arc::new(Shared {
+                lsm: berth_spec::HostLsm::detect(&deps.config.state),
                 deps,
                 inflight: inflight::InFlight::default(),
                 events: events::EventHub::default(),

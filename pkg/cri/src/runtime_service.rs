@@ -10,6 +10,7 @@ use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
+use crate::security::SecurityInputs;
 use crate::{KUBELET_API_VERSION, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_VERSION, RuntimeApi};
 use crate::{containers, pods, stats};
 
@@ -192,7 +193,18 @@ runtime_service! {
             let shared = &self.shared;
             shared
                 .rpc("CreateContainer", request, |req| async move {
-                    let (sandbox_id, config) = containers::create_request(req)?;
+                    // The pod's seccomp profile is the default of its containers; a missing
+                    // pod is reported by create below.
+                    let pod = shared.deps.sandboxes.get(&req.pod_sandbox_id).ok();
+                    if let Some(pod) = &pod {
+                        pods::check_container_userns(&req, pod)?;
+                    }
+                    let inputs = SecurityInputs {
+                        node_default: shared.deps.config.seccomp.default_profile,
+                        lsm: &shared.lsm,
+                        pod_seccomp: pod.as_ref().and_then(|p| p.seccomp_profile.as_deref()),
+                    };
+                    let (sandbox_id, config) = containers::create_request(req, &inputs)?;
                     let container_id = shared.deps.containers.create(&sandbox_id, config).await?;
                     Ok(cri::CreateContainerResponse { container_id })
                 })

@@ -9,24 +9,40 @@ use crate::defaults::{
 };
 use crate::{Security, SpecError};
 
-/// The bounding, effective and permitted sets (inheritable and ambient stay empty).
+/// The bounding, effective and permitted sets; inheritable and ambient hold only the requested
+/// ambient capabilities.
 ///
 /// Privileged, and `ALL` in `add_capabilities`, mean every capability berthd itself has (as
 /// containerd's `WithAllCurrentCapabilities`): asking runc for one berthd lacks (e.g.
 /// CAP_SYS_RESOURCE when berthd runs in a restricted container) would fail the start with EPERM.
 /// Privileged ignores add/drop, as in containerd.
+///
+/// An ambient capability lets a non-root process keep it across `execve` of a file without file
+/// capabilities. The kernel only raises one that is also permitted and inheritable (and in the
+/// bounding set), so each is added to all five sets: asking for it means the process holds it.
 pub(crate) fn capabilities(security: &Security) -> Result<LinuxCapabilities, SpecError> {
-    let set = if security.privileged {
+    let mut set = if security.privileged {
         all_current()
     } else {
         requested(security)?
     };
+    let mut ambient = Capabilities::new();
+    for c in &security.add_ambient_capabilities {
+        if c.eq_ignore_ascii_case("ALL") {
+            return Err(SpecError::invalid(
+                "ALL is not accepted in add_ambient_capabilities: name each capability",
+            ));
+        }
+        let cap = parse(c)?;
+        set.insert(cap);
+        ambient.insert(cap);
+    }
     Ok(LinuxCapabilitiesBuilder::default()
         .bounding(set.clone())
         .effective(set.clone())
         .permitted(set)
-        .inheritable(Capabilities::new())
-        .ambient(Capabilities::new())
+        .inheritable(ambient.clone())
+        .ambient(ambient)
         .build()?)
 }
 
@@ -135,6 +151,35 @@ mod tests {
         assert!(e.contains(&Capability::SysAdmin) && !e.contains(&Capability::Chown));
 
         assert!(effective(&sec(&[], &["all"])).is_empty());
+    }
+
+    #[test]
+    fn ambient_capabilities_are_held_in_every_set() {
+        let s = Security {
+            add_ambient_capabilities: vec!["NET_ADMIN".into(), "CAP_NET_BIND_SERVICE".into()],
+            drop_capabilities: vec!["ALL".into()],
+            ..Default::default()
+        };
+        let caps = capabilities(&s).unwrap();
+        let want: Capabilities = [Capability::NetAdmin, Capability::NetBindService]
+            .into_iter()
+            .collect();
+        for set in [
+            caps.bounding(),
+            caps.effective(),
+            caps.permitted(),
+            caps.inheritable(),
+            caps.ambient(),
+        ] {
+            assert_eq!(set.as_ref().unwrap(), &want);
+        }
+        for bad in ["ALL", "CAP_NOPE"] {
+            let s = Security {
+                add_ambient_capabilities: vec![bad.into()],
+                ..Default::default()
+            };
+            assert!(capabilities(&s).unwrap_err().is_invalid_argument(), "{bad}");
+        }
     }
 
     #[test]

@@ -110,10 +110,10 @@ pub struct Security {
     /// AppArmor on the host, unconfined, or privileged).
     #[serde(default)]
     pub apparmor_profile: Option<String>,
-    /// The SELinux process label for `process.selinuxLabel` and the mount label; None = none
-    /// (no SELinux on the host, or privileged).
+    /// The SELinux process label (`process.selinuxLabel`) and mount label; None = none (no
+    /// SELinux on the host, or privileged).
     #[serde(default)]
-    pub selinux_label: Option<String>,
+    pub selinux_labels: Option<crate::SelinuxLabels>,
     #[serde(default)]
     pub supplemental_groups_policy: SupplementalGroupsPolicy,
 }

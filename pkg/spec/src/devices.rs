@@ -18,6 +18,9 @@ const MAX_DEPTH: usize = 8;
 /// Directories containerd never descends into when a whole device directory is requested.
 const SKIPPED_DIRS: [&str; 7] = ["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
 
+/// Host devices a privileged container does not get as nodes (runc provides them).
+const HOST_DEVICES_SKIPPED: [&str; 2] = ["/dev/console", "/dev/ptmx"];
+
 #[derive(Debug)]
 pub(crate) struct DeviceSetup {
     pub devices: Vec<LinuxDevice>,
@@ -25,10 +28,18 @@ pub(crate) struct DeviceSetup {
 }
 
 /// The device nodes to create and the cgroup rules: deny everything, allow containerd's default
-/// list, then each CRI device. Privileged: a single allow-all rule. Unlike containerd we don't
-/// give privileged containers every host device node (`WithHostDevices`); they get the CRI
-/// devices only.
+/// list, then each CRI device. Privileged: a single allow-all rule and every device node of the
+/// host's /dev (containerd's `WithHostDevices`), then the CRI devices.
 pub(crate) fn devices(requested: &[Device], privileged: bool) -> Result<DeviceSetup, SpecError> {
+    devices_with_host(requested, privileged.then_some(Path::new("/dev")))
+}
+
+/// [`devices`] with the host's /dev elsewhere (tests).
+fn devices_with_host(
+    requested: &[Device],
+    host_dev: Option<&Path>,
+) -> Result<DeviceSetup, SpecError> {
+    let privileged = host_dev.is_some();
     let mut rules = if privileged {
         vec![rule(true, LinuxDeviceType::A, None, None, "rwm")?]
     } else {
@@ -44,6 +55,15 @@ pub(crate) fn devices(requested: &[Device], privileged: bool) -> Result<DeviceSe
         r
     };
     let mut devices = Vec::new();
+    if let Some(dev) = host_dev {
+        collect(dev, Path::new("/dev"), 0, &mut devices)?;
+        // runc sets these up itself: /dev/console for a terminal, /dev/ptmx from devpts.
+        devices.retain(|d| {
+            !HOST_DEVICES_SKIPPED
+                .iter()
+                .any(|s| d.path() == Path::new(s))
+        });
+    }
     for d in requested {
         let container_path = clean_absolute(&d.container_path).ok_or_else(|| {
             SpecError::invalid(format!(
@@ -67,6 +87,8 @@ pub(crate) fn devices(requested: &[Device], privileged: bool) -> Result<DeviceSe
             )));
         }
         for dev in found {
+            // A requested device replaces a host device at the same path.
+            devices.retain(|d| d.path() != dev.path());
             if !privileged {
                 rules.push(rule(
                     true,
@@ -262,11 +284,28 @@ mod tests {
     }
 
     #[test]
-    fn privileged_allows_all() {
+    fn privileged_allows_all_and_gets_the_host_devices() {
         let s = devices(&[dev("/dev/null", "/dev/n", "r")], true).unwrap();
         assert_eq!(s.rules.len(), 1);
         assert!(s.rules[0].allow());
         assert_eq!(s.rules[0].typ(), Some(LinuxDeviceType::A));
-        assert_eq!(s.devices.len(), 1);
+        let paths: Vec<&Path> = s.devices.iter().map(|d| d.path().as_path()).collect();
+        for want in ["/dev/n", "/dev/null", "/dev/zero", "/dev/full"] {
+            assert!(paths.contains(&Path::new(want)), "{want} in {paths:?}");
+        }
+        assert!(!paths.contains(&Path::new("/dev/console")));
+        assert!(!paths.contains(&Path::new("/dev/ptmx")));
+        assert!(!paths.iter().any(|p| p.starts_with("/dev/pts")));
+        // A requested device at a host device's path replaces it.
+        let s = devices(&[dev("/dev/zero", "/dev/null", "r")], true).unwrap();
+        let null: Vec<_> = s
+            .devices
+            .iter()
+            .filter(|d| d.path() == Path::new("/dev/null"))
+            .collect();
+        assert_eq!(null.len(), 1);
+        assert_eq!((null[0].major(), null[0].minor()), (1, 5));
+        // Unprivileged: no host devices.
+        assert!(devices_with_host(&[], None).unwrap().devices.is_empty());
     }
 }

@@ -7,9 +7,12 @@
 //! by the container user), missing CRI mount host paths are created as directories (as kubelet
 //! and containerd do), and the image volumes get empty directories under `volumes_dir`.
 //!
-//! Not done yet (a later issue): AppArmor, SELinux and seccomp (`process.apparmorProfile`,
-//! `selinuxLabel` and `linux.seccomp` stay unset, so runc applies none), copying an image's
-//! content at a VOLUME path into the new volume, host devices for privileged containers, and
+//! The security context is applied whole: seccomp (`seccomp/`: the built-in RuntimeDefault
+//! profile, Localhost files), which profile applies (`profiles`), AppArmor and SELinux where the
+//! host has them (`lsm`), capabilities with ambient ones (`caps`), masked and read-only paths,
+//! users and groups (`user`), host devices for privileged containers (`devices`).
+//!
+//! Not done yet: copying an image's content at a VOLUME path into the new volume, and
 //! containerd's check that the host path of a Bidirectional / HostToContainer mount sits on a
 //! shared / slave mount (without it the propagation silently doesn't happen).
 
@@ -20,11 +23,14 @@ mod defaults;
 mod devices;
 mod error;
 mod image;
+mod lsm;
 mod mounts;
 mod namespaces;
 mod process;
+mod profiles;
 mod resources;
 mod rootfs;
+mod seccomp;
 mod user;
 
 use std::fs;
@@ -38,6 +44,11 @@ pub use config::*;
 pub use defaults::DEFAULT_CAPABILITIES;
 pub use error::SpecError;
 pub use image::ImageConfig;
+pub use lsm::{APPARMOR_DEFAULT_PROFILE, HostLsm, SelinuxLabels, SelinuxOptions};
+pub use profiles::{
+    ProfileRequest, SeccompDefault, SeccompRequest, apparmor_request, parse_seccomp_path,
+    pod_seccomp, seccomp_path_form, select_seccomp,
+};
 pub use process::oom_score_adj_clamped;
 pub use resources::linux_resources;
 pub use user::ResolvedUser;
@@ -132,6 +143,15 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
         )));
     }
     let capabilities = caps::capabilities(security)?;
+    // Privileged containers run unconfined (as in containerd and CRI-O). The capability-gated
+    // parts of a profile follow the bounding set, as containerd does.
+    let seccomp = if security.privileged {
+        None
+    } else {
+        let no_caps = oci_spec::runtime::Capabilities::new();
+        let bounding = capabilities.bounding().as_ref().unwrap_or(&no_caps);
+        seccomp::linux_seccomp(&security.seccomp, bounding)?
+    };
     let namespaces =
         namespaces::namespaces(&input.sandbox, &security.pid_mode, input.cgroup_unified)?;
     let devices = devices::devices(&config.devices, security.privileged)?;
@@ -159,13 +179,19 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
         .no_new_privileges(security.no_new_privs)
         .oom_score_adj(oom_score_adj_clamped(oom))
         .build()?;
+    let mut process = process;
+    if !security.privileged {
+        process.set_apparmor_profile(security.apparmor_profile.clone());
+        process.set_selinux_label(security.selinux_labels.as_ref().map(|l| l.process.clone()));
+    }
 
+    // Privileged containers get neither list (CRI: sensitive paths are not masked).
     let (masked, readonly): (Vec<String>, Vec<String>) = if security.privileged {
         (Vec::new(), Vec::new())
     } else {
         (
-            defaults::MASKED_PATHS.map(String::from).to_vec(),
-            defaults::READONLY_PATHS.map(String::from).to_vec(),
+            proc_paths(&security.masked_paths, &defaults::MASKED_PATHS, "masked")?,
+            proc_paths(&security.readonly_paths, &defaults::READONLY_PATHS, "read-only")?,
         )
     };
     let mut linux = LinuxBuilder::default()
@@ -178,6 +204,10 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     linux.set_devices((!devices.devices.is_empty()).then_some(devices.devices));
     linux.set_rootfs_propagation(mounts.rootfs_propagation);
     linux.set_sysctl(None);
+    linux.set_seccomp(seccomp);
+    if !security.privileged {
+        linux.set_mount_label(security.selinux_labels.as_ref().map(|l| l.mount.clone()));
+    }
 
     let mut spec = Spec::default();
     spec.set_root(Some(
@@ -203,6 +233,25 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
         user,
         stop_signal,
     })
+}
+
+/// The request's masked or read-only paths (`None`: Berth's defaults); each must be absolute.
+fn proc_paths(
+    requested: &Option<Vec<String>>,
+    defaults: &[&str],
+    what: &str,
+) -> Result<Vec<String>, SpecError> {
+    let Some(paths) = requested else {
+        return Ok(defaults.iter().map(|p| p.to_string()).collect());
+    };
+    for p in paths {
+        if !p.starts_with('/') || p.contains('\0') {
+            return Err(SpecError::invalid(format!(
+                "{what} path {p:?} is not an absolute path"
+            )));
+        }
+    }
+    Ok(paths.clone())
 }
 
 /// Writes `spec` as `<bundle>/config.json`: to a temporary file first, fsynced, then renamed

@@ -7,7 +7,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::rootfs::read_in_root;
-use crate::{Security, SpecError};
+use crate::{Security, SpecError, SupplementalGroupsPolicy};
 
 /// Who the container's process runs as.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +42,21 @@ pub(crate) fn resolve(
     image_user: &str,
     image_name: &str,
 ) -> Result<ResolvedUser, SpecError> {
+    // CRI: "run_as_group should only be specified when run_as_user or run_as_username is
+    // specified; otherwise, the runtime MUST error", and only one of those two at a time.
+    if security.run_as_group.is_some()
+        && security.run_as_user.is_none()
+        && security.run_as_username.is_empty()
+    {
+        return Err(SpecError::invalid(
+            "run_as_group is set without run_as_user or run_as_username",
+        ));
+    }
+    if security.run_as_user.is_some() && !security.run_as_username.is_empty() {
+        return Err(SpecError::invalid(
+            "run_as_user and run_as_username are both set; give one of them",
+        ));
+    }
     let passwd = parse_passwd(&read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default());
     let groups = parse_group(&read_in_root(rootfs, "/etc/group")?.unwrap_or_default());
 
@@ -96,7 +111,8 @@ pub(crate) fn resolve(
     let username = entry.map(|e| e.name.clone());
 
     let mut additional_gids = vec![gid];
-    if let Some(name) = &username {
+    let strict = security.supplemental_groups_policy == SupplementalGroupsPolicy::Strict;
+    if let (Some(name), false) = (&username, strict) {
         // Only supplementary groups: a group named like the user is its primary group, whether or
         // not it lists the user (containerd skips it too).
         for g in groups
@@ -267,13 +283,23 @@ pub(crate) mod tests {
         let u = resolve(root.path(), &sec, "berth", "img").unwrap();
         assert_eq!(ids(&u), (65534, 3, vec![3, 2000, 4000]));
 
-        // run_as_group alone changes the gid of the image's user.
+        // run_as_group needs a user from the request; both user fields at once are refused.
         let sec = Security {
             run_as_group: Some(9),
             ..Default::default()
         };
-        let u = resolve(root.path(), &sec, "berth", "img").unwrap();
-        assert_eq!(ids(&u), (1000, 9, vec![9, 2000]));
+        let err = resolve(root.path(), &sec, "berth", "img").unwrap_err();
+        assert!(err.is_invalid_argument() && err.to_string().contains("run_as_group"));
+        let sec = Security {
+            run_as_user: Some(0),
+            run_as_username: "berth".into(),
+            ..Default::default()
+        };
+        assert!(
+            resolve(root.path(), &sec, "", "img")
+                .unwrap_err()
+                .is_invalid_argument()
+        );
 
         let sec = Security {
             run_as_username: "ghost".into(),
@@ -293,6 +319,20 @@ pub(crate) mod tests {
                 .unwrap_err()
                 .is_invalid_argument()
         );
+    }
+
+    #[test]
+    fn strict_policy_ignores_etc_group() {
+        let root = fake_rootfs();
+        let sec = Security {
+            run_as_user: Some(1000),
+            supplemental_groups: vec![4000],
+            supplemental_groups_policy: SupplementalGroupsPolicy::Strict,
+            ..Default::default()
+        };
+        let u = resolve(root.path(), &sec, "", "img").unwrap();
+        // Merge would give [1000, 2000, 4000]: "extra" (2000) lists berth in /etc/group.
+        assert_eq!(ids(&u), (1000, 1000, vec![1000, 4000]));
     }
 
     #[test]

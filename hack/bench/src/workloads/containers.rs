@@ -197,14 +197,17 @@ pub struct ContainerLifecycle {
     image: String,
     /// The pod made in setup: (id, config).
     pod: Mutex<Option<(String, cri::PodSandboxConfig)>>,
+    /// Every container asks for the RuntimeDefault seccomp profile (`container-seccomp`).
+    seccomp: bool,
 }
 
 impl ContainerLifecycle {
-    pub fn new(opts: &WorkloadOpts) -> ContainerLifecycle {
+    pub fn new(opts: &WorkloadOpts, seccomp: bool) -> ContainerLifecycle {
         ContainerLifecycle {
             run_id: run_id(),
             image: opts.container_image.clone(),
             pod: Mutex::new(None),
+            seccomp,
         }
     }
 
@@ -220,7 +223,11 @@ const REMOVE: &str = "RemoveContainer";
 
 impl Workload for ContainerLifecycle {
     fn name(&self) -> &'static str {
-        "container"
+        if self.seccomp {
+            "container-seccomp"
+        } else {
+            "container"
+        }
     }
 
     fn ops(&self) -> &'static [&'static str] {
@@ -255,11 +262,20 @@ impl Workload for ContainerLifecycle {
                 return;
             };
             let name = format!("c-{iter}");
-            let req = create_request(
-                &pod_id,
-                &pod,
-                container_config(&self.run_id, &self.image, &name),
-            );
+            let mut config = container_config(&self.run_id, &self.image, &name);
+            if self.seccomp {
+                if let Some(sc) = config
+                    .linux
+                    .as_mut()
+                    .and_then(|l| l.security_context.as_mut())
+                {
+                    sc.seccomp = Some(cri::SecurityProfile {
+                        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                        localhost_ref: String::new(),
+                    });
+                }
+            }
+            let req = create_request(&pod_id, &pod, config);
             let Some(resp) = rec
                 .call(CREATE, clients.runtime.create_container(req))
                 .await

@@ -205,6 +205,9 @@ pub enum WorkloadKind {
     /// In one pod: CreateContainer, StartContainer, StopContainer (timeout 10, the process exits
     /// on SIGTERM), RemoveContainer.
     Container,
+    /// `container` with the RuntimeDefault seccomp profile on every container: what the
+    /// filter adds to CreateContainer and StartContainer (compare with `container` in one run).
+    ContainerSeccomp,
     /// From nothing: RunPodSandbox + CreateContainer + StartContainer until RUNNING, then
     /// StopPodSandbox + RemovePodSandbox.
     PodContainer,
@@ -234,7 +237,10 @@ impl WorkloadKind {
             WorkloadKind::ImageQueries => Box::new(images::ImageQueries::new(opts)),
             WorkloadKind::Runp => Box::new(pods::RunPod::new()),
             WorkloadKind::RunpBurst => Box::new(pods::RunPodBurst::new()),
-            WorkloadKind::Container => Box::new(containers::ContainerLifecycle::new(opts)),
+            WorkloadKind::Container => Box::new(containers::ContainerLifecycle::new(opts, false)),
+            WorkloadKind::ContainerSeccomp => {
+                Box::new(containers::ContainerLifecycle::new(opts, true))
+            }
             WorkloadKind::PodContainer => Box::new(containers::PodContainer::new(opts)),
             WorkloadKind::PodMemory => Box::new(memory::PodMemory::new(opts)),
             WorkloadKind::ExecSync => Box::new(streaming::ExecSync::new(opts)),

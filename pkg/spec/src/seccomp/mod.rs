@@ -1,0 +1,109 @@
+//! `linux.seccomp`: the container's syscall filter, from its [`SeccompProfile`].
+//!
+//! - `Unconfined`: no filter.
+//! - `RuntimeDefault`: Berth's built-in profile, `default.json` next to this file, in Docker's
+//!   profile format. Its syscall lists and rules are those of moby's default profile,
+//!   `seccomp/default.json` of github.com/moby/profiles at commit
+//!   `02e898b137aed1024e232d59bcb05e6179b72177` (the successor of moby/moby's
+//!   `profiles/seccomp/default.json`; Apache-2.0, The Moby Authors), which is also the coverage
+//!   of containerd's `contrib/seccomp` default: everything else fails with EPERM, `clone`
+//!   without namespace flags and `clone3` failing with ENOSYS unless CAP_SYS_ADMIN, and the
+//!   privileged syscalls allowed only when their capability is in the container's bounding set.
+//!   See `README.md` here for how to update it.
+//! - `Localhost(path)`: a profile file on the node, in the OCI `linux.seccomp` format or in
+//!   Docker's format.
+//!
+//! Docker's conditions (`includes` / `excludes` on capabilities, architectures and `minKernel`)
+//! are evaluated here for the container, so runc gets a plain OCI filter. The built-in profile is
+//! parsed once per process; per container only the conditions are evaluated.
+
+mod host;
+mod profile;
+mod render;
+
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use oci_spec::runtime::{Capabilities, LinuxSeccomp};
+
+use crate::{SeccompProfile, SpecError};
+use profile::Profile;
+
+/// Larger profile files are refused: a real profile is a few tens of KiB, and the file is read
+/// for every container that names it.
+const MAX_PROFILE_BYTES: u64 = 4 << 20;
+
+/// The built-in profile (see the module doc).
+const DEFAULT_PROFILE: &str = include_str!("default.json");
+
+/// The filter for a container whose bounding capability set is `bounding_caps`; None for no
+/// filter. Profile problems (missing or unreadable file, bad JSON, unknown names) are
+/// [`SpecError::InvalidArgument`]. Privileged containers are the caller's business (they run
+/// unconfined).
+pub(crate) fn linux_seccomp(
+    profile: &SeccompProfile,
+    bounding_caps: &Capabilities,
+) -> Result<Option<LinuxSeccomp>, SpecError> {
+    let host = host::current();
+    match profile {
+        SeccompProfile::Unconfined => Ok(None),
+        SeccompProfile::RuntimeDefault => {
+            render::render(default_profile()?, bounding_caps, host).map(Some)
+        }
+        SeccompProfile::Localhost(path) => {
+            let profile = load(Path::new(path))?;
+            render::render(&profile, bounding_caps, host).map(Some)
+        }
+    }
+}
+
+/// The built-in profile, parsed on first use.
+fn default_profile() -> Result<&'static Profile, SpecError> {
+    static DEFAULT: OnceLock<Result<Profile, String>> = OnceLock::new();
+    DEFAULT
+        .get_or_init(|| profile::parse(DEFAULT_PROFILE.as_bytes()))
+        .as_ref()
+        // A broken built-in profile is Berth's bug, not the request's; a unit test parses it.
+        .map_err(|e| SpecError::Build(format!("the built-in seccomp profile: {e}")))
+}
+
+/// Reads and validates a Localhost profile. Every failure is the request's (it names the file).
+fn load(path: &Path) -> Result<Profile, SpecError> {
+    let invalid = |problem: String| {
+        SpecError::invalid(format!("seccomp profile {}: {problem}", path.display()))
+    };
+    if !path.is_absolute() {
+        return Err(invalid("the path is not absolute".into()));
+    }
+    let file = fs::File::open(path).map_err(|e| invalid(format!("cannot open it: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| invalid(format!("cannot stat it: {e}")))?;
+    if !meta.is_file() {
+        return Err(invalid("not a regular file".into()));
+    }
+    if meta.len() > MAX_PROFILE_BYTES {
+        return Err(invalid(format!(
+            "{} bytes, more than the {MAX_PROFILE_BYTES} allowed",
+            meta.len()
+        )));
+    }
+    // Bounded read too: the file may grow after the stat.
+    let mut data = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_PROFILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    if data.len() as u64 > MAX_PROFILE_BYTES {
+        return Err(invalid(format!(
+            "more than the {MAX_PROFILE_BYTES} bytes allowed"
+        )));
+    }
+    profile::parse(&data).map_err(invalid)
+}
+
+#[cfg(test)]
+mod localhost_tests;
+#[cfg(test)]
+mod tests;
