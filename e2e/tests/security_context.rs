@@ -293,7 +293,8 @@ async fn apparmor_and_selinux_on_a_host_without_them() {
     }
     let pod = Pod::run(&berthd, "lsm").await;
     // RuntimeDefault (both forms) and SELinux options are accepted and have nothing to apply.
-    let accepted: [(&str, fn(&mut cri::LinuxContainerSecurityContext)); 3] = [
+    type Tweak = fn(&mut cri::LinuxContainerSecurityContext);
+    let accepted: [(&str, Tweak); 3] = [
         ("apparmor-rd", |s| {
             s.apparmor = Some(profile(ProfileType::RuntimeDefault, ""))
         }),

@@ -9,7 +9,7 @@ use berth_spec::{ContainerConfig, ImageConfig, PidMode, SandboxInfo, SpecInput};
 
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
-use crate::{Inner, ids, monitors};
+use crate::{Inner, ids, monitors, userns};
 
 pub(crate) async fn create(
     inner: &Arc<Inner>,
@@ -222,6 +222,19 @@ async fn prepare(
         }
         _ => None,
     };
+    let userns = match (&sandbox.userns, &sandbox.userns_path) {
+        (None, _) => None,
+        (Some(maps), Some(path)) => {
+            check_userns_container(&record.config)?;
+            Some(userns::PodUserns::open(path, maps)?)
+        }
+        (Some(_), None) => {
+            return Err(ContainerError::FailedPrecondition(format!(
+                "pod sandbox {} has user namespace mappings but no pinned user namespace",
+                sandbox.id
+            )));
+        }
+    };
     let snapshots = inner.deps.images.snapshotter().clone();
     let cgroups = inner.deps.cgroups.clone();
     let sandbox = sandbox.clone();
@@ -271,7 +284,16 @@ async fn prepare(
             },
             cgroup_unified: cgroups.unified(),
         };
-        let built = berth_spec::build(&input)?;
+        let mut built = berth_spec::build(&input)?;
+        if let Some(userns) = &userns {
+            // build() read the image's passwd and made the working dir with the container's
+            // ids on the plain overlay; now the idmapped one replaces it (see userns.rs).
+            berth_snapshot::unmount(&rootfs)?;
+            userns::shift_upper(&mount.upperdir, &userns.maps)?;
+            userns::mount_rootfs(&mount, &rootfs, &rec.rw_dir, userns)?;
+            userns::stage_binds(&mut built.spec, &rec.bundle, userns)?;
+            userns::apply_to_spec(&mut built.spec, userns)?;
+        }
         berth_spec::write_bundle_config(&rec.bundle, &built.spec)?;
         rec.user = built.user;
         rec.stop_signal = built.stop_signal;
@@ -305,6 +327,10 @@ pub(crate) async fn remove_files(record: &ContainerRecord) -> Result<(), Contain
     let bundle = record.bundle.clone();
     let rw_dir = record.rw_dir.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ContainerError> {
+        // Idmapped bind sources and image layers of a pod with a user namespace (none for
+        // others): unmounted before anything is removed recursively.
+        userns::unstage(&bundle.join(userns::BIND_STAGING))?;
+        userns::unstage(&rw_dir.join(userns::LAYER_STAGING))?;
         if rootfs.exists() {
             berth_snapshot::unmount(&rootfs)?;
         }
@@ -313,6 +339,31 @@ pub(crate) async fn remove_files(record: &ContainerRecord) -> Result<(), Contain
     })
     .await
     .map_err(ContainerError::task)?
+}
+
+/// What a container of a pod with a user namespace cannot have. Privileged: it would want the
+/// host's devices and full capabilities over host resources (kubelet refuses privileged pods
+/// with `hostUsers: false` too). Mount propagation to or from the host: it cannot reach through
+/// an idmapped clone (a private copy); kubelet only allows Bidirectional for privileged
+/// containers anyway.
+fn check_userns_container(config: &ContainerConfig) -> Result<(), ContainerError> {
+    if config.security.privileged {
+        return Err(ContainerError::InvalidArgument(
+            "a privileged container cannot run in a pod with a user namespace (hostUsers: false)"
+                .into(),
+        ));
+    }
+    match config
+        .mounts
+        .iter()
+        .find(|m| m.propagation != berth_spec::Propagation::Private)
+    {
+        Some(m) => Err(ContainerError::InvalidArgument(format!(
+            "mount {}: propagation {:?} is not supported in a pod with a user namespace",
+            m.container_path, m.propagation
+        ))),
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn now_ns() -> i64 {

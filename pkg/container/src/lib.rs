@@ -21,6 +21,7 @@ mod recover;
 mod runtime;
 mod signal;
 mod stdio;
+mod userns;
 mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -107,6 +108,9 @@ pub(crate) struct Inner {
     /// for its container's instead of running a second one.
     deleting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     events: events::Events,
+    /// Why containers of pods with a user namespace cannot be made here (no idmapped mounts
+    /// for the layers dir's filesystem or overlayfs layers); None when they can.
+    userns_problem: Option<String>,
 }
 
 impl ContainerService {
@@ -125,6 +129,12 @@ impl ContainerService {
             .collect();
         let monitors =
             monitors::Monitors::new(deps.monitor_binary.clone(), deps.state_dir.join("mon"));
+        // Once at startup: the kernel and filesystem don't change under a running berthd.
+        let userns_problem = berth_namespace::probe_idmapped_mounts(&layers).err();
+        match &userns_problem {
+            None => tracing::info!("idmapped mounts work: pods may use user namespaces"),
+            Some(p) => tracing::info!(problem = %p, "pods with user namespaces are refused"),
+        }
         Ok(ContainerService {
             inner: Arc::new(Inner {
                 deps,
@@ -136,8 +146,15 @@ impl ContainerService {
                 locks: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
                 events: events::Events::new(),
+                userns_problem,
             }),
         })
+    }
+
+    /// Why pods with a user namespace (`hostUsers: false`) cannot run here, or None when they
+    /// can (idmapped mounts probed at startup).
+    pub fn user_namespaces_unsupported(&self) -> Option<String> {
+        self.inner.userns_problem.clone()
     }
 
     /// Reconciles the records with reality after a (re)start: see `recover.rs`.
@@ -436,6 +453,10 @@ impl PodContainers for PodHook {
                 .await
                 .map_err(to_sandbox_error)
         })
+    }
+
+    fn user_namespaces_unsupported(&self) -> Option<String> {
+        self.0.userns_problem.clone()
     }
 }
 

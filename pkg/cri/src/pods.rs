@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use berth_sandbox::{
-    DnsConfig, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol, Resources,
-    SandboxConfig, SandboxFilter, SandboxRecord, SandboxState,
+    DnsConfig, IdMapping, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol,
+    Resources, SandboxConfig, SandboxFilter, SandboxRecord, SandboxState, UserNamespaceMappings,
 };
 use k8s_cri::v1 as cri;
 
@@ -92,6 +92,126 @@ fn port(p: cri::PortMapping) -> Result<PortMapping, CriError> {
     })
 }
 
+fn id_mappings(ranges: &[cri::IdMapping]) -> Vec<IdMapping> {
+    ranges
+        .iter()
+        .map(|m| IdMapping {
+            container_id: m.container_id,
+            host_id: m.host_id,
+            length: m.length,
+        })
+        .collect()
+}
+
+fn id_mappings_to_cri(ranges: &[IdMapping]) -> Vec<cri::IdMapping> {
+    ranges
+        .iter()
+        .map(|m| cri::IdMapping {
+            host_id: m.host_id,
+            container_id: m.container_id,
+            length: m.length,
+        })
+        .collect()
+}
+
+/// CRI `userns_options`: None or mode NODE = the host's user namespace; mode POD = a pod user
+/// namespace with the mappings (checked in depth by berth-sandbox). CONTAINER and TARGET are
+/// not defined for user namespaces; mappings with NODE would be silently ignored, so refused.
+pub(crate) fn userns(
+    options: Option<&cri::UserNamespace>,
+) -> Result<Option<UserNamespaceMappings>, CriError> {
+    let Some(u) = options else {
+        return Ok(None);
+    };
+    match cri::NamespaceMode::try_from(u.mode) {
+        Ok(cri::NamespaceMode::Node) if u.uids.is_empty() && u.gids.is_empty() => Ok(None),
+        Ok(cri::NamespaceMode::Node) => Err(CriError::InvalidArgument(
+            "user namespace mode NODE takes no uid/gid mappings".into(),
+        )),
+        Ok(cri::NamespaceMode::Pod) => {
+            if u.uids.is_empty() || u.gids.is_empty() {
+                return Err(CriError::InvalidArgument(
+                    "user namespace mode POD needs uid and gid mappings".into(),
+                ));
+            }
+            Ok(Some(UserNamespaceMappings {
+                uids: id_mappings(&u.uids),
+                gids: id_mappings(&u.gids),
+            }))
+        }
+        Ok(other) => Err(CriError::InvalidArgument(format!(
+            "user namespace mode {} is not supported (only POD and NODE are)",
+            other.as_str_name()
+        ))),
+        Err(_) => Err(CriError::InvalidArgument(format!(
+            "unknown user namespace mode {}",
+            u.mode
+        ))),
+    }
+}
+
+/// The pod's user namespace as CRI reports it: mode POD with the mappings, or NODE.
+fn userns_to_cri(maps: Option<&UserNamespaceMappings>) -> cri::UserNamespace {
+    match maps {
+        Some(m) => cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: id_mappings_to_cri(&m.uids),
+            gids: id_mappings_to_cri(&m.gids),
+        },
+        None => cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            uids: Vec::new(),
+            gids: Vec::new(),
+        },
+    }
+}
+
+/// CreateContainer: a container runs in its pod's user namespace (or the host's, as the pod
+/// does). Options the container names explicitly must agree with the pod's; a container that
+/// names none gets the pod's.
+pub(crate) fn check_container_userns(
+    req: &cri::CreateContainerRequest,
+    pod: &SandboxRecord,
+) -> Result<(), CriError> {
+    let options = req
+        .config
+        .as_ref()
+        .and_then(|c| c.linux.as_ref())
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .and_then(|n| n.userns_options.as_ref());
+    let Some(options) = options else {
+        return Ok(());
+    };
+    let wanted = userns(Some(options))?;
+    if wanted != pod.userns {
+        return Err(CriError::InvalidArgument(format!(
+            "the container's user namespace options ({}) differ from its pod's ({}): all containers of a pod share its user namespace",
+            describe_userns(wanted.as_ref()),
+            describe_userns(pod.userns.as_ref())
+        )));
+    }
+    Ok(())
+}
+
+fn describe_userns(maps: Option<&UserNamespaceMappings>) -> String {
+    match maps {
+        None => "NODE".into(),
+        Some(m) => format!(
+            "POD uids {}gids {}",
+            ranges_text(&m.uids),
+            ranges_text(&m.gids)
+        ),
+    }
+}
+
+fn ranges_text(ranges: &[IdMapping]) -> String {
+    ranges
+        .iter()
+        .map(|m| format!("{}:{}:{} ", m.container_id, m.host_id, m.length))
+        .collect()
+}
+
 pub(crate) fn sandbox_config(req: cri::RunPodSandboxRequest) -> Result<SandboxConfig, CriError> {
     let Some(config) = req.config else {
         return Err(CriError::InvalidArgument(
@@ -100,10 +220,12 @@ pub(crate) fn sandbox_config(req: cri::RunPodSandboxRequest) -> Result<SandboxCo
     };
     let metadata = config.metadata.unwrap_or_default();
     let linux = config.linux.unwrap_or_default();
+    let seccomp_profile = crate::security::pod_seccomp_profile(linux.security_context.as_ref())?;
     let options = linux
         .security_context
         .and_then(|s| s.namespace_options)
         .unwrap_or_default();
+    let userns = userns(options.userns_options.as_ref())?;
     let attempt = metadata.attempt;
     Ok(SandboxConfig {
         metadata: PodMetadata {
@@ -140,7 +262,8 @@ pub(crate) fn sandbox_config(req: cri::RunPodSandboxRequest) -> Result<SandboxCo
         resources: resources(linux.resources),
         overhead: resources(linux.overhead),
         runtime_handler: req.runtime_handler,
-        seccomp_profile: None,
+        seccomp_profile,
+        userns,
     })
 }
 
@@ -199,7 +322,7 @@ pub(crate) fn status_to_cri(
                     pid: mode_to_cri(ns.pid),
                     ipc: mode_to_cri(ns.ipc),
                     target_id: ns.target_id.clone(),
-                    userns_options: None,
+                    userns_options: Some(userns_to_cri(record.userns.as_ref())),
                 }),
             }),
         }),
@@ -220,6 +343,7 @@ pub(crate) fn status_to_cri(
             "cgroup": record.cgroup,
             "cni": record.network,
             "init": record.init,
+            "userns": record.userns_path,
         });
         info.insert("info".to_string(), verbose.to_string());
     }
@@ -245,5 +369,57 @@ pub(crate) fn filter(filter: Option<cri::PodSandboxFilter>) -> SandboxFilter {
             }
         }),
         labels: sorted(f.label_selector),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(host_id: u32) -> cri::UserNamespace {
+        let m = cri::IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        };
+        cri::UserNamespace {
+            mode: cri::NamespaceMode::Pod as i32,
+            uids: vec![m],
+            gids: vec![m],
+        }
+    }
+
+    #[test]
+    fn userns_options_convert_both_ways() {
+        assert_eq!(userns(None).unwrap(), None);
+        let node = cri::UserNamespace {
+            mode: cri::NamespaceMode::Node as i32,
+            ..Default::default()
+        };
+        assert_eq!(userns(Some(&node)).unwrap(), None);
+        let maps = userns(Some(&pod(131072))).unwrap().unwrap();
+        assert_eq!(maps, UserNamespaceMappings::single(131072, 65536));
+        assert_eq!(userns_to_cri(Some(&maps)), pod(131072));
+        assert_eq!(userns_to_cri(None), node);
+    }
+
+    #[test]
+    fn bad_userns_options_are_invalid_arguments() {
+        let mut no_maps = pod(65536);
+        no_maps.gids.clear();
+        let mut node_with_maps = pod(65536);
+        node_with_maps.mode = cri::NamespaceMode::Node as i32;
+        let mut container = pod(65536);
+        container.mode = cri::NamespaceMode::Container as i32;
+        let mut target = pod(65536);
+        target.mode = cri::NamespaceMode::Target as i32;
+        let mut unknown = pod(65536);
+        unknown.mode = 42;
+        for bad in [no_maps, node_with_maps, container, target, unknown] {
+            assert!(
+                matches!(userns(Some(&bad)), Err(CriError::InvalidArgument(_))),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -23,9 +23,11 @@ impl Shared {
             reason: network.reason.clone(),
             message: network.message.clone(),
         };
+        // True only when berthd's startup probe idmapped a directory and an overlay layer on
+        // its root dir's filesystem (kubelet then allows `hostUsers: false` pods here).
         let features = Some(cri::RuntimeHandlerFeatures {
             recursive_read_only_mounts: false,
-            user_namespaces: false,
+            user_namespaces: self.deps.containers.user_namespaces_unsupported().is_none(),
         });
         // The empty name stands for the default handler, as kubelet expects.
         let runtime_handlers = std::iter::once(String::new())
@@ -54,6 +56,14 @@ impl Shared {
                     .unwrap_or_default(),
             );
             info.insert("version".to_string(), crate::RUNTIME_VERSION.to_string());
+            // What the security context can use on this host: seccomp is always there (runc
+            // applies it with libseccomp); AppArmor and SELinux only where the kernel has them.
+            let security = serde_json::json!({
+                "seccomp": true,
+                "seccompDefaultProfile": config.seccomp.default_profile,
+                "lsm": self.lsm,
+            });
+            info.insert("security".to_string(), security.to_string());
         }
         cri::StatusResponse {
             status: Some(cri::RuntimeStatus {
@@ -62,7 +72,8 @@ impl Shared {
             info,
             runtime_handlers,
             features: Some(cri::RuntimeFeatures {
-                supplemental_groups_policy: false,
+                // Strict and Merge are honoured and ContainerStatus reports the user.
+                supplemental_groups_policy: true,
             }),
         }
     }

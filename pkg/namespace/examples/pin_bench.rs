@@ -26,6 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             kinds: &NsKind::ALL,
             hostname: Some("bench-pod"),
             sysctls: &sysctls,
+            userns: None,
         })?;
         let t1 = Instant::now();
         unpin(&dir)?;

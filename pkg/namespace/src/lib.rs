@@ -27,6 +27,14 @@
 //! * Namespaces are pinned from `/proc/thread-self/ns/<kind>`: `/proc/self/ns/<kind>` would be
 //!   the main thread's (host) namespace.
 //!
+//! # User namespaces
+//!
+//! With [`PinRequest::userns`] the pod also gets a user namespace with the given id mappings,
+//! and its network, IPC and UTS namespaces are owned by it (so the pod's root can mount /proc,
+//! /sys and mqueue in them). A multithreaded process may not create or enter a user namespace,
+//! so these are created by a short-lived child process instead of a thread; see `userns.rs`.
+//! [`mount_idmapped`] makes the idmapped mounts that show the pod's files with its ids.
+//!
 //! # Mount propagation
 //!
 //! A bind mount created under a *shared* mount is copied into every peer of that mount; if the
@@ -42,22 +50,30 @@
 //! iproute2's `/run/netns`), but never back into the parent's peers, so there are no duplicates.
 
 mod error;
+mod idmap;
 mod loopback;
 mod mounts;
 mod netns;
 mod pin;
 mod sysctl;
+mod userns;
 
 use std::fmt;
 
 pub use error::NamespaceError;
+pub use idmap::{mount_idmapped, open_user_namespace, probe_idmapped_mounts, unmount_all};
 pub use mounts::prepare_ns_root;
 pub use netns::run_in_netns;
-pub use pin::{PinRequest, Pinned, is_pinned, pin, unpin};
+pub use pin::{PinRequest, Pinned, USER_NS_FILE, is_pinned, pin, unpin};
 pub use sysctl::{normalize_sysctl_name, validate_sysctls};
+pub use userns::{
+    IdMapping, MAX_ID_RANGES, UserNamespaceMappings, map_file_contents, new_user_namespace,
+    read_id_map, validate_id_mappings,
+};
 
-/// A namespace kind Berth creates per pod. The others (mount, PID, cgroup, user) are created by
-/// runc per container or are the host's.
+/// A namespace kind Berth creates per pod. The others (mount, PID, cgroup) are created by runc
+/// per container or are the host's; a pod's user namespace, when it has one, is pinned beside
+/// these as [`USER_NS_FILE`] (see [`PinRequest::userns`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NsKind {
     /// Network namespace (`CLONE_NEWNET`), file name `net`.

@@ -13,7 +13,7 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::statfs::{NSFS_MAGIC, statfs};
 
 use crate::sysctl::{self, Sysctl};
-use crate::{NamespaceError, NsKind};
+use crate::{NamespaceError, NsKind, UserNamespaceMappings};
 
 /// Longest hostname the kernel accepts (`HOST_NAME_MAX`).
 const HOST_NAME_MAX: usize = 64;
@@ -34,13 +34,20 @@ pub struct PinRequest<'a> {
     pub hostname: Option<&'a str>,
     /// Sysctls written inside the new namespaces, checked with [`crate::validate_sysctls`].
     pub sysctls: &'a BTreeMap<String, String>,
+    /// A new user namespace with these mappings, owning the new namespaces, pinned as
+    /// `dir/user`. Needs at least one of `kinds`; see [`crate::userns`]'s docs for how.
+    pub userns: Option<&'a UserNamespaceMappings>,
 }
+
+/// File name of the pinned user namespace in a pin dir.
+pub const USER_NS_FILE: &str = "user";
 
 /// The pinned namespace files of one pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pinned {
     dir: PathBuf,
     paths: Vec<(NsKind, PathBuf)>,
+    user: Option<PathBuf>,
 }
 
 impl Pinned {
@@ -55,6 +62,11 @@ impl Pinned {
     /// The directory holding the pinned files (what to pass to [`unpin`]).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The pinned user namespace, if the request asked for one.
+    pub fn user(&self) -> Option<&Path> {
+        self.user.as_deref()
     }
 
     /// The pinned kinds, in [`NsKind`] order.
@@ -77,6 +89,11 @@ pub fn is_pinned(path: &Path) -> bool {
 /// the namespaces alive. No process is spawned. In a new network namespace `lo` is brought
 /// up too, which spares a CNI loopback plugin call per pod.
 ///
+/// With [`PinRequest::userns`] a short-lived child process creates the namespaces instead,
+/// inside a new user namespace with the given mappings that then owns them; it is configured
+/// the same way (from a thread that `setns`es into the child's net/IPC/UTS namespaces) and
+/// pinned as `dir/user` too (see `userns.rs`).
+///
 /// Everything or nothing: on failure, whatever was mounted is unmounted and the files (and
 /// `dir`, if this call created it) are removed. If even that cleanup fails it is logged, and
 /// [`unpin`] on `dir` finishes it. Pinning onto a file that already holds a namespace is refused
@@ -96,11 +113,20 @@ pub fn pin(req: &PinRequest<'_>) -> Result<Pinned, NamespaceError> {
         validate_hostname(h)?;
     }
     let sysctls = sysctl::prepare(req.sysctls, has(NsKind::Net), has(NsKind::Ipc))?;
+    if let Some(maps) = req.userns {
+        maps.validate()?;
+        if kinds.is_empty() {
+            return Err(NamespaceError::InvalidRequest(
+                "a user namespace for the pod needs new network, IPC or UTS namespaces".into(),
+            ));
+        }
+    }
     let dir = req.dir.to_path_buf();
     if kinds.is_empty() {
         return Ok(Pinned {
             dir,
             paths: Vec::new(),
+            user: None,
         });
     }
 
@@ -109,10 +135,11 @@ pub fn pin(req: &PinRequest<'_>) -> Result<Pinned, NamespaceError> {
         .iter()
         .map(|&k| (k, dir.join(k.file_name())))
         .collect();
+    let user = req.userns.map(|_| dir.join(USER_NS_FILE));
 
     // Phase 1: target files. Nothing is mounted yet, so undo = remove what we created.
-    let mut created: Vec<&Path> = Vec::with_capacity(paths.len());
-    for (_, target) in &paths {
+    let mut created: Vec<&Path> = Vec::with_capacity(paths.len() + 1);
+    for target in paths.iter().map(|(_, p)| p).chain(user.as_ref()) {
         match prepare_target(target) {
             Ok(true) => created.push(target),
             Ok(false) => {}
@@ -124,24 +151,21 @@ pub fn pin(req: &PinRequest<'_>) -> Result<Pinned, NamespaceError> {
         }
     }
 
-    // Phase 2: the namespace thread. No target was an nsfs mount before (checked above), so on
-    // failure every target that is one now was mounted by us and is unmounted.
-    let result = thread::scope(|s| {
-        let spawned = thread::Builder::new()
-            .name("berth-pin".into())
-            .stack_size(PIN_THREAD_STACK)
-            .spawn_scoped(s, || {
-                in_new_namespaces(&kinds, &paths, req.hostname, &sysctls)
-            });
-        match spawned {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Err(NamespaceError::Thread("pin thread panicked".into()))),
-            Err(e) => Err(NamespaceError::Thread(format!("spawn: {e}"))),
+    // Phase 2: the namespace thread (or, with a user namespace, the child). No target was an
+    // nsfs mount before (checked above), so on failure every target that is one now was mounted
+    // by us and is unmounted.
+    let result = match (req.userns, &user) {
+        (Some(maps), Some(user_target)) => {
+            crate::userns::create_and_pin(maps, &kinds, &paths, user_target, req.hostname, &sysctls)
         }
-    });
+        _ => in_thread(&kinds, &paths, req.hostname, &sysctls),
+    };
     if let Err(e) = result {
-        let targets: Vec<&Path> = paths.iter().map(|(_, p)| p.as_path()).collect();
+        let targets: Vec<&Path> = paths
+            .iter()
+            .map(|(_, p)| p.as_path())
+            .chain(user.as_deref())
+            .collect();
         for t in &targets {
             if let Err(ue) = unmount_all(t) {
                 tracing::error!(path = %t.display(), error = %ue, "pin rollback: unmount failed");
@@ -151,8 +175,29 @@ pub fn pin(req: &PinRequest<'_>) -> Result<Pinned, NamespaceError> {
         remove_dir_if(&dir, dir_created);
         return Err(e);
     }
-    tracing::debug!(dir = %dir.display(), ?kinds, "pinned pod namespaces");
-    Ok(Pinned { dir, paths })
+    tracing::debug!(dir = %dir.display(), ?kinds, userns = user.is_some(), "pinned pod namespaces");
+    Ok(Pinned { dir, paths, user })
+}
+
+/// Runs [`in_new_namespaces`] on a fresh thread.
+fn in_thread(
+    kinds: &[NsKind],
+    paths: &[(NsKind, PathBuf)],
+    hostname: Option<&str>,
+    sysctls: &[Sysctl],
+) -> Result<(), NamespaceError> {
+    thread::scope(|s| {
+        let spawned = thread::Builder::new()
+            .name("berth-pin".into())
+            .stack_size(PIN_THREAD_STACK)
+            .spawn_scoped(s, || in_new_namespaces(kinds, paths, hostname, sysctls));
+        match spawned {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|_| Err(NamespaceError::Thread("pin thread panicked".into()))),
+            Err(e) => Err(NamespaceError::Thread(format!("spawn: {e}"))),
+        }
+    })
 }
 
 /// Body of the pin thread. After `unshare` this thread is in the pod's namespaces for good; it
@@ -210,7 +255,8 @@ fn in_new_namespaces(
 /// Idempotent: `Ok` when `dir` is missing, and `Ok` when a file is there but no longer a mount
 /// (crash half-way, reboot emptied `/run`). A namespace lives on while a process is still in it
 /// or another mount/fd refers to it; unpinning only drops Berth's reference. Fails if `dir`
-/// holds files other than `net`, `ipc`, `uts`.
+/// holds files other than `net`, `ipc`, `uts` and `user`. The user namespace goes last: it owns
+/// the others.
 pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
     match fs::symlink_metadata(dir) {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -224,8 +270,12 @@ pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
         }
         Ok(_) => {}
     }
-    for kind in NsKind::ALL {
-        let path = dir.join(kind.file_name());
+    let names = NsKind::ALL
+        .iter()
+        .map(|k| k.file_name())
+        .chain(std::iter::once(USER_NS_FILE));
+    for name in names {
+        let path = dir.join(name);
         unmount_all(&path)?;
         match fs::remove_file(&path) {
             Err(e) if e.kind() != ErrorKind::NotFound => {
@@ -368,6 +418,7 @@ mod tests {
             kinds: &NsKind::ALL,
             hostname: Some("x"),
             sysctls: &BTreeMap::new(),
+            userns: None,
         })
         .expect_err("injected failure");
         *FAIL_ON.lock().unwrap() = None;

@@ -45,6 +45,7 @@ fn pin_all_three_then_unpin() {
         kinds: &[NsKind::Uts, NsKind::Net, NsKind::Ipc],
         hostname: Some("berth-test-pod"),
         sysctls: &sysctls,
+        userns: None,
     })
     .expect("pin");
 
@@ -132,6 +133,7 @@ fn net_only_leaves_other_namespaces_to_the_host() {
         kinds: &[NsKind::Net, NsKind::Net],
         hostname: None,
         sysctls: &BTreeMap::new(),
+        userns: None,
     })
     .expect("pin");
     assert!(pinned.path(NsKind::Ipc).is_none() && pinned.path(NsKind::Uts).is_none());
@@ -159,6 +161,7 @@ fn kernel_rejected_sysctl_rolls_back() {
         kinds: &NsKind::ALL,
         hostname: Some("x"),
         sysctls: &sysctls,
+        userns: None,
     })
     .expect_err("kernel must reject the value");
     match &err {
@@ -180,6 +183,7 @@ fn kernel_rejected_sysctl_rolls_back() {
         kinds: &[NsKind::Net],
         hostname: None,
         sysctls: &BTreeMap::from([("net.ipv4.no_such_thing".to_owned(), "1".to_owned())]),
+        userns: None,
     })
     .expect_err("missing sysctl");
     assert!(matches!(err, NamespaceError::Sysctl { .. }), "{err:?}");
@@ -197,6 +201,7 @@ fn pin_onto_existing_pins_is_refused_and_keeps_them() {
         kinds: &[NsKind::Net, NsKind::Uts],
         hostname: Some("first"),
         sysctls: &BTreeMap::new(),
+        userns: None,
     };
     let first = pin(&req).expect("pin");
     let inode = ns_inode(first.path(NsKind::Net).unwrap());
@@ -249,6 +254,7 @@ fn request_errors() {
         kinds: &[NsKind::Net],
         hostname: Some("pod"),
         sysctls: &none,
+        userns: None,
     };
     assert!(matches!(pin(&req), Err(NamespaceError::InvalidRequest(_))));
     let long = "a".repeat(65);
@@ -263,6 +269,7 @@ fn request_errors() {
         kinds: &[NsKind::Ipc],
         hostname: None,
         sysctls: &host_net_sysctl,
+        userns: None,
         ..req
     });
     assert!(matches!(err, Err(NamespaceError::InvalidSysctl { .. })));

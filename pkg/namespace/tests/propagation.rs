@@ -27,6 +27,7 @@ fn pin_net(dir: &Path) {
         kinds: &[NsKind::Net],
         hostname: None,
         sysctls: &BTreeMap::new(),
+        userns: None,
     })
     .expect("pin");
     assert!(is_pinned(p.path(NsKind::Net).unwrap()));

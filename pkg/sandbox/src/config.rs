@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A pod user namespace's id mappings (CRI `UserNamespace` with mode POD).
+pub use berth_namespace::{IdMapping, UserNamespaceMappings};
 /// Port mappings and DNS settings are handed to CNI as they are.
 pub use berth_network::{Dns as DnsConfig, PortMapping, Protocol};
 
@@ -87,4 +89,7 @@ pub struct SandboxConfig {
     /// `unconfined`, `localhost/<path>`); None = the pod names none. Kept as a string so this
     /// crate needs no spec types; berth-cri writes and reads it.
     pub seccomp_profile: Option<String>,
+    /// CRI `userns_options` with mode POD: the pod (and all its containers) run in one user
+    /// namespace with these mappings. None: the host's (mode NODE, or no options).
+    pub userns: Option<UserNamespaceMappings>,
 }

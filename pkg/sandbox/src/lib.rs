@@ -28,8 +28,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use berth_store::Store;
 
 pub use config::{
-    DnsConfig, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol, Resources,
-    SandboxConfig,
+    DnsConfig, IdMapping, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol,
+    Resources, SandboxConfig, UserNamespaceMappings,
 };
 pub use error::SandboxError;
 pub use filter::SandboxFilter;
@@ -68,6 +68,11 @@ pub trait PodContainers: Send + Sync {
         &'a self,
         sandbox_id: &'a str,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), SandboxError>> + Send + 'a>>;
+    /// Why pods with a user namespace cannot run here (the container layer must idmap their
+    /// rootfs and volumes), or None when they can. Asked before RunPodSandbox creates anything.
+    fn user_namespaces_unsupported(&self) -> Option<String> {
+        Some("the container layer does not support user namespaces".into())
+    }
 }
 
 #[derive(Clone)]

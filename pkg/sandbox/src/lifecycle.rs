@@ -58,6 +58,53 @@ fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxErro
         files::check_dns(dns)?;
     }
     bandwidth::from_annotations(&config.annotations)?;
+    if let Some(maps) = &config.userns {
+        validate_userns(inner, ns, maps)?;
+    }
+    Ok(())
+}
+
+/// A pod user namespace: valid mappings, no host namespace (kubelet forbids those with
+/// `hostUsers: false` too: a host namespace is owned by the host's user namespace, so the
+/// pod's root could not use it), and a node that can idmap the pod's files.
+fn validate_userns(
+    inner: &Inner,
+    ns: &crate::NamespaceOptions,
+    maps: &crate::UserNamespaceMappings,
+) -> Result<(), SandboxError> {
+    let problem = || match inner.containers() {
+        Some(c) => c.user_namespaces_unsupported(),
+        None => Some("no container layer is attached".into()),
+    };
+    check_userns(ns, maps, problem)
+}
+
+/// [`validate_userns`] without the service: `node_problem` says why this node cannot (asked
+/// last, after the request's own errors).
+fn check_userns(
+    ns: &crate::NamespaceOptions,
+    maps: &crate::UserNamespaceMappings,
+    node_problem: impl FnOnce() -> Option<String>,
+) -> Result<(), SandboxError> {
+    maps.validate()?;
+    if ns.host_network() || ns.host_ipc() || ns.pid == NamespaceMode::Node {
+        return Err(SandboxError::InvalidArgument(
+            "a pod with a user namespace (hostUsers: false) cannot use the host's network, IPC or PID namespace".into(),
+        ));
+    }
+    if ns.pid == NamespaceMode::Pod {
+        // berth-init would have to be PID 1 of a PID namespace owned by the pod's user namespace,
+        // which needs a second child of its own; not done yet.
+        return Err(SandboxError::InvalidArgument(
+            "a shared PID namespace (shareProcessNamespace) together with a user namespace (hostUsers: false) is not supported by berth".into(),
+        ));
+    }
+    if let Some(problem) = node_problem() {
+        return Err(SandboxError::FailedPrecondition {
+            what: "pod user namespace (hostUsers: false)".into(),
+            reason: format!("this node cannot run it: {problem}"),
+        });
+    }
     Ok(())
 }
 
@@ -176,6 +223,8 @@ async fn create_locked(
         network_pending: false,
         init: None,
         seccomp_profile: config.seccomp_profile.clone(),
+        userns: config.userns.clone(),
+        userns_path: None,
     };
     // Written before the first side effect: a crash from here on leaves a record to clean up from.
     inner.save(&record).await?;
@@ -229,12 +278,14 @@ async fn setup(
         let ns_dir = record.dir.join("ns");
         let hostname = (!host_network).then_some(record.hostname.clone());
         let sysctls = config.sysctls.clone();
+        let userns = config.userns.clone();
         let pinned = tokio::task::spawn_blocking(move || {
             berth_namespace::pin(&berth_namespace::PinRequest {
                 dir: &ns_dir,
                 kinds: &kinds,
                 hostname: hostname.as_deref(),
                 sysctls: &sysctls,
+                userns: userns.as_ref(),
             })
         })
         .await
@@ -242,6 +293,7 @@ async fn setup(
         record.netns = pinned.path(NsKind::Net).map(Into::into);
         record.utsns = pinned.path(NsKind::Uts).map(Into::into);
         record.ipcns = pinned.path(NsKind::Ipc).map(Into::into);
+        record.userns_path = pinned.user().map(Into::into);
     }
     phases.mark("namespaces");
     if !host_ipc {
@@ -403,4 +455,52 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxEr
     inner.forget_lock(id);
     tracing::info!(sandbox_id = %id, "pod sandbox removed");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NamespaceOptions, UserNamespaceMappings};
+
+    fn pod_ns() -> NamespaceOptions {
+        NamespaceOptions {
+            network: NamespaceMode::Pod,
+            pid: NamespaceMode::Container,
+            ipc: NamespaceMode::Pod,
+            target_id: String::new(),
+        }
+    }
+
+    #[test]
+    fn user_namespace_rules() {
+        let maps = UserNamespaceMappings::single(65536, 65536);
+        check_userns(&pod_ns(), &maps, || None).unwrap();
+        let invalid = |ns: NamespaceOptions, maps: &UserNamespaceMappings| match check_userns(
+            &ns,
+            maps,
+            || None,
+        ) {
+            Err(SandboxError::InvalidArgument(_)) => {}
+            Err(SandboxError::Namespace(e)) if e.is_invalid_argument() => {}
+            other => panic!("{ns:?} {maps:?}: {other:?}"),
+        };
+        invalid(pod_ns(), &UserNamespaceMappings::default());
+        invalid(pod_ns(), &UserNamespaceMappings::single(0, 65536));
+        for edit in [
+            |n: &mut NamespaceOptions| n.network = NamespaceMode::Node,
+            |n: &mut NamespaceOptions| n.ipc = NamespaceMode::Node,
+            |n: &mut NamespaceOptions| n.pid = NamespaceMode::Node,
+            |n: &mut NamespaceOptions| n.pid = NamespaceMode::Pod,
+        ] {
+            let mut ns = pod_ns();
+            edit(&mut ns);
+            invalid(ns, &maps);
+        }
+        // The request's own errors come first; then what the node lacks.
+        let err = check_userns(&pod_ns(), &maps, || Some("no idmap".into())).unwrap_err();
+        assert!(
+            matches!(&err, SandboxError::FailedPrecondition { reason, .. } if reason.contains("no idmap")),
+            "{err:?}"
+        );
+    }
 }

@@ -64,6 +64,12 @@ pub struct SandboxRecord {
     /// See [`crate::SandboxConfig::seccomp_profile`].
     #[serde(default)]
     pub seccomp_profile: Option<String>,
+    /// The pod's user namespace mappings (CRI mode POD); None = the host's.
+    #[serde(default)]
+    pub userns: Option<crate::UserNamespaceMappings>,
+    /// The pinned user namespace (`<dir>/ns/user`) that owns the pod's other namespaces.
+    #[serde(default)]
+    pub userns_path: Option<PathBuf>,
 }
 
 impl Record for SandboxRecord {

@@ -263,17 +263,17 @@ impl Workload for ContainerLifecycle {
             };
             let name = format!("c-{iter}");
             let mut config = container_config(&self.run_id, &self.image, &name);
-            if self.seccomp {
-                if let Some(sc) = config
+            if let (true, Some(sc)) = (
+                self.seccomp,
+                config
                     .linux
                     .as_mut()
-                    .and_then(|l| l.security_context.as_mut())
-                {
-                    sc.seccomp = Some(cri::SecurityProfile {
-                        profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
-                        localhost_ref: String::new(),
-                    });
-                }
+                    .and_then(|l| l.security_context.as_mut()),
+            ) {
+                sc.seccomp = Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                    localhost_ref: String::new(),
+                });
             }
             let req = create_request(&pod_id, &pod, config);
             let Some(resp) = rec
