@@ -45,11 +45,11 @@ pub use defaults::DEFAULT_CAPABILITIES;
 pub use error::SpecError;
 pub use image::ImageConfig;
 pub use lsm::{APPARMOR_DEFAULT_PROFILE, HostLsm, SelinuxLabels, SelinuxOptions};
+pub use process::oom_score_adj_clamped;
 pub use profiles::{
     ProfileRequest, SeccompDefault, SeccompRequest, apparmor_request, parse_seccomp_path,
     pod_seccomp, seccomp_path_form, select_seccomp,
 };
-pub use process::oom_score_adj_clamped;
 pub use resources::linux_resources;
 pub use user::ResolvedUser;
 
@@ -191,7 +191,11 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     } else {
         (
             proc_paths(&security.masked_paths, &defaults::MASKED_PATHS, "masked")?,
-            proc_paths(&security.readonly_paths, &defaults::READONLY_PATHS, "read-only")?,
+            proc_paths(
+                &security.readonly_paths,
+                &defaults::READONLY_PATHS,
+                "read-only",
+            )?,
         )
     };
     let mut linux = LinuxBuilder::default()
