@@ -397,3 +397,59 @@ async fn container_user_namespace_must_match_its_pod() {
     host_pod.remove(&berthd).await;
     berthd.finish();
 }
+
+/// kubelet's `procMount: Unmasked` (allowed since 1.30 only with `hostUsers: false`): two empty
+/// lists in a container of a user-namespaced pod leave /proc unmasked and writable; kubelet's
+/// default lists still mask.
+#[tokio::test]
+async fn proc_mount_unmasked_in_a_user_namespace() {
+    let berthd = Berthd::start("usernsproc").await.expect("starting berthd");
+    searchable(&berthd);
+    pull(&berthd, &busybox()).await;
+    let pod = Pod::run_with(
+        &berthd,
+        userns_pod(&berthd, "usernsproc", userns(HOST_ID + 65536)),
+    )
+    .await;
+    let probe = "for p in /proc/keys /proc/sys; do \
+                 awk -v p=$p '$5==p {print $5\" \"$6}' /proc/self/mountinfo; done; echo done";
+    let mut outputs = Vec::new();
+    for (name, masked, readonly) in [
+        ("unmasked", vec![], vec![]),
+        (
+            "default",
+            vec!["/proc/keys".to_string()],
+            vec!["/proc/sys".to_string()],
+        ),
+    ] {
+        let mut config = shell(name, probe);
+        let s = security(&mut config);
+        s.masked_paths = masked;
+        s.readonly_paths = readonly;
+        // kubelet sends the pod's user namespace in every container's namespace options.
+        s.namespace_options = Some(cri::NamespaceOption {
+            network: cri::NamespaceMode::Pod as i32,
+            ipc: cri::NamespaceMode::Pod as i32,
+            pid: cri::NamespaceMode::Container as i32,
+            userns_options: Some(userns(HOST_ID + 65536)),
+            ..Default::default()
+        });
+        let (id, status, log) = run_to_exit(&berthd, &pod, config).await;
+        assert_eq!(status.exit_code, 0, "{log:?}");
+        outputs.push(stream_lines(&log, "stdout"));
+        remove(&berthd, &id).await.expect("RemoveContainer");
+    }
+    assert_eq!(outputs[0], ["done"], "Unmasked: no /proc mounts over /proc");
+    assert!(
+        outputs[1].iter().any(|l| l.starts_with("/proc/keys ")),
+        "{:?}",
+        outputs[1]
+    );
+    assert!(
+        outputs[1].iter().any(|l| l.starts_with("/proc/sys ro")),
+        "{:?}",
+        outputs[1]
+    );
+    pod.remove(&berthd).await;
+    berthd.finish();
+}
