@@ -271,6 +271,21 @@ async fn the_pods_profile_and_the_node_default_apply_to_containers_naming_none()
         info["runtimeSpec"]["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO",
         "the spec carries the built-in filter"
     );
+    // A process exec'd into the container (kubectl exec, exec probes) is filtered too.
+    let out = berth_e2e::streaming::berth::exec_sync(
+        &berthd,
+        &web,
+        &["grep", "Seccomp:", "/proc/self/status"],
+        10,
+    )
+    .await
+    .expect("ExecSync");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
     stop_and_remove(&berthd, &web).await;
     plain.remove(&berthd).await;
     berthd.finish();
