@@ -7,11 +7,11 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use nix::errno::Errno;
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::statfs::{NSFS_MAGIC, statfs};
 
+use crate::idmap::unmount_all;
 use crate::sysctl::{self, Sysctl};
 use crate::{NamespaceError, NsKind, UserNamespaceMappings};
 
@@ -19,8 +19,6 @@ use crate::{NamespaceError, NsKind, UserNamespaceMappings};
 const HOST_NAME_MAX: usize = 64;
 /// The pin thread does little; a small stack keeps the mmap cheap.
 const PIN_THREAD_STACK: usize = 256 * 1024;
-/// Bound on unmount attempts per file (a file can carry stacked mounts after a crash loop).
-const MAX_STACKED_MOUNTS: usize = 16;
 
 /// What to create and where to pin it.
 #[derive(Debug, Clone, Copy)]
@@ -290,26 +288,6 @@ pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
     }
 }
 
-/// Unmounts every mount stacked on `path`. EINVAL (not a mount point) and ENOENT end the loop.
-fn unmount_all(path: &Path) -> Result<(), NamespaceError> {
-    for _ in 0..MAX_STACKED_MOUNTS {
-        match umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
-            Ok(()) => continue,
-            Err(Errno::EINVAL | Errno::ENOENT) => return Ok(()),
-            Err(source) => {
-                return Err(NamespaceError::Unmount {
-                    path: path.to_path_buf(),
-                    source,
-                });
-            }
-        }
-    }
-    Err(NamespaceError::Unmount {
-        path: path.to_path_buf(),
-        source: Errno::EBUSY,
-    })
-}
-
 fn validate_hostname(h: &str) -> Result<(), NamespaceError> {
     if h.is_empty() || h.len() > HOST_NAME_MAX || h.contains('\0') {
         return Err(NamespaceError::InvalidRequest(format!(
@@ -392,6 +370,7 @@ fn remove_dir_if(dir: &Path, created: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::errno::Errno;
     use std::sync::Mutex;
 
     /// Failure injection: a mount onto a target whose file name is listed here fails.

@@ -3,8 +3,9 @@
 //! and permission to create cgroups (CI has all of them); without them each test says why and
 //! passes without running.
 
+mod common;
+
 use std::fs;
-use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 
@@ -24,54 +25,19 @@ const IMAGE_CONFIG: &str = r#"{"config":{
 }}"#;
 
 fn rootfs(dir: &Path) {
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    fs::copy("/usr/bin/busybox", dir.join("bin/busybox")).unwrap();
-    for tool in [
-        "sh", "id", "pwd", "cat", "grep", "ls", "echo", "touch", "hostname", "stat",
-    ] {
-        symlink("busybox", dir.join("bin").join(tool)).unwrap();
-    }
-    fs::write(
-        dir.join("etc/passwd"),
+    common::busybox_rootfs(
+        dir,
+        &[
+            "sh", "id", "pwd", "cat", "grep", "ls", "echo", "touch", "hostname", "stat",
+        ],
         "root:x:0:0:root:/root:/bin/sh\nberth:x:1000:1000:berth:/home/berth:/bin/sh\n",
-    )
-    .unwrap();
-    fs::write(
-        dir.join("etc/group"),
         "root:x:0:\nberth:x:1000:\nextra:x:2000:berth\n",
-    )
-    .unwrap();
-}
-
-/// Whether this machine can run the tests; prints why not.
-fn runnable() -> bool {
-    let root = effective_uid() == 0;
-    let runc = Command::new("runc").arg("--version").output().is_ok();
-    let busybox = Path::new("/usr/bin/busybox").is_file();
-    if !(root && runc && busybox) {
-        eprintln!("skipping: needs root ({root}), runc ({runc}) and /usr/bin/busybox ({busybox})");
-    }
-    root && runc && busybox
-}
-
-fn effective_uid() -> u32 {
-    // The effective uid from /proc, to keep this test free of extra dependencies.
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
+    );
 }
 
 #[test]
 fn runc_runs_the_built_spec() {
-    if !runnable() {
+    if !common::runnable() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -163,7 +129,7 @@ fn runc_runs_the_built_spec() {
 
 #[test]
 fn runc_runs_a_privileged_root_container_with_a_device() {
-    if !runnable() {
+    if !common::runnable() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -6,9 +6,10 @@
 //! Every container gets its own UTS and network namespaces (added to the built spec, and the
 //! script checks it before calling `hostname`), so nothing here can change the host.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::symlink;
 use std::path::Path;
 use std::process::Command;
 
@@ -29,40 +30,8 @@ const TOOLS: &[&str] = &[
 ];
 
 fn rootfs(dir: &Path, with_busybox: bool) {
-    for d in ["bin", "etc", "proc", "sys", "dev", "tmp"] {
-        fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    if with_busybox {
-        fs::copy("/usr/bin/busybox", dir.join("bin/busybox")).unwrap();
-        for tool in TOOLS {
-            symlink("busybox", dir.join("bin").join(tool)).unwrap();
-        }
-    }
-    fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\n").unwrap();
-}
-
-/// Whether this machine can run the tests; prints why not.
-fn runnable() -> bool {
-    let root = effective_uid() == 0;
-    let runc = Command::new("runc").arg("--version").output().is_ok();
-    let busybox = Path::new("/usr/bin/busybox").is_file();
-    if !(root && runc && busybox) {
-        eprintln!("skipping: needs root ({root}), runc ({runc}) and /usr/bin/busybox ({busybox})");
-    }
-    root && runc && busybox
-}
-
-fn effective_uid() -> u32 {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
+    let tools = if with_busybox { TOOLS } else { &[] };
+    common::busybox_rootfs(dir, tools, "root:x:0:0:root:/root:/bin/sh\n", "root:x:0:\n");
 }
 
 /// A root container running `script` with `seccomp` and the default capabilities plus `add`.
@@ -185,7 +154,7 @@ fn profile_file(dir: &Path, json: &str) -> SeccompProfile {
 
 #[test]
 fn runtime_default_is_enforced_and_common_commands_work() {
-    if !runnable() {
+    if !common::runnable() {
         return;
     }
     let script = "grep Seccomp: /proc/self/status; id; ls / > /dev/null && echo ls-ok; \
@@ -227,7 +196,7 @@ fn runtime_default_is_enforced_and_common_commands_work() {
 
 #[test]
 fn runtime_default_allows_sethostname_only_with_sys_admin() {
-    if !runnable() {
+    if !common::runnable() {
         return;
     }
     let script = hostname_script();
@@ -249,7 +218,7 @@ fn runtime_default_allows_sethostname_only_with_sys_admin() {
 
 #[test]
 fn localhost_profiles_are_enforced() {
-    if !runnable() {
+    if !common::runnable() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -289,7 +258,7 @@ fn localhost_profiles_are_enforced() {
 
 #[test]
 fn privileged_containers_run_unconfined() {
-    if !runnable() {
+    if !common::runnable() {
         return;
     }
     let mut c = config(
