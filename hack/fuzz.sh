@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
-# Fuzzes berth-spdy (pkg/spdy/fuzz) for SECONDS per target (default 60), without cargo-fuzz:
-# builds the targets with the nightly toolchain and the RUSTFLAGS cargo-fuzz would use, then runs
-# each libFuzzer binary with -max_total_time. Fails (and names the reproducer) on any crash,
-# panic, sanitizer report, leak or per-input timeout.
+# Runs every fuzz target for SECONDS each (default 60), without cargo-fuzz: builds the fuzz
+# workspaces with the nightly toolchain and the RUSTFLAGS cargo-fuzz would use, then runs each
+# libFuzzer binary with -max_total_time. Fails (and names the reproducer) on any crash, panic,
+# sanitizer report, leak or per-input timeout.
 #
 #   hack/fuzz.sh [SECONDS]
 #
+# Fuzz workspaces (FUZZ_DIRS below): pkg/spdy/fuzz (SPDY frames and sessions) and fuzz/ (layer
+# tars, manifests, CNI results, config files, CRI requests). Each target is a [[bin]] of one of
+# them; its name says which, so FUZZ_TARGETS needs only names.
+#
 # Environment: CARGO_TARGET_DIR (artifacts go to $CARGO_TARGET_DIR/fuzz, default target/fuzz),
 # FUZZ_TOOLCHAIN (default nightly), FUZZ_SANITIZER (address or none; default address if it
-# builds), FUZZ_TARGETS (default "frames session"), FUZZ_JOBS (default 1).
-# Working corpora live in <target>/fuzz/corpus/<target>, seeded from pkg/spdy/fuzz/corpus/.
+# builds), FUZZ_TARGETS (default: every target of every workspace), FUZZ_JOBS (default 1).
+# Working corpora live in <target>/fuzz/corpus/<target>, seeded from <workspace>/corpus/<target>.
 # Reproduce a crash: <target>/fuzz/<triple>/release/<target> <crash-file>
+# The unpack target creates files (device nodes too) under a temp dir: it needs root.
 set -euo pipefail
 
 seconds=${1:-60}
@@ -20,11 +25,37 @@ if ! [[ $seconds =~ ^[0-9]+$ ]]; then
 fi
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-fuzz_dir=$root/pkg/spdy/fuzz
 out=${CARGO_TARGET_DIR:-$root/target}/fuzz
 toolchain=${FUZZ_TOOLCHAIN:-nightly}
-targets=${FUZZ_TARGETS:-frames session}
 jobs=${FUZZ_JOBS:-1}
+
+# Every fuzz workspace, relative to the repository root.
+FUZZ_DIRS=(pkg/spdy/fuzz fuzz)
+
+# target name -> its workspace, from the [[bin]] names in each Cargo.toml.
+declare -A dir_of=()
+all_targets=()
+for d in "${FUZZ_DIRS[@]}"; do
+    while read -r name; do
+        if [[ -n ${dir_of[$name]:-} ]]; then
+            echo "fuzz: target $name is defined in both ${dir_of[$name]} and $d" >&2
+            exit 2
+        fi
+        dir_of[$name]=$d
+        all_targets+=("$name")
+    done < <(sed -n '/^\[\[bin\]\]/,/^name/s/^name *= *"\(.*\)"/\1/p' "$root/$d/Cargo.toml")
+done
+read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
+dirs=()
+for t in "${targets[@]}"; do
+    if [[ -z ${dir_of[$t]:-} ]]; then
+        echo "fuzz: unknown target $t (known: ${all_targets[*]})" >&2
+        exit 2
+    fi
+    if [[ " ${dirs[*]} " != *" ${dir_of[$t]} "* ]]; then
+        dirs+=("${dir_of[$t]}")
+    fi
+done
 
 if ! rustup run "$toolchain" rustc --version >/dev/null 2>&1; then
     echo "fuzz: the $toolchain toolchain is not installed (rustup toolchain install $toolchain)" >&2
@@ -57,9 +88,13 @@ asan_flags=(-Zsanitizer=address -Cunsafe-allow-abi-mismatch=sanitizer)
 
 build() {
     # An explicit --target keeps RUSTFLAGS off build scripts and proc macros, as cargo-fuzz does.
-    RUSTFLAGS="$*" rustup run "$toolchain" cargo build \
-        --manifest-path "$fuzz_dir/Cargo.toml" \
-        --locked --release --bins --target "$triple" --target-dir "$out"
+    # All workspaces share one target dir: each target is a distinct binary there.
+    local d
+    for d in "${dirs[@]}"; do
+        RUSTFLAGS="$*" rustup run "$toolchain" cargo build \
+            --manifest-path "$root/$d/Cargo.toml" \
+            --locked --release --bins --target "$triple" --target-dir "$out" || return 1
+    done
 }
 
 sanitizer=${FUZZ_SANITIZER:-address}
@@ -82,12 +117,13 @@ none) build "${base_flags[@]}" ;;
 esac
 
 failed=()
-for t in $targets; do
+for t in "${targets[@]}"; do
     corpus=$out/corpus/$t
     artifacts=$out/artifacts/$t
+    seeds=$root/${dir_of[$t]}/corpus/$t
     mkdir -p "$corpus" "$artifacts"
-    if [[ -d $fuzz_dir/corpus/$t ]]; then
-        cp -n "$fuzz_dir/corpus/$t"/* "$corpus"/ 2>/dev/null || true
+    if [[ -d $seeds ]]; then
+        cp -n "$seeds"/* "$corpus"/ 2>/dev/null || true
     fi
     echo "fuzz: $t for ${seconds}s (sanitizer: $sanitizer)"
     parallel=()

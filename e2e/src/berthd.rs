@@ -55,6 +55,8 @@ pub struct Berthd {
     pub cni_ipam_dir: PathBuf,
     pub metrics_address: SocketAddr,
     pub log_file: PathBuf,
+    /// Extra environment for the next launches (e.g. `BERTH_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -144,6 +146,7 @@ impl Berthd {
             cni_conf_dir,
             cni_ipam_dir,
             metrics_address,
+            env: Vec::new(),
             child: None,
         };
         if options.cni {
@@ -234,6 +237,7 @@ impl Berthd {
             .stdout(log.try_clone()?)
             .stderr(log)
             .env_remove("RUST_LOG")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .context("spawning berthd")
     }
@@ -323,20 +327,27 @@ impl Berthd {
     }
 
     /// Stops berthd (it must exit 0), checks that nothing is left behind and removes the test dir.
-    pub fn finish(mut self) {
+    pub fn finish(self) {
+        let name = self.name.clone();
+        if let Err(e) = self.try_finish() {
+            panic!("test {name}: {e:#}");
+        }
+    }
+
+    /// [`Berthd::finish`] returning what went wrong instead of panicking (the dir is kept then).
+    pub fn try_finish(mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
-            let status = self.stop().expect("stopping berthd");
-            assert!(
-                status.success(),
-                "berthd exited with {status}:\n{}",
-                self.log()
-            );
+            let status = self.stop().context("stopping berthd")?;
+            if !status.success() {
+                bail!("berthd exited with {status}:\n{}", self.log());
+            }
         }
         if let Err(leaks) = leaks::check(&self.dir, &self.test_id()) {
-            panic!("test {} left things behind:\n{leaks}", self.name);
+            bail!("left things behind:\n{leaks}");
         }
         self.remove_host_leftovers();
         let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`containers`] on top of the pod helpers in [`pods`].
 
 mod berthd;
+pub mod chaos;
 pub mod containerd;
 pub mod containers;
 mod http;

@@ -94,6 +94,8 @@ pub struct Create {
     pub deadline: Instant,
     timeout: Duration,
     pub killed: bool,
+    /// berthd removed the container while its runtime ran: once created, it is killed and dropped.
+    pub forgotten: bool,
     runtime_path: String,
     files: RuntimeFiles,
     log: Log,
@@ -164,6 +166,7 @@ impl Create {
             deadline: Instant::now() + timeout,
             timeout,
             killed: false,
+            forgotten: false,
             runtime_path: req.runtime_path.clone(),
             files,
             log,

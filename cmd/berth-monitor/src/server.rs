@@ -268,6 +268,9 @@ impl Server {
     fn create_done(&mut self, create: Create, status: libc::c_int) {
         let conn = create.conn;
         let id = create.id.clone();
+        if create.forgotten {
+            return self.forgotten_create_done(create, status);
+        }
         let reply = match create.finish(status) {
             Ok(container) => {
                 let pid = container.pid;
@@ -290,6 +293,37 @@ impl Server {
         if let Some(conn) = conn {
             self.respond(conn, reply);
         }
+    }
+
+    /// The runtime of a create berthd has forgotten meanwhile exited: nobody wants the container,
+    /// so it is killed (its process is reaped like any orphan) and its files go. The monitor then
+    /// exits if that was its last container, as after any Forget.
+    fn forgotten_create_done(&mut self, create: Create, status: libc::c_int) {
+        let conn = create.conn;
+        let id = create.id.clone();
+        match create.finish(status) {
+            Ok(container) => {
+                let pid = container.pid;
+                match self.early.iter().position(|&(p, _, _)| p == pid) {
+                    // Already dead and reaped: nothing to kill (the pid may be reused).
+                    Some(i) => {
+                        self.early.remove(i);
+                    }
+                    None => sys::kill(pid, libc::SIGKILL),
+                }
+                container.remove_files(&self.dir);
+                crate::note(format_args!(
+                    "container {id} was forgotten while being created: killed pid {pid}"
+                ));
+            }
+            Err(message) => {
+                crate::note(format_args!("creating forgotten container {id}: {message}"));
+            }
+        }
+        if let Some(conn) = conn {
+            self.respond(conn, requests::not_found(&id));
+        }
+        self.quit_if_idle();
     }
 
     fn container_exited(&mut self, i: usize, status: libc::c_int, at: i64) {

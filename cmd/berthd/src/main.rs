@@ -50,6 +50,10 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     let loaded = cli.load_config()?;
     logging::init(&loaded.config.log)?;
+    // Test-only crash points (BERTH_FAILPOINTS); logged loudly should one ever be set in production.
+    for (point, action) in berth_failpoint::init_from_env()? {
+        tracing::warn!(point, ?action, "failpoint enabled");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         // Two workers are plenty for a node daemon and keep idle memory low; blocking work
         // (disk, runtime binaries) goes to the blocking pool.
@@ -57,5 +61,15 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("berthd")
         .build()?;
-    runtime.block_on(serve::serve(loaded))
+    let served = runtime.block_on(serve::serve(loaded));
+    // Tasks still running hold clones of the services and the store; shutting the runtime down
+    // drops them. A blocking call stuck in the kernel cannot be interrupted: do not wait for it
+    // forever (the store then stays open and the next start repairs it).
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    served?.close();
+    tracing::info!("berthd stopped");
+    Ok(())
 }
+
+/// How long the runtime's leftover tasks may take to finish once serving has ended.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);

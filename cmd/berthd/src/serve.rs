@@ -21,7 +21,37 @@ use crate::socket;
 /// How long in-flight calls (streams included) may run after SIGTERM before berthd exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
+/// What must outlive serving: the metadata store, closed once nothing else holds it, and the
+/// services whose links to each other keep it alive until broken.
+pub struct Shutdown {
+    store: Store,
+    sandboxes: berth_sandbox::SandboxService,
+    images: berth_image::ImageService,
+}
+
+impl Shutdown {
+    /// Closes the metadata store so that the next start finds it clean. Call it after the tokio
+    /// runtime has shut down: its tasks (calls past the grace period, exit watchers, event
+    /// fan-outs) hold clones of the services and so of the store.
+    pub fn close(self) {
+        // The container layer and the pod and image layers point at each other; without breaking
+        // those cycles the store would never drop, redb would never record a clean shutdown, and
+        // every start would repair the file as after a crash.
+        self.sandboxes.clear_containers();
+        self.images.clear_snapshot_users();
+        drop(self.sandboxes);
+        drop(self.images);
+        let path = self.store.path().to_path_buf();
+        match self.store.close() {
+            Ok(()) => tracing::info!(path = %path.display(), "metadata store closed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "metadata store was not closed cleanly; the next start will repair it");
+            }
+        }
+    }
+}
+
+pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
     let started = Instant::now();
     let config = loaded.config;
     for dir in [&config.root, &config.state] {
@@ -101,6 +131,11 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
         images.mountpoint().to_path_buf(),
     ));
     let socket_path = config.socket_path().to_path_buf();
+    let shutdown = Shutdown {
+        store: store.clone(),
+        sandboxes: sandboxes.clone(),
+        images: images.clone(),
+    };
     let service = CriService::new(Dependencies {
         config,
         config_sources: loaded.sources,
@@ -156,8 +191,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<()> {
     // Sessions still open are cut: their exec processes are killed by the monitors.
     streaming_task.abort();
     drop(socket_guard);
-    tracing::info!("berthd stopped");
-    Ok(())
+    Ok(shutdown)
 }
 
 async fn wait_for_signal(stop: watch::Sender<bool>) {
@@ -207,10 +241,6 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", dir.display()))
 }
 
-/// How long one CNI plugin call may take before it is killed (containerd and CRI-O allow minutes;
-/// a plugin that needs more than this is stuck).
-const CNI_PLUGIN_TIMEOUT: Duration = Duration::from_secs(60);
-
 fn open_sandboxes(
     config: &berth_config::Config,
     metrics: &Metrics,
@@ -221,7 +251,9 @@ fn open_sandboxes(
     let cni = berth_network::Cni::new(
         config.cni.conf_dir.clone(),
         config.cni.bin_dirs.clone(),
-        CNI_PLUGIN_TIMEOUT,
+        // How long one CNI plugin call may take before it is killed (`cni.plugin_timeout_secs`;
+        // containerd and CRI-O allow minutes: a plugin that needs more is stuck).
+        Duration::from_secs(config.cni.plugin_timeout_secs),
     )
     .with_metrics(cni_metrics)
     .with_pod_cidrs(pod_cidrs.clone());

@@ -13,6 +13,12 @@ use crate::{Cgroups, Layout, PodCgroup};
 /// are delegated to children ("no internal processes").
 pub const MONITOR_CGROUP: &str = "berth-monitor";
 
+/// The child cgroup of a pod that holds its `berth-init` (pods with a shared PID namespace): the
+/// init is the pod's, accounted and limited with it, and must not stay in berthd's cgroup (a
+/// restart of berthd's service would kill it). A child of its own for the same "no internal
+/// processes" reason as [`MONITOR_CGROUP`].
+pub const INIT_CGROUP: &str = "berth-init";
+
 impl PodCgroup {
     /// A container's cgroup path in cgroupfs form (what runc creates for
     /// [`PodCgroup::container_cgroups_path`]).
@@ -55,18 +61,14 @@ impl Cgroups {
     /// the `cgroup.procs` files the monitor moves itself into. The pod cgroup must exist.
     /// [`Cgroups::remove`] deletes it with the pod (the monitor has exited by then).
     pub fn monitor_procs_files(&self, pod: &PodCgroup) -> Result<Vec<PathBuf>, CgroupError> {
-        let mut files = Vec::new();
-        for dir in pod.fs_paths() {
-            let child = dir.join(MONITOR_CGROUP);
-            match std::fs::create_dir(&child) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(CgroupError::io("mkdir", child, e)),
-            }
-            inherit_cpuset(&dir, &child)?;
-            files.push(child.join("cgroup.procs"));
-        }
-        Ok(files)
+        helper_procs_files(pod, MONITOR_CGROUP)
+    }
+
+    /// Creates the pod's init cgroup (`<pod>/berth-init`) in every hierarchy and returns the
+    /// `cgroup.procs` files the init joins before it execs. The pod cgroup must exist.
+    /// [`Cgroups::remove`] deletes it with the pod (the init must have exited by then).
+    pub fn init_procs_files(&self, pod: &PodCgroup) -> Result<Vec<PathBuf>, CgroupError> {
+        helper_procs_files(pod, INIT_CGROUP)
     }
 
     /// Whether the host's cgroups are cgroup v2 only (containers then get a cgroup namespace and
@@ -93,6 +95,23 @@ impl Cgroups {
         }
         None
     }
+}
+
+/// Creates the pod's helper child cgroup `name` in every hierarchy (with the parent's cpuset on
+/// v1, or nothing can join it) and returns its `cgroup.procs` files.
+fn helper_procs_files(pod: &PodCgroup, name: &str) -> Result<Vec<PathBuf>, CgroupError> {
+    let mut files = Vec::new();
+    for dir in pod.fs_paths() {
+        let child = dir.join(name);
+        match std::fs::create_dir(&child) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(CgroupError::io("mkdir", child, e)),
+        }
+        inherit_cpuset(&dir, &child)?;
+        files.push(child.join("cgroup.procs"));
+    }
+    Ok(files)
 }
 
 /// A new v1 cpuset cgroup starts with empty `cpuset.cpus` and `cpuset.mems`, and a process can't

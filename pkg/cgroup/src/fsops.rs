@@ -40,6 +40,22 @@ pub(crate) fn create_in(h: &Hierarchy, path: &str) -> Result<Vec<PathBuf>, Cgrou
     }
 }
 
+/// The directories [`create_in`] would make in `h` for `path` right now: each component from
+/// the first missing one down.
+pub(crate) fn missing_in(h: &Hierarchy, path: &str) -> Vec<PathBuf> {
+    let mut current = h.mount.clone();
+    let mut missing = Vec::new();
+    for c in Path::new(path).components() {
+        if let Component::Normal(name) = c {
+            current.push(name);
+            if !missing.is_empty() || !current.is_dir() {
+                missing.push(current.clone());
+            }
+        }
+    }
+    missing
+}
+
 fn create_once(h: &Hierarchy, path: &str, created: &mut Vec<PathBuf>) -> Result<(), CgroupError> {
     let components: Vec<_> = Path::new(path)
         .components()

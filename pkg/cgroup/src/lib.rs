@@ -27,7 +27,7 @@ use std::sync::Once;
 use libcgroups::common::{AnyManagerError, CgroupManager, ControllerOpt};
 use serde::{Deserialize, Serialize};
 
-pub use container::MONITOR_CGROUP;
+pub use container::{INIT_CGROUP, MONITOR_CGROUP};
 pub use error::CgroupError;
 pub use pod::PodCgroup;
 pub use resources::{DEFAULT_CPU_PERIOD, PodResources};
@@ -215,6 +215,21 @@ impl Cgroups {
         self.hierarchies.iter().map(|h| h.mount.join(rel)).collect()
     }
 
+    /// Records in `cg` the directories [`Cgroups::ensure`] is about to create (what is missing
+    /// now), before they exist, and returns whether there are any. The caller persists `cg`
+    /// before calling `ensure`: a crash between a mkdir and the next record write then leaves
+    /// nothing unaccounted. [`Cgroups::remove`] skips a recorded directory that was never made.
+    pub fn plan(&self, cg: &mut PodCgroup) -> Result<bool, CgroupError> {
+        parent::validate_cgroupfs_path(&cg.path)?;
+        let missing: Vec<PathBuf> = self
+            .hierarchies
+            .iter()
+            .flat_map(|h| fsops::missing_in(h, &cg.path))
+            .collect();
+        cg.record_created(&missing);
+        Ok(!missing.is_empty())
+    }
+
     /// Makes sure the pod cgroup exists in every hierarchy in use, creating what is missing
     /// (ancestors included), and applies `resources` to it. Records what it created in `cg`
     /// (persist it afterwards) and returns whether Berth created the pod cgroup itself.
@@ -316,13 +331,22 @@ impl Cgroups {
     /// removed too when empty; one still holding another pod's cgroup stays.
     pub fn remove(&self, cg: &PodCgroup) -> Result<(), CgroupError> {
         parent::validate_cgroupfs_path(&cg.path)?;
-        // The monitor's child cgroup is always Berth's, even in a pod cgroup kubelet made.
+        // The monitor's and the init's child cgroups are always Berth's, even in a pod cgroup
+        // kubelet made.
         for dir in cg.fs_paths() {
-            let monitor = dir.join(MONITOR_CGROUP);
-            match std::fs::remove_dir(&monitor) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CgroupError::io("rmdir", monitor, e)),
+            for helper in [MONITOR_CGROUP, INIT_CGROUP] {
+                let child = dir.join(helper);
+                match std::fs::remove_dir(&child) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::ResourceBusy => {
+                        return Err(CgroupError::Busy {
+                            path: child,
+                            detail: format!("{helper} still has a process"),
+                        });
+                    }
+                    Err(e) => return Err(CgroupError::io("rmdir", child, e)),
+                }
             }
         }
         let created = cg.created_dirs();

@@ -258,3 +258,35 @@ fn parent_validation_table() {
         assert!(cg.pod_cgroup("", bad_id).unwrap_err().is_invalid_argument());
     }
 }
+
+/// What `plan` records before any mkdir is exactly what `ensure` then makes, and `remove` of a
+/// plan whose directories were made only in part (a crash inside `ensure`) removes what exists.
+#[test]
+fn plan_records_the_directories_before_they_exist() {
+    let cg = cgroups();
+    let top = format!("berth-cgtest-{}", token());
+    let _guard = Guard::new(top.clone());
+    let mut pod = cg.pod_cgroup(&format!("/{top}/podp"), "p").unwrap();
+    assert!(cg.plan(&mut pod).unwrap());
+    let planned = pod.created_dirs().to_vec();
+    assert!(!planned.is_empty() && planned.iter().all(|d| !d.exists()));
+    assert!(planned.iter().any(|d| d.ends_with(&top)));
+    // As if berthd died after the first hierarchy's mkdirs.
+    let first = &planned[..2];
+    for d in first {
+        std::fs::create_dir(d).unwrap();
+    }
+    cg.remove(&pod).unwrap();
+    assert_eq!(leftovers(&top), Vec::<PathBuf>::new());
+    // A full plan + ensure: ensure makes exactly what was planned.
+    let mut pod = cg.pod_cgroup(&format!("/{top}/podq"), "q").unwrap();
+    cg.plan(&mut pod).unwrap();
+    let planned = pod.created_dirs().to_vec();
+    assert!(cg.ensure(&mut pod, &PodResources::default()).unwrap());
+    assert_eq!(pod.created_dirs(), planned.as_slice());
+    // Nothing left to plan once it exists.
+    let mut again = cg.pod_cgroup(&format!("/{top}/podq"), "q").unwrap();
+    assert!(!cg.plan(&mut again).unwrap());
+    cg.remove(&pod).unwrap();
+    assert_eq!(leftovers(&top), Vec::<PathBuf>::new());
+}

@@ -288,6 +288,15 @@ pub(crate) fn validate(config: &Config) -> Result<(), (String, String)> {
             "must be at least 1".into(),
         );
     }
+    if config.image.max_layer_unpacked_bytes == 0 {
+        return fail(
+            "image.max_layer_unpacked_bytes",
+            "must be at least 1".into(),
+        );
+    }
+    if config.cni.plugin_timeout_secs == 0 {
+        return fail("cni.plugin_timeout_secs", "must be at least 1".into());
+    }
     if config.image.pull_stall_timeout_secs == 0 {
         return fail("image.pull_stall_timeout_secs", "must be at least 1".into());
     }

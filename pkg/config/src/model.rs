@@ -334,6 +334,9 @@ pub struct CniConfig {
     pub conf_dir: PathBuf,
     /// Where plugin binaries are searched, in order.
     pub bin_dirs: Vec<PathBuf>,
+    /// How long one plugin call (ADD, DEL, CHECK) may take before the plugin is killed and the
+    /// call fails.
+    pub plugin_timeout_secs: u64,
 }
 
 impl Default for CniConfig {
@@ -341,6 +344,7 @@ impl Default for CniConfig {
         CniConfig {
             conf_dir: PathBuf::from("/etc/cni/net.d"),
             bin_dirs: vec![PathBuf::from("/opt/cni/bin"), PathBuf::from("/usr/lib/cni")],
+            plugin_timeout_secs: 60,
         }
     }
 }
@@ -355,6 +359,10 @@ pub struct ImageConfig {
     pub pull_stall_timeout_secs: u64,
     /// Images reported as pinned to kubelet, which then never garbage-collects them.
     pub pinned: Vec<String>,
+    /// Most bytes one layer may unpack to (its uncompressed tar stream and the file content it
+    /// writes): a pull whose layer goes over it fails and the partial snapshot is removed. Bounds
+    /// decompression bombs; default 64 GiB.
+    pub max_layer_unpacked_bytes: u64,
 }
 
 impl Default for ImageConfig {
@@ -363,6 +371,7 @@ impl Default for ImageConfig {
             max_concurrent_downloads: 3,
             pull_stall_timeout_secs: 60,
             pinned: Vec::new(),
+            max_layer_unpacked_bytes: 64 << 30,
         }
     }
 }

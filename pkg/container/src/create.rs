@@ -145,6 +145,7 @@ async fn create_named(
         config,
     };
     inner.save(&record).await?;
+    berth_failpoint::fail("container/create/after-record").map_err(ContainerError::Internal)?;
 
     match prepare(inner, &mut record, sandbox, &image_config).await {
         Ok(()) => {
@@ -245,6 +246,7 @@ async fn prepare(
         std::fs::create_dir_all(&rootfs).map_err(ContainerError::io("create", &rootfs))?;
         let mount = snapshots.prepare_rootfs(&rec.snapshot, &rec.overlay_dir())?;
         mount.mount(&rootfs, false)?;
+        berth_failpoint::fail("container/create/after-rootfs").map_err(ContainerError::Internal)?;
         let volumes = rec.rw_dir.join("volumes");
         std::fs::create_dir_all(&volumes).map_err(ContainerError::io("create", &volumes))?;
         let cgroups_path = sandbox
@@ -295,6 +297,7 @@ async fn prepare(
             userns::apply_to_spec(&mut built.spec, userns)?;
         }
         berth_spec::write_bundle_config(&rec.bundle, &built.spec)?;
+        berth_failpoint::fail("container/create/after-bundle").map_err(ContainerError::Internal)?;
         rec.user = built.user;
         rec.stop_signal = built.stop_signal;
         rec.oom_score_adj = built
@@ -308,6 +311,8 @@ async fn prepare(
     .await
     .map_err(ContainerError::task)??;
     *record = rec;
+    berth_failpoint::fail("container/create/before-final-save")
+        .map_err(ContainerError::Internal)?;
     Ok(())
 }
 

@@ -15,7 +15,7 @@ use crate::record::{ContainerRecord, Phase};
 use crate::{Inner, OciRuntime, monitors, signal, watch};
 
 /// How long the runtime may take to set a container up before the monitor gives up on it.
-const RUNTIME_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const RUNTIME_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a SIGKILLed container may take to be reported gone.
 const KILL_WAIT: Duration = Duration::from_secs(30);
 
@@ -57,10 +57,12 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         .monitors
         .get_or_spawn(&sandbox.id, cgroup_procs)
         .await?;
+    berth_failpoint::fail("container/start/after-monitor").map_err(ContainerError::Internal)?;
 
     let monitor_ready = began.elapsed();
     record.phase = Phase::Starting;
     inner.save(&record).await?;
+    berth_failpoint::fail("container/start/before-runtime").map_err(ContainerError::Internal)?;
     let recorded = began.elapsed();
     let runtime = OciRuntime {
         path: record.runtime_path.clone(),
@@ -87,6 +89,8 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         .map_err(ContainerError::task)?;
     match created {
         Ok(pid) => {
+            berth_failpoint::fail("container/start/after-runtime")
+                .map_err(ContainerError::Internal)?;
             record.phase = Phase::Running;
             record.pid = pid;
             record.pid_start_time = signal::start_time(pid).unwrap_or(0);
@@ -134,7 +138,7 @@ fn prepare_log_path(path: &Path) -> Result<(), ContainerError> {
 
 /// Rolls a failed start back: runtime state, the monitor (if it was started for nothing) and the
 /// rootfs mount go; the container stays, EXITED with reason StartError, for kubelet to see.
-async fn start_failed(
+pub(crate) async fn start_failed(
     inner: &Arc<Inner>,
     record: &mut ContainerRecord,
     runtime: &OciRuntime,
@@ -146,7 +150,7 @@ async fn start_failed(
     if !others_monitored(inner, record) {
         let _ = inner
             .monitors
-            .forget(&record.sandbox_id, &record.id, true)
+            .forget(&record.sandbox_id, &record.id, true, false)
             .await;
     }
     let rootfs = record.rootfs();
@@ -162,13 +166,14 @@ async fn start_failed(
     }
 }
 
-/// Whether the pod's monitor knows another container than `record` (one that was started and not
-/// yet removed): then the monitor must stay.
+/// Whether the pod's monitor knows another container than `record` (one that was started, or is
+/// being started, and not yet removed): then the monitor must stay.
 fn others_monitored(inner: &Inner, record: &ContainerRecord) -> bool {
-    inner
-        .records()
-        .values()
-        .any(|r| r.sandbox_id == record.sandbox_id && r.id != record.id && r.started_at_ns > 0)
+    inner.records().values().any(|r| {
+        r.sandbox_id == record.sandbox_id
+            && r.id != record.id
+            && (r.started_at_ns > 0 || r.phase == Phase::Starting)
+    })
 }
 
 pub(crate) async fn stop(
@@ -183,6 +188,7 @@ pub(crate) async fn stop(
         return Ok(());
     }
     let exit = stop_process(inner, &record, timeout).await?;
+    berth_failpoint::fail("container/stop/after-kill").map_err(ContainerError::Internal)?;
     record.set_exited(&exit);
     inner.save(&record).await?;
     delete_runtime_state(inner, &record);
@@ -243,6 +249,16 @@ async fn exit_of(record: &ContainerRecord) -> Result<Exit, ContainerError> {
 }
 
 pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerError> {
+    remove_with(inner, id, false).await
+}
+
+/// `pod_removal`: the whole pod goes, and its monitor is retired (killed if need be) afterwards,
+/// so a monitor that does not answer a Forget does not fail the removal.
+async fn remove_with(
+    inner: &Arc<Inner>,
+    id: &str,
+    pod_removal: bool,
+) -> Result<(), ContainerError> {
     let lock = inner.lock_for(id);
     let _guard = lock.lock().await;
     let Ok(mut record) = inner.record(id) else {
@@ -264,15 +280,34 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), Container
     if let Some(task) = in_flight {
         let _ = task.await;
     }
+    berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Internal)?;
     let runtime = inner.runtime_for(&record);
     if runtime.has_state(id) {
         runtime.delete(id).await?;
     }
-    if record.started_at_ns > 0 || record.phase == Phase::Starting {
-        let last = !others_monitored(inner, &record);
-        inner.monitors.forget(&record.sandbox_id, id, last).await?;
+    berth_failpoint::fail("container/remove/after-runtime-delete")
+        .map_err(ContainerError::Internal)?;
+    // Whatever the record says, the monitor may know the container (a start interrupted by a
+    // crash, reconciled to CREATED): it must forget it, or it never exits.
+    let started = record.started_at_ns > 0 || record.phase == Phase::Starting;
+    let last = !others_monitored(inner, &record);
+    match inner
+        .monitors
+        .forget(&record.sandbox_id, id, last, !started)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if pod_removal => {
+            tracing::warn!(container_id = %id, error = %e, "monitor did not forget a container of a pod being removed; it is retired with the pod")
+        }
+        Err(e) => return Err(e),
     }
+    berth_failpoint::fail("container/remove/after-monitor").map_err(ContainerError::Internal)?;
     create::remove_files(&record).await?;
+    if let Ok(sandbox) = inner.deps.sandboxes.get(&record.sandbox_id) {
+        crate::logs::remove_container_log(&sandbox, record.log_path.as_deref());
+    }
+    berth_failpoint::fail("container/remove/after-files").map_err(ContainerError::Internal)?;
     inner.delete(id).await?;
     drop(_guard);
     inner.forget_lock(id);
@@ -367,10 +402,17 @@ pub(crate) async fn stop_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(),
 /// RemovePodSandbox: every container of the pod goes.
 pub(crate) async fn remove_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(), ContainerError> {
     for id in inner.pod_container_ids(sandbox_id) {
-        remove(inner, &id).await?;
+        remove_with(inner, &id, true).await?;
     }
-    // A monitor left without containers (berthd died between its spawn and the first create).
-    inner.monitors.forget(sandbox_id, "", true).await
+    // Also a monitor left without containers (berthd died between its spawn and the first
+    // create), or one that does not exit: the pod is going, so it is killed if need be.
+    let sandbox = inner.deps.sandboxes.get(sandbox_id).ok();
+    let cgroup = sandbox.as_ref().and_then(|s| s.cgroup.as_ref());
+    inner.monitors.retire(sandbox_id, cgroup).await?;
+    if let Some(sandbox) = &sandbox {
+        crate::logs::remove_pod_log_dir(sandbox);
+    }
+    Ok(())
 }
 
 /// Once a container has exited its runtime state (and cgroup) serves nothing: delete it in the

@@ -140,23 +140,32 @@ impl Monitors {
     }
 
     /// Tells the monitor a container is gone. With `last`, the monitor exits after answering:
-    /// wait for it, reap it, and remove its directory.
+    /// wait for it, reap it, and remove its directory. `only_if_known`: for a container berthd
+    /// never started, which the monitor knows only if a start was interrupted; asking an idle
+    /// monitor to forget an unknown one would make it exit under a concurrent start.
     pub(crate) async fn forget(
         &self,
         sandbox_id: &str,
         container_id: &str,
         last: bool,
+        only_if_known: bool,
     ) -> Result<(), ContainerError> {
         if let Some(monitor) = self.get(sandbox_id).await {
             let id = container_id.to_string();
             let m = monitor.clone();
-            match tokio::task::spawn_blocking(move || m.forget(&id))
-                .await
-                .map_err(ContainerError::task)?
-            {
-                Ok(())
-                | Err(MonitorError::UnknownContainer(_))
-                | Err(MonitorError::NotRunning(_)) => {}
+            let forgot = tokio::task::spawn_blocking(move || {
+                if only_if_known && !m.list()?.iter().any(|c| c.container_id == id) {
+                    return Ok(false);
+                }
+                m.forget(&id).map(|()| true)
+            })
+            .await
+            .map_err(ContainerError::task)?;
+            match forgot {
+                Ok(true) | Err(MonitorError::UnknownContainer(_)) => {}
+                // Nothing asked of the monitor, nothing changed: it stays as it is.
+                Ok(false) => return Ok(()),
+                Err(MonitorError::NotRunning(_)) => {}
                 Err(e) => return Err(e.into()),
             }
             if !last {
@@ -164,37 +173,151 @@ impl Monitors {
             }
             let entry = self.running.lock().await.remove(sandbox_id);
             let pid = monitor.pid();
-            tokio::task::spawn_blocking(move || wait_gone(pid, entry.and_then(|e| e.child)))
-                .await
-                .map_err(ContainerError::task)?;
+            let (gone, child) = tokio::task::spawn_blocking(move || {
+                let mut child = entry.and_then(|e| e.child);
+                let gone = wait_gone(pid, child.as_mut(), EXIT_WAIT);
+                (gone, child)
+            })
+            .await
+            .map_err(ContainerError::task)?;
+            if !gone {
+                // It still knows containers berthd does not (or is wedged): its directory holds
+                // what it needs, so it stays; RemovePodSandbox retires the monitor.
+                tracing::warn!(
+                    sandbox_id,
+                    pid,
+                    "pod monitor did not exit after its last container"
+                );
+                self.running
+                    .lock()
+                    .await
+                    .insert(sandbox_id.to_string(), Entry { monitor, child });
+                return Ok(());
+            }
         }
         if last {
             remove_dir(&self.dir_for(sandbox_id))?;
         }
         Ok(())
     }
+
+    /// RemovePodSandbox, after all the pod's containers were removed: the pod's monitor goes, by
+    /// SIGKILL if it did not exit by itself (wedged, or knowing containers berthd does not), and
+    /// so does everything left in its cgroup (a runtime it was running). Only then is its
+    /// directory removed: an error leaves it, so a retry (also by a restarted berthd) finds the
+    /// monitor again and finishes the job.
+    pub(crate) async fn retire(
+        &self,
+        sandbox_id: &str,
+        cgroup: Option<&berth_cgroup::PodCgroup>,
+    ) -> Result<(), ContainerError> {
+        let dir = self.dir_for(sandbox_id);
+        let entry = self.running.lock().await.remove(sandbox_id);
+        let procs: Vec<PathBuf> = cgroup
+            .map(|cg| {
+                cg.fs_paths()
+                    .into_iter()
+                    .map(|d| d.join(berth_cgroup::MONITOR_CGROUP))
+                    .collect()
+            })
+            .unwrap_or_default();
+        tokio::task::spawn_blocking(move || {
+            let (monitor, mut child) = match entry {
+                Some(e) => (Some(e.monitor), e.child),
+                None => (Monitor::find(&dir), None),
+            };
+            if let Some(monitor) = monitor {
+                let pid = monitor.pid();
+                // A monitor told to forget its last container may be exiting right now.
+                if !wait_gone(pid, child.as_mut(), RETIRE_GRACE) {
+                    tracing::warn!(sandbox_id = %monitor.dir().display(), pid, "pod monitor still running at pod removal; killing it");
+                    if monitor.alive() {
+                        // SAFETY: kill(2) has no memory-safety preconditions.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                    if !wait_gone(pid, child.as_mut(), KILL_WAIT) {
+                        return Err(ContainerError::Internal(format!(
+                            "pod monitor {pid} did not exit {KILL_WAIT:?} after SIGKILL"
+                        )));
+                    }
+                }
+            }
+            for cgroup in &procs {
+                empty_cgroup(cgroup)?;
+            }
+            remove_dir(&dir)
+        })
+        .await
+        .map_err(ContainerError::task)?
+    }
 }
 
-/// Waits (briefly) until the monitor process is gone, reaping it if it is our child.
-fn wait_gone(pid: i32, child: Option<Child>) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    if let Some(mut child) = child {
-        while Instant::now() < deadline {
+/// How long a monitor gets to exit after its last container was forgotten.
+const EXIT_WAIT: Duration = Duration::from_secs(5);
+/// At pod removal every container is forgotten already: a monitor still there after this is not
+/// going to exit by itself.
+const RETIRE_GRACE: Duration = Duration::from_secs(1);
+/// How long SIGKILLed processes may take to be gone.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// Waits up to `limit` until the monitor process is gone (reaped, if it is our child); whether it
+/// is.
+fn wait_gone(pid: i32, child: Option<&mut Child>, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    if let Some(child) = child {
+        loop {
             match child.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+                Ok(Some(_)) | Err(_) => return true,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Ok(None) => return false,
             }
         }
-        tracing::warn!(pid, "pod monitor did not exit after its last container");
-        return;
     }
-    while Instant::now() < deadline {
+    loop {
         if !Path::new(&format!("/proc/{pid}")).exists() || zombie(pid) {
-            return;
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    tracing::warn!(pid, "pod monitor did not exit after its last container");
+}
+
+/// Kills whatever is left in the pod monitor's cgroup `dir` (the monitor's children: a runtime
+/// still creating a container) and waits until it is empty, so the pod's cgroups can go.
+fn empty_cgroup(dir: &Path) -> Result<(), ContainerError> {
+    let procs_file = dir.join("cgroup.procs");
+    let read = || -> Result<Vec<i32>, ContainerError> {
+        match std::fs::read_to_string(&procs_file) {
+            Ok(s) => Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(ContainerError::io("read", &procs_file)(e)),
+        }
+    };
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let pids = read()?;
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(ContainerError::Internal(format!(
+                "processes {pids:?} are still in {} {KILL_WAIT:?} after SIGKILL",
+                dir.display()
+            )));
+        }
+        // cgroup v2 kills the whole cgroup atomically; v1 (and v2 before 5.14) pid by pid.
+        if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
+            for pid in pids {
+                // SAFETY: kill(2) has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn zombie(pid: i32) -> bool {

@@ -72,6 +72,7 @@ fn image_code(e: &ImageError) -> Code {
         ImageError::Registry(e) => registry_code(e),
         ImageError::Snapshot(SnapshotError::UnsafePath { .. }) => Code::InvalidArgument,
         ImageError::Snapshot(SnapshotError::DiffIdMismatch { .. }) => Code::DataLoss,
+        ImageError::Snapshot(SnapshotError::LayerTooLarge { .. }) => Code::ResourceExhausted,
         ImageError::Snapshot(_) => Code::Internal,
         ImageError::Store(e) => store_code(e),
         ImageError::Shared(inner) => image_code(inner),

@@ -7,6 +7,8 @@
 mod containers;
 mod error;
 mod events;
+#[cfg(test)]
+mod hostile_tests;
 mod ids;
 mod image_service;
 mod inflight;
@@ -130,3 +132,54 @@ pub const RUNTIME_API_VERSION: &str = "v1";
 pub const RUNTIME_VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `VersionResponse.version`: the version of the kubelet runtime API, "0.1.0" by convention.
 pub const KUBELET_API_VERSION: &str = "0.1.0";
+
+/// The request translation functions, for the fuzz targets in `fuzz/` (not a stable API).
+///
+/// Each takes a decoded CRI request and runs exactly the conversion the RPC handler runs before
+/// calling into the capability crates, so arbitrary requests can be fed through it without a
+/// running service.
+#[doc(hidden)]
+pub mod fuzzing {
+    use berth_config::SeccompDefault;
+    use berth_spec::HostLsm;
+    use k8s_cri::v1 as cri;
+
+    use crate::security::SecurityInputs;
+    use crate::{containers, pods};
+
+    /// `RunPodSandbox`: the sandbox config berth-sandbox would get.
+    pub fn run_pod_sandbox(req: cri::RunPodSandboxRequest) -> Result<String, crate::CriError> {
+        pods::sandbox_config(req).map(|c| format!("{c:?}"))
+    }
+
+    /// `CreateContainer`: the container config berth-container would get, on a host with
+    /// the given LSMs, with the node's seccomp default and the pod's profile (string form).
+    pub fn create_container(
+        req: cri::CreateContainerRequest,
+        lsm: &HostLsm,
+        node_default: SeccompDefault,
+        pod_seccomp: Option<&str>,
+    ) -> Result<String, crate::CriError> {
+        let inputs = SecurityInputs {
+            node_default,
+            lsm,
+            pod_seccomp,
+        };
+        containers::create_request(req, &inputs).map(|c| format!("{c:?}"))
+    }
+
+    /// `UpdateContainerResources`.
+    pub fn update_container_resources(req: cri::UpdateContainerResourcesRequest) -> String {
+        format!("{:?}", containers::resources(req.linux))
+    }
+
+    /// `ListContainers`' filter.
+    pub fn list_containers(req: cri::ListContainersRequest) -> Result<String, crate::CriError> {
+        containers::filter(req.filter).map(|f| format!("{f:?}"))
+    }
+
+    /// `ListPodSandbox`'s filter.
+    pub fn list_pod_sandbox(req: cri::ListPodSandboxRequest) -> String {
+        format!("{:?}", pods::filter(req.filter))
+    }
+}

@@ -94,7 +94,9 @@ impl ImageService {
         metrics: ImageMetrics,
     ) -> Result<ImageService, ImageError> {
         let content = ContentStore::open(&root.join("content"))?;
-        let snapshots = Snapshotter::open(&root.join("snapshots"))?;
+        let mut options = berth_snapshot::Options::default();
+        options.max_unpacked_bytes = config.max_layer_unpacked_bytes;
+        let snapshots = Snapshotter::open_with(&root.join("snapshots"), options)?;
         let records = store.list::<ImageRecord>()?;
         Ok(ImageService {
             inner: Arc::new(Inner {
@@ -119,6 +121,13 @@ impl ImageService {
     /// Lets the container layer protect the snapshots its containers use.
     pub fn set_snapshot_users(&self, users: Arc<dyn SnapshotUsers>) {
         *self.inner.users.write().unwrap_or_else(|p| p.into_inner()) = Some(users);
+    }
+
+    /// Forgets the container layer again: it holds this service and this service holds it back
+    /// through [`ImageService::set_snapshot_users`]; berthd breaks that cycle at shutdown so that
+    /// both (and the metadata store they share) are really dropped.
+    pub fn clear_snapshot_users(&self) {
+        *self.inner.users.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {

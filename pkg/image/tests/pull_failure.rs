@@ -177,6 +177,10 @@ struct Host {
 }
 
 fn open_service() -> Host {
+    open_service_with(Default::default())
+}
+
+fn open_service_with(config: berth_config::ImageConfig) -> Host {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "pull tests must run as root");
     let tmp = tempfile::tempdir().unwrap();
@@ -184,7 +188,7 @@ fn open_service() -> Host {
     let store = berth_store::Store::open(tmp.path().join("meta.redb")).unwrap();
     let registry = berth_registry::Client::new(Default::default()).unwrap();
     let metrics = ImageMetrics::register(&prometheus::Registry::new()).unwrap();
-    let images = ImageService::open(&root, Default::default(), registry, store, metrics).unwrap();
+    let images = ImageService::open(&root, config, registry, store, metrics).unwrap();
     Host {
         _tmp: tmp,
         root,
@@ -312,4 +316,130 @@ async fn concurrent_good_pull_survives_a_failing_pull_sharing_a_layer() {
         assert!(host.images.snapshotter().exists(&layer.chain_id));
     }
     assert_no_leftovers(&host);
+}
+
+/// A decompression bomb: a gzip layer of about 20 KiB that expands 1000× to a 20 MiB tar. With
+/// `[image] max_layer_unpacked_bytes` at 1 MiB the pull fails with an error naming the cap, and
+/// the partial snapshot is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_bomb_layer_is_refused_at_the_unpacked_size_cap() {
+    use std::io::Write as _;
+    let tar = layer(&[("zeros", &vec![0u8; 20 << 20])]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&tar).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(
+        bomb.len() * 500 < tar.len(),
+        "expands {}x",
+        tar.len() / bomb.len()
+    );
+    let mut registry = Registry::default();
+    registry.image("test/bomb:1", &[&bomb]);
+    let addr = registry.serve().await;
+    let config = berth_config::ImageConfig {
+        max_layer_unpacked_bytes: 1 << 20,
+        ..Default::default()
+    };
+    let host = open_service_with(config);
+    let err = host
+        .images
+        .pull(&format!("{addr}/test/bomb:1"), None)
+        .await
+        .expect_err("the bomb must fail the pull");
+    let text = err.to_string();
+    assert!(
+        text.contains("more than 1048576 bytes"),
+        "the cap is named: {text}"
+    );
+    assert_no_leftovers(&host);
+    assert!(host.images.snapshotter().list().unwrap().is_empty());
+}
+
+/// Manifest and index bombs: an index listing 100,000 manifests (about 17 MB) is refused by the
+/// 4 MiB manifest cap before it is buffered or parsed; an image config declared over 8 MiB is
+/// refused before it is fetched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_and_config_bombs_are_refused_by_their_size_caps() {
+    let entries: Vec<_> = (0..100_000u32)
+        .map(|i| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest(&i.to_le_bytes()),
+                "size": 1000,
+                "platform": {"architecture": "amd64", "os": "linux"},
+            })
+        })
+        .collect();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    assert!(index.len() > 4 << 20);
+    let huge_config = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": digest(b"never fetched"),
+            "size": 1u64 << 40,
+        },
+        "layers": [],
+    }))
+    .unwrap();
+    let mut registry = Registry::default();
+    registry.manifests.insert("test/index:1".into(), index);
+    registry
+        .manifests
+        .insert("test/config:1".into(), huge_config);
+    let addr = registry.serve().await;
+    let host = open_service();
+
+    let err = host
+        .images
+        .pull(&format!("{addr}/test/index:1"), None)
+        .await
+        .expect_err("index bomb");
+    assert!(err.to_string().contains("limit"), "{err}");
+    let err = host
+        .images
+        .pull(&format!("{addr}/test/config:1"), None)
+        .await
+        .expect_err("config bomb");
+    assert!(err.to_string().contains("larger than"), "{err}");
+    assert_no_leftovers(&host);
+}
+
+/// Deeply nested JSON (100,000 levels) in a manifest, an index or a config fails with a parse
+/// error (serde_json's recursion limit where the value is parsed, a type error or a plain skip
+/// elsewhere), never a stack overflow.
+#[test]
+fn deeply_nested_json_is_a_parse_error() {
+    let deep = |field: &str, open: &str, close: &str| {
+        let mut body = format!("{{\"schemaVersion\": 2, \"{field}\": ");
+        body.push_str(&open.repeat(100_000));
+        body.push_str(&close.repeat(100_000));
+        body.push('}');
+        body.into_bytes()
+    };
+    let clear = |e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        assert!(text.starts_with("invalid manifest"), "{text}");
+    };
+    for field in ["config", "manifests", "layers", "unknown"] {
+        for body in [deep(field, "[", "]"), deep(field, "{\"a\":", "}")] {
+            for media_type in [
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.index.v1+json",
+            ] {
+                // An unknown field is skipped: that body is an (empty) index or a bad manifest.
+                if let Err(err) = berth_registry::parse_manifest("test/deep:1", media_type, &body) {
+                    clear(&err);
+                }
+            }
+            let _ = berth_registry::parse_config("deep", &body);
+            let _ = berth_registry::manifest::detect_media_type(None, &body);
+        }
+    }
 }

@@ -55,6 +55,9 @@ pub struct ContainerInfo {
     pub exit: Option<Exit>,
     /// CRI log bytes written for it so far.
     pub log_bytes: u64,
+    /// Its create is still in flight (pid 0, no exit yet). Never set by monitors older than this
+    /// field: they leave such containers out of the list.
+    pub creating: bool,
 }
 
 /// Handle on one pod's monitor, identified by its directory.
@@ -171,6 +174,17 @@ impl Monitor {
         Ok(monitor)
     }
 
+    /// The monitor process of `dir` by its pid file alone, without talking to it: for retiring a
+    /// monitor that no longer answers (stopped, wedged). `None` when no live berth-monitor for this
+    /// directory is named there.
+    pub fn find(dir: &Path) -> Option<Monitor> {
+        let dir = absolute(dir).ok()?;
+        let raw = fs::read_to_string(dir.join(PID_FILE)).ok()?;
+        let pid: i32 = raw.trim().parse().ok().filter(|&pid| pid > 0)?;
+        let monitor = Monitor { dir, pid };
+        monitor.alive().then_some(monitor)
+    }
+
     pub fn pid(&self) -> i32 {
         self.pid
     }
@@ -247,8 +261,9 @@ impl Monitor {
         self.done(container_id, msg, &what)
     }
 
-    /// Forgets a removed container (its exit file and runtime files go too). After the last one the
-    /// monitor removes its socket and pid file, answers, and exits.
+    /// Forgets a removed container (its exit file and runtime files go too); one still being created
+    /// is killed once the runtime has made it. After the last one the monitor removes its socket
+    /// and pid file, answers, and exits.
     pub fn forget(&self, container_id: &str) -> Result<(), MonitorError> {
         let msg = request::Kind::Forget(proto::Forget {
             container_id: container_id.to_string(),
@@ -272,6 +287,7 @@ impl Monitor {
                     container_id: c.container_id,
                     pid: c.pid,
                     log_bytes: c.log_bytes,
+                    creating: c.creating,
                 })
                 .collect()),
             other => Err(self.error_reply("", what, other)),

@@ -4,8 +4,15 @@
 //! namespace that the containers then join through `/proc/<pid>/ns/pid`. It is started from a
 //! dedicated thread that first unshares its PID namespace for children, so berthd itself never
 //! changes namespace and nothing is forked but the init.
+//!
+//! The init belongs to the pod: between fork and exec it moves itself into the pod's
+//! `berth-init` child cgroup, so it never runs (nor allocates) in berthd's cgroup, is accounted
+//! and limited with the pod, and survives a restart of berthd's service.
 
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -52,9 +59,59 @@ fn set_oom_score_adj(pid: i32) {
     }
 }
 
-/// Starts `binary` as PID 1 of a new PID namespace.
-pub fn start(binary: &Path) -> Result<InitProcess, SandboxError> {
+/// Whether the process has exited: gone, reused by another process, or a zombie (whose cgroup
+/// membership has already ended, so its cgroup can be removed).
+fn exited(init: &InitProcess) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", init.pid)) else {
+        return true;
+    };
+    let Some(after_comm) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return true;
+    };
+    let mut fields = after_comm.split_whitespace();
+    let state = fields.next();
+    let started = fields.nth(18).and_then(|t| t.parse::<u64>().ok());
+    started != Some(init.start_time) || matches!(state, Some("Z" | "X"))
+}
+
+/// Moves the calling process into every cgroup whose `cgroup.procs` file is given. Runs in the
+/// forked child before exec: only async-signal-safe calls (open, write, close) on memory prepared
+/// before the fork, and the error is a plain errno.
+fn join_cgroups(procs: &[CString]) -> std::io::Result<()> {
+    for file in procs {
+        // SAFETY: `file` is a valid NUL-terminated path that outlives the call.
+        let fd = unsafe { libc::open(file.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // "0" means the writing process: its own pid would be 1, a pid of its new namespace.
+        // SAFETY: writes one byte from a static buffer to the fd opened above.
+        let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        let error = std::io::Error::last_os_error();
+        // SAFETY: closes the fd opened above, exactly once.
+        unsafe { libc::close(fd) };
+        if written != 1 {
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Starts `binary` as PID 1 of a new PID namespace, inside the cgroups whose `cgroup.procs` files
+/// are given (the pod's init cgroup in every hierarchy) from before it execs.
+pub fn start(binary: &Path, cgroup_procs: &[PathBuf]) -> Result<InitProcess, SandboxError> {
     let binary = binary.to_path_buf();
+    let procs = cgroup_procs
+        .iter()
+        .map(|p| CString::new(p.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| SandboxError::Internal(format!("cgroup path with a NUL byte: {e}")))?;
+    let cgroups = cgroup_procs
+        .iter()
+        .filter_map(|p| p.parent())
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     let handle = tokio::runtime::Handle::try_current()
         .map_err(|e| SandboxError::Internal(format!("no async runtime for the pod init: {e}")))?;
     let spawned = std::thread::Builder::new()
@@ -65,17 +122,24 @@ pub fn start(binary: &Path) -> Result<InitProcess, SandboxError> {
                 .map_err(|e| SandboxError::Internal(format!("unshare(CLONE_NEWPID): {e}")))?;
             // Spawned through tokio so that its exit is reaped without a waiting thread.
             let _runtime = handle.enter();
-            let child = tokio::process::Command::new(&binary)
+            let mut command = tokio::process::Command::new(&binary);
+            command
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .kill_on_drop(false)
-                .spawn()
-                .map_err(|source| SandboxError::Io {
-                    op: "start",
-                    path: binary.clone(),
-                    source,
-                })?;
+                .kill_on_drop(false);
+            // SAFETY: join_cgroups only makes async-signal-safe calls on memory allocated before
+            // the fork (see there), as required between fork and exec.
+            unsafe {
+                command.pre_exec(move || join_cgroups(&procs));
+            }
+            // The error may come from joining the cgroups or from exec: name both.
+            let child = command.spawn().map_err(|e| {
+                SandboxError::Internal(format!(
+                    "starting {} in the pod cgroup ({cgroups}): {e}",
+                    binary.display()
+                ))
+            })?;
             child
                 .id()
                 .map(|pid| pid as i32)
@@ -101,6 +165,26 @@ pub fn stop(init: &InitProcess) {
             nix::sys::signal::Signal::SIGKILL,
         );
     }
+}
+
+/// How long [`stop_and_wait`] waits for the init to die. SIGKILL is not blockable, but PID 1 of a
+/// namespace only finishes exiting once the kernel has killed and reaped everything else in it.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kills the init and waits until it has exited, so that its cgroup can be removed. Idempotent.
+pub async fn stop_and_wait(init: &InitProcess) -> Result<(), SandboxError> {
+    stop(init);
+    let deadline = Instant::now() + EXIT_TIMEOUT;
+    while !exited(init) {
+        if Instant::now() > deadline {
+            return Err(SandboxError::Internal(format!(
+                "the pod init (pid {}) did not exit within {EXIT_TIMEOUT:?} of SIGKILL",
+                init.pid
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
 }
 
 /// `berth-init` beside the running berthd, as installed; else from PATH.
@@ -135,5 +219,23 @@ mod tests {
             }
             .alive()
         );
+    }
+
+    #[test]
+    fn a_live_process_has_not_exited_a_changed_start_time_has() {
+        let me = std::process::id() as i32;
+        let start_time = start_time(me).unwrap();
+        assert!(!exited(&InitProcess {
+            pid: me,
+            start_time
+        }));
+        assert!(exited(&InitProcess {
+            pid: me,
+            start_time: start_time + 1
+        }));
+        assert!(exited(&InitProcess {
+            pid: i32::MAX,
+            start_time
+        }));
     }
 }

@@ -132,6 +132,17 @@ impl SandboxService {
             .unwrap_or_else(|p| p.into_inner()) = Some(containers);
     }
 
+    /// Forgets the container layer again. The container layer holds this service and this
+    /// service holds it back through [`SandboxService::set_containers`]: berthd breaks that cycle
+    /// at shutdown so that both (and the metadata store they share) are really dropped.
+    pub fn clear_containers(&self) {
+        *self
+            .inner
+            .containers
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     /// RunPodSandbox. Returns the new sandbox's ID, or the existing one's for a retry.
     pub async fn run(&self, config: SandboxConfig) -> Result<String, SandboxError> {
         let inner = self.inner.clone();

@@ -228,6 +228,7 @@ async fn create_locked(
     };
     // Written before the first side effect: a crash from here on leaves a record to clean up from.
     inner.save(&record).await?;
+    berth_failpoint::fail("sandbox/run/after-record").map_err(SandboxError::Internal)?;
     match setup(inner, &mut record, &config).await {
         Ok(()) => {
             record.phase = Phase::Created;
@@ -296,18 +297,34 @@ async fn setup(
         record.userns_path = pinned.user().map(Into::into);
     }
     phases.mark("namespaces");
+    berth_failpoint::fail("sandbox/run/after-namespaces").map_err(SandboxError::Internal)?;
     if !host_ipc {
         record.shm = Some(files::mount_shm(&record.dir)?);
     }
+    // The directories Berth is about to make (only those are Berth's to remove) are recorded
+    // before the first mkdir: a crash inside `ensure`, which makes one per hierarchy, would
+    // otherwise leave them behind for good. kubelet normally makes the pod cgroup itself, so
+    // this write costs kubelet's pods nothing.
+    let planned = match record.cgroup.as_mut() {
+        Some(cgroup) => inner.deps.cgroups.plan(cgroup)?,
+        None => false,
+    };
+    if planned {
+        inner.save(record).await?;
+    }
     if let Some(cgroup) = record.cgroup.as_mut() {
         let resources = net::cgroup_resources(&config.resources, &config.overhead);
-        // The cgroup notes which directories Berth made (only those are Berth's to remove).
         inner.deps.cgroups.ensure(cgroup, &resources)?;
     }
     phases.mark("shm+cgroup");
+    berth_failpoint::fail("sandbox/run/after-cgroup").map_err(SandboxError::Internal)?;
     if config.namespaces.pid == NamespaceMode::Pod {
         let binary = inner.deps.init_binary.clone();
-        record.init = Some(init::start(&binary)?);
+        let procs = match &record.cgroup {
+            Some(cgroup) => inner.deps.cgroups.init_procs_files(cgroup)?,
+            None => Vec::new(),
+        };
+        record.init = Some(init::start(&binary, &procs)?);
         phases.mark("init");
     }
     // One durable write for all of the above (each record write is an fsync, and RunPodSandbox
@@ -316,6 +333,7 @@ async fn setup(
     record.network_pending = record.netns.is_some();
     inner.save(record).await?;
     phases.mark("record");
+    berth_failpoint::fail("sandbox/run/before-cni").map_err(SandboxError::Internal)?;
 
     if let Some(netns) = record.netns.clone() {
         // A failed ADD is rolled back by the CNI runtime itself.
@@ -324,6 +342,7 @@ async fn setup(
         record.network = Some(added?);
         // Saved with the Created phase by the caller, before RunPodSandbox returns.
         phases.mark("cni");
+        berth_failpoint::fail("sandbox/run/after-cni").map_err(SandboxError::Internal)?;
     }
     files::write_pod_files(
         &record.dir,
@@ -333,6 +352,7 @@ async fn setup(
         &record.ips(),
     )?;
     phases.mark("files");
+    berth_failpoint::fail("sandbox/run/before-final-save").map_err(SandboxError::Internal)?;
     tracing::debug!(sandbox_id = %record.id, phases = %phases, "pod sandbox set up");
     Ok(())
 }
@@ -386,6 +406,7 @@ async fn stop_steps(inner: &Arc<Inner>, record: &mut SandboxRecord) -> Result<()
     if let Some(containers) = inner.containers() {
         containers.stop_all(&record.id).await?;
     }
+    berth_failpoint::fail("sandbox/stop/after-containers").map_err(SandboxError::Internal)?;
     if let Some(init) = &record.init {
         init::stop(init);
     }
@@ -413,6 +434,7 @@ pub(crate) async fn stop(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxErro
         return Ok(());
     }
     stop_steps(inner, &mut record).await?;
+    berth_failpoint::fail("sandbox/stop/after-cni").map_err(SandboxError::Internal)?;
     record.phase = Phase::Stopped;
     inner.save(&record).await?;
     tracing::info!(sandbox_id = %id, "pod sandbox stopped");
@@ -431,25 +453,47 @@ async fn teardown(
     if network_too {
         stop_steps(inner, &mut record).await?;
     }
+    berth_failpoint::fail("sandbox/remove/after-stop").map_err(SandboxError::Internal)?;
     if let Some(containers) = inner.containers() {
         containers.remove_all(&record.id).await?;
     }
+    berth_failpoint::fail("sandbox/remove/after-containers").map_err(SandboxError::Internal)?;
     // By path, not by record: a crash may have come before the record said it was mounted.
     files::unmount_shm(&record.dir.join(files::SHM))?;
+    berth_failpoint::fail("sandbox/remove/after-shm").map_err(SandboxError::Internal)?;
     berth_namespace::unpin(&record.dir.join("ns"))?;
+    berth_failpoint::fail("sandbox/remove/after-unpin").map_err(SandboxError::Internal)?;
+    if let Some(init) = &record.init {
+        // Stop only signals it; its cgroup cannot go while it is still exiting.
+        init::stop_and_wait(init).await?;
+    }
     if let Some(cgroup) = &record.cgroup {
         inner.deps.cgroups.remove(cgroup)?;
     }
+    berth_failpoint::fail("sandbox/remove/after-cgroup").map_err(SandboxError::Internal)?;
     files::remove_dir(&record.dir)
 }
 
 pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxError> {
     let lock = inner.lock_for(id);
     let _guard = lock.lock().await;
-    let Some(record) = inner.records().get(id).cloned() else {
+    let Some(mut record) = inner.records().get(id).cloned() else {
         return Ok(());
     };
-    teardown(inner, &record, record.phase != Phase::Stopped).await?;
+    if record.phase != Phase::Stopped {
+        stop_steps(inner, &mut record).await?;
+    }
+    if record.network.is_some() || record.network_pending {
+        // The CNI DEL failed at stop, where it is only logged so that a broken plugin never
+        // blocks a stop. Here it is retried and a failure is an error: the pod stays, and
+        // kubelet's retry of RemovePodSandbox tries again instead of the pod's IP leaking.
+        net::teardown(inner, &record).await?;
+        record.network = None;
+        record.network_pending = false;
+        inner.save(&record).await?;
+    }
+    teardown(inner, &record, false).await?;
+    berth_failpoint::fail("sandbox/remove/before-delete").map_err(SandboxError::Internal)?;
     inner.delete(id).await?;
     drop(_guard);
     inner.forget_lock(id);

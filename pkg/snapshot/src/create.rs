@@ -25,6 +25,8 @@ pub(crate) enum Fail {
     Op(&'static str, io::Error),
     /// Reading the entry's header or data from the tar failed.
     Tar(io::Error),
+    /// The layer's content went over the unpacked-size cap.
+    TooLarge,
 }
 
 pub(crate) trait Ctx<T> {
@@ -127,13 +129,16 @@ fn apply_fd(fd: BorrowedFd<'_>, attrs: &Attrs, times: bool) -> Result<(), Fail> 
 }
 
 /// Creates a regular file with O_EXCL|O_NOFOLLOW and streams the entry's data into it.
-/// Returns the number of bytes written.
+/// Returns the number of bytes written; fails with [`Fail::TooLarge`] before writing more than
+/// `budget` bytes (a GNU sparse entry of a few header blocks can describe terabytes of holes,
+/// which the tar crate reads back as zeros).
 pub(crate) fn regular(
     dir: BorrowedFd<'_>,
     name: &CStr,
     attrs: &Attrs,
     data: &mut dyn Read,
     buf: &mut [u8],
+    budget: u64,
 ) -> Result<u64, Fail> {
     let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
     let fd: OwnedFd = replacing(dir, name, || sys::openat(dir, name, flags, 0o600))?;
@@ -146,6 +151,9 @@ pub(crate) fn regular(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(Fail::Tar(e)),
         };
+        if written + n as u64 > budget {
+            return Err(Fail::TooLarge);
+        }
         file.write_all(&buf[..n]).op("write file")?;
         written += n as u64;
     }

@@ -66,6 +66,14 @@ pub enum SnapshotError {
         source: io::Error,
     },
 
+    /// The layer unpacks to more than the configured cap (its uncompressed tar stream, or the
+    /// file content it writes, is over `limit` bytes): a decompression bomb or an image too
+    /// big for this node. The partial snapshot is removed.
+    #[error(
+        "layer unpacks to more than {limit} bytes (the configured maximum unpacked layer size); refusing it"
+    )]
+    LayerTooLarge { limit: u64 },
+
     /// Creating one tar entry on disk failed.
     #[error("cannot extract entry {entry:?}: {op}: {source}")]
     Extract {

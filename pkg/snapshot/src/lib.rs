@@ -62,5 +62,7 @@ mod usage;
 pub use digest::{chain_id, validate_digest};
 pub use error::SnapshotError;
 pub use mount::{RootfsMount, unmount};
-pub use snapshotter::{Options, SnapshotInfo, Snapshotter, UnpackedLayer, upper_dir};
+pub use snapshotter::{
+    DEFAULT_MAX_UNPACKED_BYTES, Options, SnapshotInfo, Snapshotter, UnpackedLayer, upper_dir,
+};
 pub use usage::{Usage, dir_usage};

@@ -30,11 +30,22 @@ pub struct Options {
     /// leave a committed snapshot with missing content. On by default; tests and throwaway
     /// roots can turn it off.
     pub sync: bool,
+    /// Most bytes one layer may unpack to: both its uncompressed tar stream and the file
+    /// content it writes are capped, so a decompression bomb (or a sparse-file bomb) fails with
+    /// [`SnapshotError::LayerTooLarge`] instead of filling the disk. Default
+    /// [`DEFAULT_MAX_UNPACKED_BYTES`].
+    pub max_unpacked_bytes: u64,
 }
+
+/// Default [`Options::max_unpacked_bytes`]: 64 GiB, far above any sane layer.
+pub const DEFAULT_MAX_UNPACKED_BYTES: u64 = 64 << 30;
 
 impl Default for Options {
     fn default() -> Self {
-        Options { sync: true }
+        Options {
+            sync: true,
+            max_unpacked_bytes: DEFAULT_MAX_UNPACKED_BYTES,
+        }
     }
 }
 
@@ -345,7 +356,7 @@ impl Snapshotter {
         let diff = dir.join(DIFF_DIR);
         mkdir(&diff, 0o755)?;
         let started = std::time::Instant::now();
-        let unpacked = unpack::unpack(&diff, tar)?;
+        let unpacked = unpack::unpack(&diff, tar, self.inner.options.max_unpacked_bytes)?;
         if unpacked.digest != expected_diff_id {
             return Err(SnapshotError::DiffIdMismatch {
                 expected: expected_diff_id.to_string(),

@@ -42,8 +42,14 @@ pub(crate) struct Unpacked {
 /// Extracts `tar` into the existing, empty directory `dest`.
 ///
 /// Reads the stream to its very end (past the tar trailer) so the digest covers the whole blob.
-/// On error the partly extracted `dest` is left for the caller to remove.
-pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotError> {
+/// Fails with [`SnapshotError::LayerTooLarge`] as soon as the tar stream, or the file content
+/// written, goes over `max_bytes`. On error the partly extracted `dest` is left for the caller
+/// to remove.
+pub(crate) fn unpack(
+    dest: &Path,
+    tar: impl Read,
+    max_bytes: u64,
+) -> Result<Unpacked, SnapshotError> {
     let root =
         std::fs::File::open(dest).map_err(|e| SnapshotError::io("open extraction dir", dest, e))?;
     let mut unpacker = Unpacker {
@@ -52,17 +58,54 @@ pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotEr
         dir_times: Vec::new(),
         buf: vec![0; BUF_SIZE],
         content_bytes: 0,
+        max_bytes,
         entries: 0,
     };
-    let tar_err = |entry: Option<String>| move |source| SnapshotError::InvalidTar { entry, source };
+    let capped = Rc::new(Cell::new(false));
+    // An error while the stream is over the cap is the cap's doing, whatever the tar crate
+    // made of it.
+    let tar_err = |entry: Option<String>| {
+        let capped = capped.clone();
+        move |source| {
+            if capped.get() {
+                SnapshotError::LayerTooLarge { limit: max_bytes }
+            } else {
+                SnapshotError::InvalidTar { entry, source }
+            }
+        }
+    };
 
     let ends = Rc::new(StreamEnd::default());
+    let capped_reader = Capped {
+        inner: tar,
+        left: max_bytes,
+        hit: capped.clone(),
+    };
     let mut archive = tar::Archive::new(TailPadding {
-        inner: BufReader::with_capacity(BUF_SIZE, HashingReader::new(tar)),
+        inner: BufReader::with_capacity(BUF_SIZE, HashingReader::new(capped_reader)),
         ends: ends.clone(),
     });
-    for entry in archive.entries().map_err(tar_err(None))? {
-        let mut entry = entry.map_err(tar_err(None))?;
+    let mut entries = archive.entries().map_err(tar_err(None))?;
+    loop {
+        // Everything the tar crate reads while finding the next entry is headers and the bodies
+        // of long-name/PAX entries, which it buffers whole: cap it so a (compressed) layer cannot
+        // make it allocate gigabytes for one name.
+        ends.header_read.set(Some(0));
+        let next = entries.next();
+        ends.header_read.set(None);
+        let Some(entry) = next else { break };
+        let mut entry = entry.map_err(|source| {
+            if ends.header_too_large.get() {
+                SnapshotError::InvalidTar {
+                    entry: None,
+                    source: invalid_owned(format!(
+                        "an entry's headers (GNU long name/link, PAX records) exceed {MAX_HEADER_BYTES} bytes"
+                    )),
+                }
+            } else {
+                tar_err(None)(source)
+            }
+        })?;
         let done = unpacker.entry(&mut entry).and_then(|()| {
             // Read what the entry handler left (data of a type without content) so that the
             // tar crate only ever skips padding, and so a stream that ends inside the data is
@@ -78,7 +121,11 @@ pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotEr
         });
         done.map_err(|fail| {
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            if capped.get() {
+                return SnapshotError::LayerTooLarge { limit: max_bytes };
+            }
             match fail {
+                Fail::TooLarge => SnapshotError::LayerTooLarge { limit: max_bytes },
                 Fail::Unsafe(reason) => SnapshotError::UnsafePath {
                     entry: name,
                     reason,
@@ -115,6 +162,39 @@ pub(crate) fn unpack(dest: &Path, tar: impl Read) -> Result<Unpacked, SnapshotEr
     })
 }
 
+/// Passes at most `left` bytes through, then fails every read (and sets `hit`): the unpacked-size
+/// cap on the uncompressed stream, which bounds a decompression bomb however it is built.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    hit: Rc<Cell<bool>>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            // One byte more than the cap tells a stream of exactly `max_bytes` from a longer one.
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? == 0 {
+                return Ok(0);
+            }
+            self.hit.set(true);
+            return Err(io::Error::other(
+                "layer is larger than the unpacked-size cap",
+            ));
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
 /// Tar block size: headers are one block, and entry data is padded to a whole number of them.
 const BLOCK: u64 = 512;
 
@@ -127,7 +207,16 @@ struct StreamEnd {
     pad_until: Cell<u64>,
     /// Set when the stream really ended (not padding made up by [`TailPadding`]).
     eof: Cell<bool>,
+    /// Bytes read since the tar crate started looking for the next entry, while it does.
+    header_read: Cell<Option<u64>>,
+    /// Set when `header_read` went over [`MAX_HEADER_BYTES`].
+    header_too_large: Cell<bool>,
 }
+
+/// Most bytes of headers, GNU long names/links and PAX records one entry may have. The tar crate
+/// reads long names and PAX records into memory whole; real ones are a few KiB at most (names are
+/// capped at 4096 bytes by the kernel, xattrs at 64 KiB).
+const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// Supplies the zero padding a layer may omit after its last entry's data.
 ///
@@ -143,7 +232,22 @@ struct TailPadding<R> {
 
 impl<R: Read> Read for TailPadding<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let buf = match self.ends.header_read.get() {
+            None => buf,
+            Some(read) => {
+                if read >= MAX_HEADER_BYTES {
+                    self.ends.header_too_large.set(true);
+                    return Err(invalid("entry headers too large"));
+                }
+                let room = usize::try_from(MAX_HEADER_BYTES - read).unwrap_or(usize::MAX);
+                let len = buf.len().min(room);
+                &mut buf[..len]
+            }
+        };
         let mut n = self.inner.read(buf)?;
+        if let Some(read) = self.ends.header_read.get() {
+            self.ends.header_read.set(Some(read + n as u64));
+        }
         let pos = self.ends.pos.get();
         if n == 0 && !buf.is_empty() {
             let missing = self.ends.pad_until.get().saturating_sub(pos);
@@ -171,6 +275,8 @@ struct Unpacker {
     dir_times: Vec<(Vec<u8>, (i64, i64))>,
     buf: Vec<u8>,
     content_bytes: u64,
+    /// Cap on `content_bytes` (the same number caps the tar stream).
+    max_bytes: u64,
     entries: u64,
 }
 
@@ -254,7 +360,9 @@ impl Unpacker {
                 self.dir_times.push((path.as_bytes().to_vec(), attrs.mtime));
             }
             T::Regular | T::Continuous | T::GNUSparse => {
-                self.content_bytes += create::regular(dir, &name, &attrs, entry, &mut self.buf)?;
+                let budget = self.max_bytes.saturating_sub(self.content_bytes);
+                self.content_bytes +=
+                    create::regular(dir, &name, &attrs, entry, &mut self.buf, budget)?;
             }
             T::Symlink => {
                 let target = entry
@@ -412,6 +520,10 @@ impl Unpacker {
 }
 
 fn invalid(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn invalid_owned(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 

@@ -116,6 +116,21 @@ pub enum StoreError {
     )]
     NestedWrite,
 
+    /// [`crate::Store::close`] was called while other clones of the handle were still alive.
+    /// Nothing was closed: the database closes when the last clone drops, and the next open
+    /// repairs it if that never happens (the process exits first). `handles` counts the others.
+    #[error("metadata store {path} is still in use by {handles} other handle(s); not closed")]
+    InUse { path: PathBuf, handles: usize },
+
+    /// redb could not record the clean shutdown (a write or flush failed). Every commit is
+    /// durable regardless; the next open repairs the file.
+    #[error("closing metadata store {path}: {source}")]
+    Close {
+        path: PathBuf,
+        #[source]
+        source: redb::Error,
+    },
+
     /// Any other redb failure (I/O, a full disk, a corrupted page, ...).
     #[error("metadata store: {0}")]
     Db(#[source] redb::Error),

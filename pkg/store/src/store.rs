@@ -105,6 +105,27 @@ impl Store {
         })
     }
 
+    /// Closes the database, recording a clean shutdown so that the next [`Store::open`] needs no
+    /// repair (and [`Store::recovered`] is false then).
+    ///
+    /// Dropping the last clone does the same but cannot report a failure. This consumes the
+    /// handle and refuses with [`StoreError::InUse`] while other clones exist: a clone still held
+    /// (by a task, a service, a reference cycle) would keep the file open and locked, and the
+    /// caller should know rather than believe the store closed.
+    pub fn close(self) -> Result<(), StoreError> {
+        let inner = Arc::try_unwrap(self.inner).map_err(|inner| StoreError::InUse {
+            path: inner.path.clone(),
+            handles: Arc::strong_count(&inner) - 1,
+        })?;
+        let path = inner.path;
+        inner.db.close().map_err(|e| StoreError::Close {
+            path,
+            source: e.into(),
+        })?;
+        tracing::debug!("metadata store closed");
+        Ok(())
+    }
+
     /// The path this store was opened with.
     pub fn path(&self) -> &Path {
         &self.inner.path

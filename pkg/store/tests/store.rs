@@ -414,6 +414,29 @@ fn second_open_of_same_file_is_locked_until_all_clones_drop() {
 }
 
 #[test]
+fn close_records_a_clean_shutdown_once_no_clone_is_left() {
+    let (_dir, path) = temp_db();
+    let store = Store::open(&path).unwrap();
+    store.put(&image("i1")).unwrap();
+    let clone = store.clone();
+    let err = store.close().unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InUse { path: p, handles: 1 } if *p == path),
+        "{err:?}"
+    );
+    // The refused close left the database open for the remaining clone.
+    assert_eq!(clone.get::<Image>("i1").unwrap(), Some(image("i1")));
+    assert!(matches!(
+        Store::open(&path).unwrap_err(),
+        StoreError::Locked { .. }
+    ));
+    clone.close().unwrap();
+    let store = Store::open(&path).unwrap();
+    assert!(!store.recovered(), "a closed store needs no repair");
+    assert_eq!(store.get::<Image>("i1").unwrap(), Some(image("i1")));
+}
+
+#[test]
 fn open_creates_directories_and_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir

@@ -61,8 +61,19 @@ impl Server {
                         pid: c.pid,
                         exit: c.exit.as_ref().map(|e| e.to_proto(&c.id)),
                         log_bytes: c.log_bytes(),
+                        creating: false,
                     })
                     .collect();
+                // Creates in flight too: a berthd that restarted meanwhile must learn that the
+                // container exists and wait for its outcome rather than delete its runtime state
+                // under the runtime's feet. Forgotten ones are as good as gone.
+                containers.extend(self.creates.iter().filter(|c| !c.forgotten).map(|c| {
+                    proto::ContainerInfo {
+                        container_id: c.id.clone(),
+                        creating: true,
+                        ..Default::default()
+                    }
+                }));
                 containers.sort_by(|a, b| a.container_id.cmp(&b.container_id));
                 response::Kind::Containers(proto::Containers { containers })
             }
@@ -89,9 +100,8 @@ impl Server {
         Ok(())
     }
 
-    /// Drops a removed container. With none left (and no create in flight) the monitor exits: its
-    /// socket and pid file go first, so a monitor spawned for the pod after this answer is never
-    /// disturbed by this one's cleanup.
+    /// Drops a removed container (also one still being created). With none left (and no create in
+    /// flight) the monitor exits.
     fn forget(&mut self, id: &str) -> response::Kind {
         let reply = match self.find(id) {
             Some(i) => {
@@ -109,14 +119,30 @@ impl Server {
                 }
                 response::Kind::Done(proto::Done {})
             }
-            None => not_found(id),
+            None => match self.creates.iter_mut().find(|c| c.id == id && !c.forgotten) {
+                // Its runtime is still running: killing that could leave a half-made container
+                // behind in the runtime's state. The container is killed once created instead
+                // (see `forgotten_create_done`), and the monitor exits after that if it is idle.
+                Some(create) => {
+                    create.forgotten = true;
+                    response::Kind::Done(proto::Done {})
+                }
+                None => not_found(id),
+            },
         };
-        if self.containers.is_empty() && self.creates.is_empty() {
+        self.quit_if_idle();
+        reply
+    }
+
+    /// With no container left and no create in flight, the monitor exits: its socket and pid file
+    /// go first, so a monitor spawned for the pod after this is never disturbed by this one's
+    /// cleanup.
+    pub(super) fn quit_if_idle(&mut self) {
+        if self.containers.is_empty() && self.creates.is_empty() && !self.quit {
             crate::note(format_args!("no containers left, exiting"));
             self.remove_endpoint();
             self.quit = true;
         }
-        reply
     }
 
     pub(super) fn find(&self, id: &str) -> Option<usize> {
@@ -142,7 +168,7 @@ pub(super) fn error(message: String) -> response::Kind {
     })
 }
 
-pub(super) fn not_found(id: &str) -> response::Kind {
+pub(crate) fn not_found(id: &str) -> response::Kind {
     response::Kind::Error(proto::Error {
         message: format!("container {id} is not known"),
         not_found: true,

@@ -171,8 +171,16 @@ fn semantic_checks() {
         ),
         ("[cni]\nbin_dirs = [\"rel\"]\n", "cni.bin_dirs"),
         (
+            "[cni]\nplugin_timeout_secs = 0\n",
+            "cni.plugin_timeout_secs",
+        ),
+        (
             "[image]\nmax_concurrent_downloads = 0\n",
             "image.max_concurrent_downloads",
+        ),
+        (
+            "[image]\nmax_layer_unpacked_bytes = 0\n",
+            "image.max_layer_unpacked_bytes",
         ),
         (
             "[registry.hosts.\"docker.io\"]\nmirrors = [\"ftp://x\"]\n",
@@ -262,4 +270,16 @@ fn registry_secrets_are_redacted_in_debug_and_status_json() {
         Some("dTpodW50ZXIy")
     );
     assert!(config.registry.host("docker.io").unwrap().auth.is_none());
+}
+
+#[test]
+fn max_layer_unpacked_bytes_defaults_to_64_gib_and_can_be_lowered() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = dir.path().join("config.toml");
+    write(&main, "");
+    let config = load(Some(&main), &Overrides::default()).unwrap().config;
+    assert_eq!(config.image.max_layer_unpacked_bytes, 64 << 30);
+    write(&main, "[image]\nmax_layer_unpacked_bytes = 1048576\n");
+    let config = load(Some(&main), &Overrides::default()).unwrap().config;
+    assert_eq!(config.image.max_layer_unpacked_bytes, 1 << 20);
 }

@@ -109,6 +109,22 @@ impl Layer {
         self
     }
 
+    /// A directory preceded by a PAX header carrying `records`.
+    pub fn dir_pax(mut self, path: &str, records: &[(&str, &[u8])]) -> Self {
+        self.builder
+            .append_pax_extensions(records.iter().copied())
+            .unwrap();
+        let mut h = header(EntryType::Directory, 0o755, 0, 0, MTIME, 0);
+        self.builder.append_data(&mut h, path, &[][..]).unwrap();
+        self
+    }
+
+    /// A ready-made header and its data, appended as they are.
+    pub fn header(mut self, h: &Header, data: &[u8]) -> Self {
+        self.builder.append(h, data).unwrap();
+        self
+    }
+
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = header(EntryType::Symlink, 0o777, 0, 0, MTIME, 0);
         self.builder.append_link(&mut h, path, target).unwrap();
