@@ -89,7 +89,7 @@ chaos:
 	$(CARGO) build $(INIT)
 	$(BUILD_MONITOR)
 	install -D -m 0755 $(MONITOR_BIN) target/debug/berth-monitor
-	BERTH_CHAOS_KILLS=$(CHAOS_KILLS) $(CARGO) test --locked -p berth-e2e --test chaos_kill --test chaos_failpoints --test chaos_cni --test chaos_faults -- --test-threads=$(TEST_THREADS) --nocapture
+	BERTH_CHAOS_KILLS=$(CHAOS_KILLS) $(CARGO) test --locked -p berth-e2e --test chaos_kill --test chaos_failpoints --test chaos_cni --test chaos_faults --test chaos_registry -- --test-threads=$(TEST_THREADS) --nocapture
 
 ## soak: pod+container cycles, 4 at a time, against a berthd of its own; RSS, fds and threads
 ## stay flat and nothing leaks (hack/soak.sh; not in CI, about an hour for 10000 cycles)
