@@ -92,7 +92,8 @@ impl Cri {
         }
     }
 
-    async fn connect(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+    /// A fresh channel to berthd's socket (one per call: berthd may have restarted since).
+    async fn channel(&self) -> anyhow::Result<Channel> {
         let path = self.socket.clone();
         let connector = tower::service_fn(move |_: Uri| {
             let path = path.clone();
@@ -100,26 +101,18 @@ impl Cri {
                 Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
             }
         });
-        let channel = Endpoint::try_from("http://[::]:0")?
+        Ok(Endpoint::try_from("http://[::]:0")?
             .connect_timeout(Duration::from_secs(2))
             .connect_with_connector(connector)
-            .await?;
-        Ok(RuntimeServiceClient::new(channel))
+            .await?)
+    }
+
+    async fn connect(&self) -> anyhow::Result<RuntimeServiceClient<Channel>> {
+        Ok(RuntimeServiceClient::new(self.channel().await?))
     }
 
     async fn connect_images(&self) -> anyhow::Result<ImageServiceClient<Channel>> {
-        let path = self.socket.clone();
-        let connector = tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
-            }
-        });
-        let channel = Endpoint::try_from("http://[::]:0")?
-            .connect_timeout(Duration::from_secs(2))
-            .connect_with_connector(connector)
-            .await?;
-        Ok(ImageServiceClient::new(channel))
+        Ok(ImageServiceClient::new(self.channel().await?))
     }
 
     /// Version and Status both answer: berthd is alive and serving.
@@ -432,4 +425,15 @@ pub fn write_script(path: &Path, body: &str) -> anyhow::Result<()> {
     std::fs::write(path, body).with_context(|| format!("writing {}", path.display()))?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     Ok(())
+}
+
+/// The end of every fault scenario: berthd answers, never panicked, and stops leaving nothing
+/// behind (`finish()`'s leak check).
+pub async fn end_checked(berthd: Berthd) {
+    let cri = Cri::new(&berthd);
+    cri.alive()
+        .await
+        .expect("berthd still answers Version and Status");
+    check_no_panic(&berthd.log()).expect("no panic");
+    berthd.finish();
 }

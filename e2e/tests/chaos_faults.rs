@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_e2e::chaos::{Cri, check_no_panic, write_script};
+use berth_e2e::chaos::{Cri, check_no_panic, end_checked, write_script};
 use berth_e2e::containers::{CREATED, EXITED, RUNNING, busybox, gone, image, shell};
 use berth_e2e::leaks;
 use berth_e2e::pods::pod_config;
@@ -21,16 +21,6 @@ use berth_e2e::{Berthd, Options};
 /// Debian's plugins, as in the rig.
 const CNI_BIN_DIR: &str = "/usr/lib/cni";
 const LOOP: &str = "while true; do sleep 0.2; done";
-
-/// The end of every scenario: berthd answers, never panicked, and stops leaving nothing behind.
-async fn end(berthd: Berthd) {
-    let cri = Cri::new(&berthd);
-    cri.alive()
-        .await
-        .expect("berthd still answers Version and Status");
-    check_no_panic(&berthd.log()).expect("no panic");
-    berthd.finish();
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. The OCI runtime SIGKILLed in the middle of `run`.
@@ -136,7 +126,7 @@ async fn runtime_killed(name: &str, kill: &str) {
     cri.start(&second).await.expect("StartContainer again");
     assert_eq!(cri.status(&second).await.expect("status").state, RUNNING);
     cri.clean_up_pod(&pod, 3).await.expect("removing the pod");
-    end(berthd).await;
+    end_checked(berthd).await;
     eprintln!("took {:?}", started.elapsed());
 }
 
@@ -218,7 +208,7 @@ async fn a_hanging_cni_plugin_times_out_and_is_rolled_back() {
     assert!(now.is_empty(), "rolled back: {now:?}");
     let pod = cri.run_pod(&config).await.expect("the retry");
     cri.clean_up_pod(&pod, 3).await.expect("removing the pod");
-    end(berthd).await;
+    end_checked(berthd).await;
     eprintln!("took {:?}", started.elapsed());
 }
 
@@ -464,7 +454,7 @@ async fn a_state_dir_wiped_as_by_a_reboot_leaves_removable_pods() {
         leaks::cni_reservations(&berthd.cni_ipam_dir).is_empty(),
         "the IP is released from the cached result"
     );
-    end(berthd).await;
+    end_checked(berthd).await;
     eprintln!("took {:?}", started.elapsed());
 }
 
@@ -558,6 +548,6 @@ async fn an_unclean_stop_under_churn_is_repaired_and_loses_no_record() {
         cri.clean_up_pod(pod, 5).await.expect("removing the pod");
     }
     assert!(cri.pods(None).await.expect("list").is_empty());
-    end(berthd).await;
+    end_checked(berthd).await;
     eprintln!("took {:?}", started.elapsed());
 }

@@ -7,21 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use berth_e2e::chaos::{Cri, check_no_panic};
+use berth_e2e::chaos::{Cri, end_checked};
 use berth_e2e::registry::SHARED;
 use berth_e2e::{Berthd, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-/// The end of every scenario: berthd answers, never panicked, and stops leaving nothing behind.
-async fn end(berthd: Berthd) {
-    let cri = Cri::new(&berthd);
-    cri.alive()
-        .await
-        .expect("berthd still answers Version and Status");
-    check_no_panic(&berthd.log()).expect("no panic");
-    berthd.finish();
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -161,7 +151,7 @@ async fn a_blob_dropped_mid_download_fails_cleanly_or_is_retried() {
     cri.pull(&reference).await.expect("the pull without faults");
     assert_eq!(cri.images().await.expect("ListImages").len(), 1);
     cri.remove_image(&reference).await.expect("RemoveImage");
-    end(berthd).await;
+    end_checked(berthd).await;
     eprintln!("took {:?}", started.elapsed());
 }
 
@@ -207,6 +197,6 @@ async fn a_stalled_blob_fails_the_pull_within_the_stall_timeout() {
     proxy.armed.store(false, Ordering::SeqCst);
     cri.pull(&reference).await.expect("the pull without faults");
     cri.remove_image(&reference).await.expect("RemoveImage");
-    end(berthd).await;
+    end_checked(berthd).await;
     eprintln!("took {:?}", started.elapsed());
 }

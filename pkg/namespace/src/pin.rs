@@ -230,21 +230,26 @@ fn in_new_namespaces(
     for (kind, target) in targets {
         #[cfg(test)]
         tests::maybe_fail(target)?;
-        // Plain MS_BIND: the mount inherits the propagation of the mount it lands on (see the
-        // crate docs and `prepare_ns_root`), so its unmount propagates the same way.
-        mount(
-            Some(kind.thread_self_path()),
-            target.as_path(),
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| NamespaceError::Mount {
-            path: target.clone(),
-            source,
-        })?;
+        bind_ns_file(Path::new(kind.thread_self_path()), target)?;
     }
     Ok(())
+}
+
+/// Pins the namespace file `source` (`/proc/.../ns/<kind>`) onto `target`. Plain MS_BIND: the
+/// mount inherits the propagation of the mount it lands on (see the crate docs and
+/// `prepare_ns_root`), so its unmount propagates the same way.
+pub(crate) fn bind_ns_file(source: &Path, target: &Path) -> Result<(), NamespaceError> {
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|source| NamespaceError::Mount {
+        path: target.to_path_buf(),
+        source,
+    })
 }
 
 /// Undoes [`pin`]: lazily unmounts (`MNT_DETACH`) every pinned file in `dir`, removes the files

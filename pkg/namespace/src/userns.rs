@@ -18,7 +18,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns};
 use serde::{Deserialize, Serialize};
 
@@ -319,18 +318,7 @@ pub(crate) fn create_and_pin(
         .map(|(k, t)| (k.file_name(), t.as_path()))
         .chain(std::iter::once(("user", user_target)));
     for (name, target) in all {
-        let source = holder.proc_path(&format!("ns/{name}"));
-        mount(
-            Some(source.as_path()),
-            target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|source| NamespaceError::Mount {
-            path: target.to_path_buf(),
-            source,
-        })?;
+        crate::pin::bind_ns_file(&holder.proc_path(&format!("ns/{name}")), target)?;
     }
     holder.finish();
     Ok(())
