@@ -4,17 +4,16 @@
 //! `unshare(CLONE_NEWUSER)` and `setns` into a user namespace are refused in a multithreaded
 //! process, and berthd is one. So the namespaces are created by a short-lived child: a raw
 //! `clone(CLONE_NEWUSER | CLONE_NEWNET | ...)` (fork semantics, the child has only the calling
-//! thread) that does nothing but block on a pipe. Its other namespaces are owned by its new user
+//! thread) that does nothing but wait to be killed. Its other namespaces are owned by its new user
 //! namespace, which is what lets the container's root mount /proc, /sys and mqueue in them. The
 //! parent writes the maps, configures the namespaces from a thread that `setns`es into net, IPC
 //! and UTS (allowed: root of the initial user namespace has every capability in a child user
-//! namespace it created), bind-mounts the child's `/proc/<pid>/ns/*` files and then releases and
+//! namespace it created), bind-mounts the child's `/proc/<pid>/ns/*` files and then kills and
 //! reaps the child.
 
 use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -149,47 +148,43 @@ pub fn map_file_contents(ranges: &[IdMapping]) -> String {
         .collect()
 }
 
-/// A child blocked on a pipe, in new namespaces. Dropping it releases and reaps it (after a
-/// SIGKILL if it was not released cleanly).
+/// A child parked in `pause()`, in new namespaces. Dropping it (or [`Holder::finish`]) kills
+/// and reaps it.
+///
+/// Why no pipe to release it: the clone copies the whole fd table, so a holder cloned while
+/// another thread's holder exists would keep that one's release pipe open; two concurrent pods
+/// then keep each other's children alive and both creators block in `waitpid` for ever (seen as a
+/// hang of two concurrent tests). A signal has no such sharing. The child also closes every
+/// inherited fd so that it keeps no other socket or file of berthd's open while it lives.
 struct Holder {
     pid: libc::pid_t,
-    release: Option<OwnedFd>,
 }
 
 impl Holder {
     /// Clones a child into new namespaces (`flags` plus `CLONE_NEWUSER`).
     fn spawn(flags: CloneFlags, what: &str) -> Result<Holder, NamespaceError> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two fds into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
-            return Err(NamespaceError::Unshare {
-                kinds: what.into(),
-                source: Errno::last(),
-            });
-        }
-        // SAFETY: both fds are fresh and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        let (read_raw, write_raw) = (read.as_raw_fd(), write.as_raw_fd());
+        // SAFETY: getpid has no preconditions.
+        let parent = unsafe { libc::getpid() };
         let clone_flags = (flags | CloneFlags::CLONE_NEWUSER).bits() as libc::c_long
             | libc::c_long::from(libc::SIGCHLD);
         // SAFETY: a raw clone without CLONE_VM has fork semantics (zero stack and tid arguments:
-        // the child runs on a copy of this stack). The child only calls close, read and _exit,
-        // which are async-signal-safe, and never returns into Rust code.
+        // the child runs on a copy of this stack). The child only makes raw system calls, which
+        // are async-signal-safe, and never returns into Rust code.
         let pid =
             unsafe { libc::syscall(libc::SYS_clone, clone_flags, 0usize, 0usize, 0usize, 0usize) };
         if pid == 0 {
-            // SAFETY: in the child: async-signal-safe calls only.
+            // SAFETY: in the child: async-signal-safe calls only. close_range failing (a kernel
+            // before 5.9) only means the inherited fds stay open until the child is killed.
             unsafe {
-                libc::close(write_raw);
-                let mut byte = 0u8;
-                loop {
-                    let n = libc::read(read_raw, (&raw mut byte).cast(), 1);
-                    if n < 0 && *libc::__errno_location() == libc::EINTR {
-                        continue;
-                    }
-                    break;
+                libc::syscall(libc::SYS_close_range, 0u32, u32::MAX, 0u32);
+                // Dies with its creator, so a berthd killed mid-way leaves no holder behind.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    libc::_exit(0);
                 }
-                libc::_exit(0);
+                loop {
+                    libc::pause();
+                }
             }
         }
         if pid < 0 {
@@ -198,10 +193,8 @@ impl Holder {
                 source: Errno::last(),
             });
         }
-        drop(read);
         Ok(Holder {
             pid: pid as libc::pid_t,
-            release: Some(write),
         })
     }
 
@@ -222,16 +215,19 @@ impl Holder {
         Ok(())
     }
 
-    /// Lets the child exit and reaps it.
-    fn finish(mut self) {
-        self.release.take();
-        self.reap();
+    /// Kills and reaps the child; the namespaces live on in whatever the caller opened or bound.
+    fn finish(self) {
+        drop(self);
     }
+}
 
-    fn reap(&mut self) {
+impl Drop for Holder {
+    fn drop(&mut self) {
         if self.pid <= 0 {
             return;
         }
+        // SAFETY: signalling our own, not yet reaped child.
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
         loop {
             let mut status = 0;
             // SAFETY: waitpid on our own child.
@@ -242,19 +238,6 @@ impl Holder {
             break;
         }
         self.pid = 0;
-    }
-}
-
-impl Drop for Holder {
-    fn drop(&mut self) {
-        if self.pid > 0 {
-            if self.release.take().is_some() {
-                // Not released by `finish`: an error path. Don't rely on the pipe alone.
-                // SAFETY: signalling our own, not yet reaped child.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-            }
-            self.reap();
-        }
     }
 }
 

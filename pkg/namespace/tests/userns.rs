@@ -5,6 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::os::fd::AsFd;
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
@@ -166,20 +167,44 @@ fn idmapped_mount_shows_and_stores_mapped_ids() {
     assert_eq!(std::fs::metadata(src.join("f")).unwrap().uid(), 0);
     // What the pod's root (host uid HOST_ID) creates through it is stored as uid 0.
     let created = dst.join("by-pod-root");
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        let ok = unsafe { libc::setresgid(HOST_ID, HOST_ID, HOST_ID) } == 0
-            && unsafe { libc::setresuid(HOST_ID, HOST_ID, HOST_ID) } == 0
-            && std::fs::write(&created, "z").is_ok();
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    assert_eq!(status, 0, "the pod's root could not create a file");
+    // A process, not a fork of this multithreaded test binary (a forked child that allocates
+    // can deadlock on a lock another test thread held).
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo z > {}", created.display()))
+        .uid(HOST_ID)
+        .gid(HOST_ID)
+        .status()
+        .expect("spawn sh");
+    assert!(status.success(), "the pod's root could not create a file");
     assert_eq!(std::fs::metadata(&created).unwrap().uid(), HOST_ID);
     assert_eq!(std::fs::metadata(src.join("by-pod-root")).unwrap().uid(), 0);
     // Host root (uid 0) has no id in the mount's mapping: it cannot create files through it.
     assert!(std::fs::write(dst.join("g"), "y").is_err());
     unmount_all(&dst).unwrap();
     assert!(mounts_under(tmp.path()).is_empty());
+}
+
+/// Many threads creating user namespaces at once (as concurrent RunPodSandbox calls do) all
+/// finish: no creator waits on a child that another creator's clone keeps alive.
+#[test]
+fn concurrent_creators_do_not_wait_on_each_other() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    for t in 0..8u32 {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for i in 0..25u32 {
+                let maps = UserNamespaceMappings::single(HOST_ID + 65536 * (1 + t * 25 + i), 65536);
+                let r = new_user_namespace(&maps).map(drop);
+                let _ = tx.send(r);
+            }
+        });
+    }
+    drop(tx);
+    for n in 0..200 {
+        match rx.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(r) => r.expect("new user namespace"),
+            Err(e) => panic!("after {n} of 200 user namespaces: {e} (creators stuck)"),
+        }
+    }
 }
