@@ -95,20 +95,49 @@ fn main() -> ExitCode {
     }
 }
 
+/// Moves the monitor into the pod's monitor cgroups from a short-lived thread, while the main
+/// thread goes on to serve. On cgroup v1 every move waits for an RCU grace period (the kernel's
+/// threadgroup lock), a few milliseconds per hierarchy and ten hierarchies here: done inline it
+/// was most of the monitor's startup, which is on the path of a pod's first StartContainer. A
+/// runtime started before the moves finish stays where berthd is; the container's own processes
+/// are placed by the runtime either way.
+fn join_cgroups_in_background(cgroup_procs: &[PathBuf]) -> Result<(), String> {
+    if cgroup_procs.is_empty() {
+        return Ok(());
+    }
+    // Opened here, so that a cgroup that is not there is still an error of the spawn.
+    let files = cgroup_procs
+        .iter()
+        .map(|procs| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(procs)
+                .map(|f| (procs.clone(), f))
+                .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let join = move || {
+        for (procs, mut file) in files {
+            // "0" is the writer's whole thread group: the monitor.
+            if let Err(e) = file.write_all(b"0") {
+                note(format_args!("joining cgroup {}: {e}", procs.display()));
+            }
+        }
+    };
+    std::thread::Builder::new()
+        .name("cgroups".into())
+        .stack_size(64 * 1024)
+        .spawn(join)
+        .map(drop)
+        .map_err(|e| format!("starting the cgroup thread: {e}"))
+}
+
 /// Everything before the loop. The readiness byte goes out last, so `Monitor::spawn` returns only
 /// once the socket accepts.
 fn start(args: &Args) -> Result<server::Server, String> {
     // Keep the readiness pipe away from the runtimes we start.
     if let Some(fd) = args.ready_fd {
         sys::set_cloexec(fd).map_err(|e| format!("--ready-fd {fd}: {e}"))?;
-    }
-    // First of all, so that every child (runtimes, containers before they move) is charged there.
-    for procs in &args.cgroup_procs {
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(procs)
-            .and_then(|mut f| f.write_all(b"0"))
-            .map_err(|e| format!("joining cgroup {}: {e}", procs.display()))?;
     }
     let dir = args.dir.clone().ok_or("--dir is required")?;
     // Orphaned container processes (runc's detached children) are reparented to us.
@@ -122,6 +151,8 @@ fn start(args: &Args) -> Result<server::Server, String> {
     // Each exec or attach session costs a descriptor or two: room for MAX_CONNS of them.
     sys::raise_nofile(4096);
     let signals = sys::signalfd().map_err(|e| format!("signalfd: {e}"))?;
+    // After signalfd has blocked the signals, so that the thread never takes one.
+    join_cgroups_in_background(&args.cgroup_procs)?;
     std::fs::create_dir_all(dir.join(EXITS_DIR))
         .map_err(|e| format!("creating {}: {e}", dir.join(EXITS_DIR).display()))?;
 

@@ -20,6 +20,9 @@ use crate::socket;
 
 /// How long in-flight calls (streams included) may run after SIGTERM before berthd exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long background cleanups of removed containers get at shutdown; the next start finishes
+/// what is left.
+const REMOVAL_DRAIN: Duration = Duration::from_secs(5);
 
 /// What must outlive serving: the metadata store, closed once nothing else holds it, and the
 /// services whose links to each other keep it alive until broken.
@@ -131,6 +134,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
         images.mountpoint().to_path_buf(),
     ));
     let socket_path = config.socket_path().to_path_buf();
+    let removals = containers.clone();
     let shutdown = Shutdown {
         store: store.clone(),
         sandboxes: sandboxes.clone(),
@@ -185,6 +189,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
         result = server => result.context("serving CRI")?,
         () = drained => {}
     }
+    // Containers RemoveContainer answered for may still be releasing their mounts and monitors.
+    removals.drain_removals(REMOVAL_DRAIN).await;
     if let Some(task) = metrics_task {
         let _ = task.await;
     }

@@ -47,6 +47,10 @@ pub(crate) async fn create(
     if Arc::strong_count(&slot) == 2 {
         creating.remove(&key);
     }
+    drop(creating);
+    if result.is_ok() {
+        crate::lifecycle::prespawn_monitor(inner, sandbox);
+    }
     result
 }
 

@@ -51,7 +51,8 @@ pub(crate) fn for_change(old: Option<Phase>, new: Phase) -> Option<ContainerEven
         return None;
     }
     match new {
-        Phase::Creating | Phase::Starting => None,
+        // Deleted is sent when the record leaves the cache (see `Inner::tombstone`).
+        Phase::Creating | Phase::Starting | Phase::Removing => None,
         // A retried save of a record already past creation is not a second creation.
         Phase::Created if matches!(old, None | Some(Phase::Creating)) => {
             Some(ContainerEventKind::Created)

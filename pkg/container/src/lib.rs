@@ -19,6 +19,7 @@ mod metrics;
 mod monitors;
 mod record;
 mod recover;
+mod removal;
 mod runtime;
 mod signal;
 mod stdio;
@@ -109,6 +110,9 @@ pub(crate) struct Inner {
     /// Runtime-state deletions started in the background when a container exited; Remove waits
     /// for its container's instead of running a second one.
     deleting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Containers RemoveContainer has answered for whose cleanup is still to finish (in the
+    /// background, or after a crash); out of `records`, so CRI no longer sees them.
+    removing: Mutex<HashMap<String, removal::Removal>>,
     events: events::Events,
     /// Why containers of pods with a user namespace cannot be made here (no idmapped mounts
     /// for the layers dir's filesystem or overlayfs layers); None when they can.
@@ -123,11 +127,15 @@ impl ContainerService {
         for dir in [&bundles, &layers] {
             std::fs::create_dir_all(dir).map_err(ContainerError::io("create", dir))?;
         }
-        let records = deps
+        let (removing, records): (Vec<ContainerRecord>, Vec<ContainerRecord>) = deps
             .store
             .list::<ContainerRecord>()?
             .into_iter()
-            .map(|r| (r.id.clone(), r))
+            .partition(|r| r.phase == Phase::Removing);
+        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let removing = removing
+            .into_iter()
+            .map(|r| (r.id.clone(), removal::Removal::pending(r)))
             .collect();
         let monitors =
             monitors::Monitors::new(deps.monitor_binary.clone(), deps.state_dir.join("mon"));
@@ -147,6 +155,7 @@ impl ContainerService {
                 creating: tokio::sync::Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
+                removing: Mutex::new(removing),
                 events: events::Events::new(),
                 userns_problem,
             }),
@@ -157,6 +166,12 @@ impl ContainerService {
     /// can (idmapped mounts probed at startup).
     pub fn user_namespaces_unsupported(&self) -> Option<String> {
         self.inner.userns_problem.clone()
+    }
+
+    /// Waits up to `limit` for the cleanups of removed containers still running in the
+    /// background (at shutdown: the next start would finish them, but better now).
+    pub async fn drain_removals(&self, limit: Duration) {
+        removal::drain_removals(&self.inner, limit).await
     }
 
     /// Reconciles the records with reality after a (re)start: see `recover.rs`.
@@ -197,7 +212,7 @@ impl ContainerService {
             Err(e) => return Err(e),
         };
         let inner = self.inner.clone();
-        detached(async move { lifecycle::remove(&inner, &id).await }).await
+        detached(async move { removal::remove(&inner, &id).await }).await
     }
 
     pub async fn update_resources(
@@ -390,6 +405,42 @@ impl Inner {
         Ok(())
     }
 
+    /// Updates the cache alone: for a phase that need not survive a crash (Starting).
+    fn cache(&self, record: &ContainerRecord) {
+        self.records_mut().insert(record.id.clone(), record.clone());
+    }
+
+    /// RemoveContainer's durable step: the record becomes REMOVING in the store and leaves the
+    /// cache (CRI no longer sees it; Deleted is sent); the cleanup still to do is registered.
+    async fn tombstone(&self, record: &mut ContainerRecord) -> Result<(), ContainerError> {
+        let was = record.phase;
+        record.phase = Phase::Removing;
+        let store = self.deps.store.clone();
+        let to_write = record.clone();
+        let written = tokio::task::spawn_blocking(move || store.put(&to_write))
+            .await
+            .map_err(ContainerError::task)
+            .and_then(|r| r.map_err(ContainerError::from));
+        if let Err(e) = written {
+            record.phase = was;
+            return Err(e);
+        }
+        self.records_mut().remove(&record.id);
+        self.removing_mut()
+            .insert(record.id.clone(), removal::Removal::pending(record.clone()));
+        if was != Phase::Creating {
+            self.deps
+                .metrics
+                .observe(ContainerEventKind::Deleted, record);
+            self.events.send(ContainerEventKind::Deleted, record);
+        }
+        Ok(())
+    }
+
+    fn removing_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, removal::Removal>> {
+        self.removing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     async fn delete(&self, id: &str) -> Result<(), ContainerError> {
         let store = self.deps.store.clone();
         let key = id.to_string();
@@ -451,7 +502,7 @@ impl PodContainers for PodHook {
         Box::pin(async move {
             let inner = self.0.clone();
             let sandbox_id = sandbox_id.to_string();
-            detached(async move { lifecycle::remove_pod(&inner, &sandbox_id).await })
+            detached(async move { removal::remove_pod(&inner, &sandbox_id).await })
                 .await
                 .map_err(to_sandbox_error)
         })
@@ -466,10 +517,19 @@ struct SnapshotHook(Arc<Inner>);
 
 impl berth_image::SnapshotUsers for SnapshotHook {
     fn in_use(&self) -> HashSet<String> {
-        self.0
+        let mut used: HashSet<String> = self
+            .0
             .records()
             .values()
             .map(|r| r.snapshot.clone())
-            .collect()
+            .collect();
+        // A container being removed still has its rootfs mounted on the snapshot.
+        used.extend(
+            self.0
+                .removing_mut()
+                .values()
+                .map(|r| r.record.snapshot.clone()),
+        );
+        used
     }
 }

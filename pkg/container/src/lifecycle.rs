@@ -9,7 +9,7 @@ use berth_monitor_api::{CreateRequest, Exit};
 use berth_sandbox::SandboxState;
 use berth_spec::Resources;
 
-use crate::create::{self, now_ns};
+use crate::create::now_ns;
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
 use crate::{Inner, OciRuntime, monitors, signal, watch};
@@ -44,24 +44,18 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         prepare_log_path(log)?;
     }
     let began = std::time::Instant::now();
-    let cgroups = &inner.deps.cgroups;
-    let (cgroup_procs, oom_files, systemd_cgroup) = match &sandbox.cgroup {
-        Some(cg) if cgroups.exists(cg) => (
-            cgroups.monitor_procs_files(cg)?,
-            cgroups.oom_files(cg, id),
-            cg.runc_systemd,
-        ),
-        _ => (Vec::new(), Vec::new(), false),
-    };
-    let monitor = inner
-        .monitors
-        .get_or_spawn(&sandbox.id, cgroup_procs)
-        .await?;
+    // Shared with other starts in the pod; excludes telling the monitor its last container is
+    // gone until this container is the monitor's.
+    let gate = inner.monitors.start_gate(&sandbox.id).await;
+    let (monitor, systemd_cgroup, oom_files) = pod_monitor(inner, &sandbox, id).await?;
     berth_failpoint::fail("container/start/after-monitor").map_err(ContainerError::Internal)?;
 
     let monitor_ready = began.elapsed();
+    // Starting is not written to the store: that would cost a durable write before the runtime
+    // even begins. A berthd that dies from here on finds the record CREATED, and recovery asks
+    // the pod's monitor whether it has the container (see `recover.rs`).
     record.phase = Phase::Starting;
-    inner.save(&record).await?;
+    inner.cache(&record);
     berth_failpoint::fail("container/start/before-runtime").map_err(ContainerError::Internal)?;
     let recorded = began.elapsed();
     let runtime = OciRuntime {
@@ -87,6 +81,9 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     let created = tokio::task::spawn_blocking(move || monitor.create(&request))
         .await
         .map_err(ContainerError::task)?;
+    // The monitor has the container now (or never will): a failed start may release the
+    // monitor, which needs the gate exclusively.
+    drop(gate);
     match created {
         Ok(pid) => {
             berth_failpoint::fail("container/start/after-runtime")
@@ -108,6 +105,55 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
             Err(e)
         }
     }
+}
+
+/// The pod's monitor (spawned if it has none: CreateContainer usually began that already), whether
+/// the runtime is to use systemd cgroups, and the container's OOM-event files.
+async fn pod_monitor(
+    inner: &Arc<Inner>,
+    sandbox: &berth_sandbox::SandboxRecord,
+    id: &str,
+) -> Result<(berth_monitor_api::Monitor, bool, Vec<std::path::PathBuf>), ContainerError> {
+    let cgroups = &inner.deps.cgroups;
+    let (cgroup_procs, oom_files, systemd_cgroup) = match &sandbox.cgroup {
+        Some(cg) if cgroups.exists(cg) => (
+            cgroups.monitor_procs_files(cg)?,
+            cgroups.oom_files(cg, id),
+            cg.runc_systemd,
+        ),
+        _ => (Vec::new(), Vec::new(), false),
+    };
+    let monitor = inner
+        .monitors
+        .get_or_spawn(&sandbox.id, cgroup_procs)
+        .await?;
+    Ok((monitor, systemd_cgroup, oom_files))
+}
+
+/// CreateContainer's head start for StartContainer: the pod's monitor is spawned now, in the
+/// background, so the start finds it ready (kubelet starts a container right after creating
+/// it). A pod whose monitor runs already is left alone; a failure here is only logged, and the
+/// start tries again.
+pub(crate) fn prespawn_monitor(inner: &Arc<Inner>, sandbox: berth_sandbox::SandboxRecord) {
+    let inner = inner.clone();
+    tokio::spawn(async move {
+        let cgroups = &inner.deps.cgroups;
+        let procs = match &sandbox.cgroup {
+            Some(cg) if cgroups.exists(cg) => match cgroups.monitor_procs_files(cg) {
+                Ok(procs) => procs,
+                Err(e) => {
+                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "no head start for the pod monitor");
+                    return;
+                }
+            },
+            _ => Vec::new(),
+        };
+        // As a start: never while the pod's monitor is being told its last container is gone.
+        let _gate = inner.monitors.start_gate(&sandbox.id).await;
+        if let Err(e) = inner.monitors.get_or_spawn(&sandbox.id, procs).await {
+            tracing::debug!(sandbox_id = %sandbox.id, error = %e, "no head start for the pod monitor");
+        }
+    });
 }
 
 /// Creates the pod's log directory if it is missing, as containerd does: kubelet always creates
@@ -147,11 +193,14 @@ pub(crate) async fn start_failed(
     if let Err(e) = runtime.delete(&record.id).await {
         tracing::warn!(container_id = %record.id, error = %e, "deleting runtime state after a failed start");
     }
-    if !others_monitored(inner, record) {
-        let _ = inner
-            .monitors
-            .forget(&record.sandbox_id, &record.id, true, false)
-            .await;
+    {
+        let _gate = inner.monitors.last_gate(&record.sandbox_id).await;
+        if !crate::removal::monitor_needed_by_others(inner, record) {
+            let _ = inner
+                .monitors
+                .forget(&record.sandbox_id, &record.id, true, false)
+                .await;
+        }
     }
     let rootfs = record.rootfs();
     let _ = tokio::task::spawn_blocking(move || berth_snapshot::unmount(&rootfs)).await;
@@ -164,16 +213,6 @@ pub(crate) async fn start_failed(
     if let Err(e) = inner.save(record).await {
         tracing::warn!(container_id = %record.id, error = %e, "recording a failed start");
     }
-}
-
-/// Whether the pod's monitor knows another container than `record` (one that was started, or is
-/// being started, and not yet removed): then the monitor must stay.
-fn others_monitored(inner: &Inner, record: &ContainerRecord) -> bool {
-    inner.records().values().any(|r| {
-        r.sandbox_id == record.sandbox_id
-            && r.id != record.id
-            && (r.started_at_ns > 0 || r.phase == Phase::Starting)
-    })
 }
 
 pub(crate) async fn stop(
@@ -197,7 +236,7 @@ pub(crate) async fn stop(
 }
 
 /// The stop signal, then SIGKILL after `timeout` (at once for zero); returns the exit.
-async fn stop_process(
+pub(crate) async fn stop_process(
     inner: &Arc<Inner>,
     record: &ContainerRecord,
     timeout: Duration,
@@ -246,73 +285,6 @@ async fn exit_of(record: &ContainerRecord) -> Result<Exit, ContainerError> {
             None => Err(e),
         },
     }
-}
-
-pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerError> {
-    remove_with(inner, id, false).await
-}
-
-/// `pod_removal`: the whole pod goes, and its monitor is retired (killed if need be) afterwards,
-/// so a monitor that does not answer a Forget does not fail the removal.
-async fn remove_with(
-    inner: &Arc<Inner>,
-    id: &str,
-    pod_removal: bool,
-) -> Result<(), ContainerError> {
-    let lock = inner.lock_for(id);
-    let _guard = lock.lock().await;
-    let Ok(mut record) = inner.record(id) else {
-        return Ok(());
-    };
-    if matches!(record.phase, Phase::Running | Phase::Starting) {
-        match stop_process(inner, &record, Duration::ZERO).await {
-            Ok(exit) => record.set_exited(&exit),
-            Err(e) => {
-                tracing::warn!(container_id = %id, error = %e, "killing a container being removed")
-            }
-        }
-    }
-    let in_flight = inner
-        .deleting
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(id);
-    if let Some(task) = in_flight {
-        let _ = task.await;
-    }
-    berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Internal)?;
-    let runtime = inner.runtime_for(&record);
-    if runtime.has_state(id) {
-        runtime.delete(id).await?;
-    }
-    berth_failpoint::fail("container/remove/after-runtime-delete")
-        .map_err(ContainerError::Internal)?;
-    // Whatever the record says, the monitor may know the container (a start interrupted by a
-    // crash, reconciled to CREATED): it must forget it, or it never exits.
-    let started = record.started_at_ns > 0 || record.phase == Phase::Starting;
-    let last = !others_monitored(inner, &record);
-    match inner
-        .monitors
-        .forget(&record.sandbox_id, id, last, !started)
-        .await
-    {
-        Ok(()) => {}
-        Err(e) if pod_removal => {
-            tracing::warn!(container_id = %id, error = %e, "monitor did not forget a container of a pod being removed; it is retired with the pod")
-        }
-        Err(e) => return Err(e),
-    }
-    berth_failpoint::fail("container/remove/after-monitor").map_err(ContainerError::Internal)?;
-    create::remove_files(&record).await?;
-    if let Ok(sandbox) = inner.deps.sandboxes.get(&record.sandbox_id) {
-        crate::logs::remove_container_log(&sandbox, record.log_path.as_deref());
-    }
-    berth_failpoint::fail("container/remove/after-files").map_err(ContainerError::Internal)?;
-    inner.delete(id).await?;
-    drop(_guard);
-    inner.forget_lock(id);
-    tracing::info!(container_id = %id, "container removed");
-    Ok(())
 }
 
 pub(crate) async fn update_resources(
@@ -395,22 +367,6 @@ pub(crate) async fn stop_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(),
             Ok(()) | Err(ContainerError::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
-    }
-    Ok(())
-}
-
-/// RemovePodSandbox: every container of the pod goes.
-pub(crate) async fn remove_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(), ContainerError> {
-    for id in inner.pod_container_ids(sandbox_id) {
-        remove_with(inner, &id, true).await?;
-    }
-    // Also a monitor left without containers (berthd died between its spawn and the first
-    // create), or one that does not exit: the pod is going, so it is killed if need be.
-    let sandbox = inner.deps.sandboxes.get(sandbox_id).ok();
-    let cgroup = sandbox.as_ref().and_then(|s| s.cgroup.as_ref());
-    inner.monitors.retire(sandbox_id, cgroup).await?;
-    if let Some(sandbox) = &sandbox {
-        crate::logs::remove_pod_log_dir(sandbox);
     }
     Ok(())
 }

@@ -171,8 +171,8 @@ impl Collector for StateCollector {
         self.sandboxes
             .with_label_values(&["notready"])
             .set(not_ready);
-        // With the monitor table busy, the previous values stand.
-        if let Some(live) = inner.monitors.live() {
+        {
+            let live = inner.monitors.live();
             self.monitors.set(live.len() as i64);
             let running_bytes: u64 = live
                 .iter()

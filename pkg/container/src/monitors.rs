@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_monitor_api::{Exit, Monitor, MonitorError, proto};
@@ -18,7 +19,20 @@ const DIR_ID_LEN: usize = 32;
 pub(crate) struct Monitors {
     binary: PathBuf,
     dir: PathBuf,
-    running: tokio::sync::Mutex<HashMap<String, Entry>>,
+    pods: std::sync::Mutex<HashMap<String, Arc<PodMonitor>>>,
+}
+
+/// One pod's monitor, locked per pod: spawning one pod's monitor (milliseconds: a process, and a
+/// cgroup migration per hierarchy) never holds up another pod's.
+#[derive(Default)]
+struct PodMonitor {
+    /// The monitor, once spawned or found. Locked while it is spawned, so a start waits for a
+    /// spawn already in flight (CreateContainer begins one) instead of making a second.
+    slot: tokio::sync::Mutex<Option<Entry>>,
+    /// Starts hold it shared from getting the monitor until it has taken the container; telling
+    /// the monitor its last container is gone (after which it exits) holds it exclusively, so no
+    /// start hands its container to a monitor that is exiting.
+    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct Entry {
@@ -27,12 +41,31 @@ struct Entry {
     child: Option<Child>,
 }
 
+impl Entry {
+    /// The monitor if it is alive; a dead one is reaped (a zombie would keep the pod's monitor
+    /// cgroup busy) and `None`.
+    fn alive(&mut self) -> Option<Monitor> {
+        if self.monitor.alive() {
+            return Some(self.monitor.clone());
+        }
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.try_wait();
+        }
+        None
+    }
+}
+
+/// Held by a start while it hands a container to the pod's monitor.
+pub(crate) type StartGate = tokio::sync::OwnedRwLockReadGuard<()>;
+/// Held while the pod's monitor is told its last container is gone, until it has exited.
+pub(crate) type LastGate = tokio::sync::OwnedRwLockWriteGuard<()>;
+
 impl Monitors {
     pub(crate) fn new(binary: PathBuf, dir: PathBuf) -> Monitors {
         Monitors {
             binary,
             dir,
-            running: tokio::sync::Mutex::new(HashMap::new()),
+            pods: std::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -41,26 +74,43 @@ impl Monitors {
         self.dir.join(short)
     }
 
+    fn pod(&self, sandbox_id: &str) -> Arc<PodMonitor> {
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(sandbox_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// See [`PodMonitor::gate`].
+    pub(crate) async fn start_gate(&self, sandbox_id: &str) -> StartGate {
+        self.pod(sandbox_id).gate.clone().read_owned().await
+    }
+
+    /// See [`PodMonitor::gate`].
+    pub(crate) async fn last_gate(&self, sandbox_id: &str) -> LastGate {
+        self.pod(sandbox_id).gate.clone().write_owned().await
+    }
+
     /// The pod's monitor, started if it has none (or its monitor died).
     pub(crate) async fn get_or_spawn(
         &self,
         sandbox_id: &str,
         cgroup_procs: Vec<PathBuf>,
     ) -> Result<Monitor, ContainerError> {
-        let mut running = self.running.lock().await;
-        if let Some(entry) = running.get_mut(sandbox_id) {
-            if entry.monitor.alive() {
-                return Ok(entry.monitor.clone());
+        let pod = self.pod(sandbox_id);
+        let mut slot = pod.slot.lock().await;
+        if let Some(entry) = slot.as_mut() {
+            if let Some(monitor) = entry.alive() {
+                return Ok(monitor);
             }
             tracing::warn!(
                 sandbox_id,
                 pid = entry.monitor.pid(),
                 "pod monitor died; starting a new one"
             );
-            if let Some(child) = entry.child.as_mut() {
-                let _ = child.try_wait();
-            }
-            running.remove(sandbox_id);
+            *slot = None;
         }
         let dir = self.dir_for(sandbox_id);
         let found = tokio::task::spawn_blocking({
@@ -76,12 +126,13 @@ impl Monitors {
             },
             Err(_) => {
                 let binary = self.binary.clone();
+                let began = Instant::now();
                 let (monitor, child) = tokio::task::spawn_blocking(move || {
                     Monitor::spawn(&binary, &dir, &cgroup_procs)
                 })
                 .await
                 .map_err(ContainerError::task)??;
-                tracing::debug!(sandbox_id, pid = monitor.pid(), "pod monitor started");
+                tracing::debug!(sandbox_id, pid = monitor.pid(), took = ?began.elapsed(), "pod monitor started");
                 Entry {
                     monitor,
                     child: Some(child),
@@ -89,54 +140,50 @@ impl Monitors {
             }
         };
         let monitor = entry.monitor.clone();
-        running.insert(sandbox_id.to_string(), entry);
+        *slot = Some(entry);
         Ok(monitor)
     }
 
     /// The pod's running monitor, if any (found on disk after a restart).
     pub(crate) async fn get(&self, sandbox_id: &str) -> Option<Monitor> {
-        let mut running = self.running.lock().await;
-        if let Some(entry) = running.get_mut(sandbox_id) {
-            if entry.monitor.alive() {
-                return Some(entry.monitor.clone());
+        let pod = self.pod(sandbox_id);
+        let mut slot = pod.slot.lock().await;
+        if let Some(entry) = slot.as_mut() {
+            if let Some(monitor) = entry.alive() {
+                return Some(monitor);
             }
-            // Died: reap it (a zombie would keep the pod's monitor cgroup busy).
-            if let Some(child) = entry.child.as_mut() {
-                let _ = child.try_wait();
-            }
-            running.remove(sandbox_id);
+            *slot = None;
         }
         let dir = self.dir_for(sandbox_id);
         let monitor = tokio::task::spawn_blocking(move || Monitor::open(&dir).ok())
             .await
             .ok()
             .flatten()?;
-        running.insert(
-            sandbox_id.to_string(),
-            Entry {
-                monitor: monitor.clone(),
-                child: None,
-            },
-        );
+        *slot = Some(Entry {
+            monitor: monitor.clone(),
+            child: None,
+        });
         Some(monitor)
     }
 
-    /// The monitors known to be alive, for metrics. Never blocks on the async lock for long: it
-    /// is held while a monitor spawns, and a scrape would rather skip than wait.
-    pub(crate) fn live(&self) -> Option<Vec<Monitor>> {
-        for _ in 0..50 {
-            if let Ok(running) = self.running.try_lock() {
-                return Some(
-                    running
-                        .values()
-                        .filter(|e| e.monitor.alive())
-                        .map(|e| e.monitor.clone())
-                        .collect(),
-                );
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        None
+    /// The monitors known to be alive, for metrics. Never waits: a pod whose monitor is being
+    /// spawned right now is left out of this scrape.
+    pub(crate) fn live(&self) -> Vec<Monitor> {
+        let pods: Vec<Arc<PodMonitor>> = self
+            .pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        pods.iter()
+            .filter_map(|pod| {
+                let slot = pod.slot.try_lock().ok()?;
+                slot.as_ref()
+                    .filter(|e| e.monitor.alive())
+                    .map(|e| e.monitor.clone())
+            })
+            .collect()
     }
 
     /// Tells the monitor a container is gone. With `last`, the monitor exits after answering:
@@ -157,7 +204,7 @@ impl Monitors {
                 if only_if_known && !m.list()?.iter().any(|c| c.container_id == id) {
                     return Ok(false);
                 }
-                m.forget(&id).map(|()| true)
+                m.forget(&id, !last).map(|()| true)
             })
             .await
             .map_err(ContainerError::task)?;
@@ -171,7 +218,8 @@ impl Monitors {
             if !last {
                 return Ok(());
             }
-            let entry = self.running.lock().await.remove(sandbox_id);
+            let pod = self.pod(sandbox_id);
+            let entry = pod.slot.lock().await.take();
             let pid = monitor.pid();
             let (gone, child) = tokio::task::spawn_blocking(move || {
                 let mut child = entry.and_then(|e| e.child);
@@ -188,10 +236,7 @@ impl Monitors {
                     pid,
                     "pod monitor did not exit after its last container"
                 );
-                self.running
-                    .lock()
-                    .await
-                    .insert(sandbox_id.to_string(), Entry { monitor, child });
+                *pod.slot.lock().await = Some(Entry { monitor, child });
                 return Ok(());
             }
         }
@@ -212,7 +257,8 @@ impl Monitors {
         cgroup: Option<&berth_cgroup::PodCgroup>,
     ) -> Result<(), ContainerError> {
         let dir = self.dir_for(sandbox_id);
-        let entry = self.running.lock().await.remove(sandbox_id);
+        let pod = self.pod(sandbox_id);
+        let entry = pod.slot.lock().await.take();
         let procs: Vec<PathBuf> = cgroup
             .map(|cg| {
                 cg.fs_paths()
@@ -248,7 +294,12 @@ impl Monitors {
             remove_dir(&dir)
         })
         .await
-        .map_err(ContainerError::task)?
+        .map_err(ContainerError::task)??;
+        self.pods
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sandbox_id);
+        Ok(())
     }
 }
 

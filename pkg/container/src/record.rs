@@ -21,6 +21,9 @@ pub enum Phase {
     Running,
     /// CRI `CONTAINER_EXITED`: exit code, reason and finish time are set.
     Exited,
+    /// RemoveContainer has answered: the container is gone for CRI, and its monitor, rootfs and
+    /// files are being released in the background (or, after a crash, at the next start).
+    Removing,
 }
 
 /// CRI's container states.
@@ -104,7 +107,7 @@ impl ContainerRecord {
             Phase::Creating => ContainerState::Unknown,
             Phase::Created | Phase::Starting => ContainerState::Created,
             Phase::Running => ContainerState::Running,
-            Phase::Exited => ContainerState::Exited,
+            Phase::Exited | Phase::Removing => ContainerState::Exited,
         }
     }
 

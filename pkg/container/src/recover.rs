@@ -20,39 +20,68 @@ const IN_FLIGHT_WAIT: Duration =
 const IN_FLIGHT_POLL: Duration = Duration::from_millis(100);
 
 pub(crate) async fn recover(inner: &Arc<Inner>) {
+    crate::removal::resume_removals(inner);
     let records: Vec<ContainerRecord> = inner.records().values().cloned().collect();
-    for record in records {
+    for mut record in records {
         match record.phase {
             Phase::Creating => {
                 create::rollback(inner, &record).await;
                 tracing::info!(container_id = %record.id, "removed a container whose creation was interrupted");
             }
-            Phase::Created | Phase::Exited => {}
+            Phase::Exited | Phase::Removing => {}
+            Phase::Created => {
+                // StartContainer records RUNNING only once the runtime is done, and STARTING not
+                // at all: a start berthd did not see through shows as CREATED. The pod's monitor
+                // (or the exit file it left) tells whether it got the container.
+                let guard = inner.lock_for(&record.id).lock_owned().await;
+                let listed = listed(inner, &record).await;
+                let exited = berth_monitor_api::read_exit_file(&record.monitor_dir, &record.id)
+                    .ok()
+                    .flatten()
+                    .is_some();
+                if listed.is_none() && !exited {
+                    continue;
+                }
+                tracing::info!(container_id = %record.id, "a start was interrupted by the restart; reconciling it");
+                record.phase = Phase::Starting;
+                started(inner, record, listed, guard).await;
+            }
             Phase::Starting | Phase::Running => {
                 // Taken before anything is decided, and held by an in-flight wait: a Stop or Remove
                 // arriving meanwhile waits for the outcome instead of racing the runtime.
                 let guard = inner.lock_for(&record.id).lock_owned().await;
                 let listed = listed(inner, &record).await;
-                if listed.as_ref().is_some_and(|c| c.creating) {
-                    tracing::info!(container_id = %record.id, "container start still in flight in its monitor; waiting for it");
-                    let inner = inner.clone();
-                    tokio::spawn(async move {
-                        let id = record.id.clone();
-                        if let Err(e) = finish_in_flight(&inner, record).await {
-                            tracing::warn!(container_id = %id, error = %e, "reconciling a start that was in flight");
-                        }
-                        drop(guard);
-                    });
-                    continue;
-                }
-                let id = record.id.clone();
-                if let Err(e) = reconcile(inner, record, listed, false).await {
-                    tracing::warn!(container_id = %id, error = %e, "reconciling a container after restart");
-                }
-                drop(guard);
+                started(inner, record, listed, guard).await;
             }
         }
     }
+}
+
+/// A container that was starting or running when berthd went down: waited for if its start is
+/// still in flight in the monitor, else reconciled at once.
+async fn started(
+    inner: &Arc<Inner>,
+    record: ContainerRecord,
+    listed: Option<ContainerInfo>,
+    guard: tokio::sync::OwnedMutexGuard<()>,
+) {
+    if listed.as_ref().is_some_and(|c| c.creating) {
+        tracing::info!(container_id = %record.id, "container start still in flight in its monitor; waiting for it");
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let id = record.id.clone();
+            if let Err(e) = finish_in_flight(&inner, record).await {
+                tracing::warn!(container_id = %id, error = %e, "reconciling a start that was in flight");
+            }
+            drop(guard);
+        });
+        return;
+    }
+    let id = record.id.clone();
+    if let Err(e) = reconcile(inner, record, listed, false).await {
+        tracing::warn!(container_id = %id, error = %e, "reconciling a container after restart");
+    }
+    drop(guard);
 }
 
 /// What the pod's monitor reports for the container; `None` if it does not know it, or there is
@@ -168,7 +197,7 @@ async fn reconcile(
             // Still in flight after the bound: the monitor kills it once the runtime is done.
             if let Some(monitor) = inner.monitors.get(&record.sandbox_id).await {
                 let id = record.id.clone();
-                let _ = tokio::task::spawn_blocking(move || monitor.forget(&id)).await;
+                let _ = tokio::task::spawn_blocking(move || monitor.forget(&id, false)).await;
             }
             let error = ContainerError::Runtime(why.to_string());
             lifecycle::start_failed(inner, &mut record, &runtime, &error).await;

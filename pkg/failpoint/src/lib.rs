@@ -51,11 +51,14 @@ pub const POINTS: &[&str] = &[
     "container/start/after-runtime",
     // StopContainer
     "container/stop/after-kill",
-    // RemoveContainer
+    // RemoveContainer (also of a pod's containers at RemovePodSandbox)
     "container/remove/after-kill",
-    "container/remove/after-runtime-delete",
-    "container/remove/after-monitor",
-    "container/remove/after-files",
+    "container/remove/after-tombstone",
+    // The cleanup of a removed container: in the background after RemoveContainer answered, or
+    // inline at RemovePodSandbox.
+    "container/cleanup/after-runtime-delete",
+    "container/cleanup/after-monitor",
+    "container/cleanup/after-files",
 ];
 
 /// What an enabled failpoint does.
@@ -179,7 +182,7 @@ mod tests {
     fn parses_every_action_and_rejects_unknown_names() {
         let table = parse(
             "sandbox/run/after-cni=exit, container/start/after-monitor=sleep(25),\
-             sandbox/stop/after-cni=error,container/remove/after-files=panic",
+             sandbox/stop/after-cni=error,container/cleanup/after-files=panic",
         )
         .expect("valid");
         assert_eq!(
@@ -191,7 +194,7 @@ mod tests {
                     Action::Sleep(Duration::from_millis(25))
                 ),
                 ("sandbox/stop/after-cni", Action::Error),
-                ("container/remove/after-files", Action::Panic),
+                ("container/cleanup/after-files", Action::Panic),
             ]
         );
         assert!(matches!(

@@ -264,9 +264,11 @@ impl Monitor {
     /// Forgets a removed container (its exit file and runtime files go too); one still being created
     /// is killed once the runtime has made it. After the last one the monitor removes its socket
     /// and pid file, answers, and exits.
-    pub fn forget(&self, container_id: &str) -> Result<(), MonitorError> {
+    /// The container was removed. The monitor exits once it knows no container, unless `stay`.
+    pub fn forget(&self, container_id: &str, stay: bool) -> Result<(), MonitorError> {
         let msg = request::Kind::Forget(proto::Forget {
             container_id: container_id.to_string(),
+            stay,
         });
         let what = format!("forgetting container {container_id}");
         self.done(container_id, msg, &what)

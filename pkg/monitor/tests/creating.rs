@@ -51,7 +51,7 @@ fn a_create_in_flight_is_listed_then_running() {
     fx.kill(&id);
     fx.wait_exit(&id);
     fx.delete(&id);
-    fx.monitor.forget(&id).unwrap();
+    fx.monitor.forget(&id, false).unwrap();
     assert_eq!(fx.wait_monitor_exit(), 0);
 }
 
@@ -75,7 +75,7 @@ fn a_container_forgotten_while_being_created_is_killed_and_the_monitor_exits() {
     );
 
     fx.monitor
-        .forget(&id)
+        .forget(&id, false)
         .expect("forgetting a create in flight");
     // No longer listed: it is as good as gone.
     assert!(fx.monitor.list().unwrap().is_empty());

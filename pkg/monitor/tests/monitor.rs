@@ -67,7 +67,7 @@ fn logs_exit_code_and_forget_of_the_last_container() {
     assert!(lines.iter().any(|l| l.content == "tail"));
 
     fx.delete(&id);
-    fx.monitor.forget(&id).unwrap();
+    fx.monitor.forget(&id, false).unwrap();
     assert_eq!(fx.wait_monitor_exit(), 0);
     for gone in [
         "monitor.sock",
@@ -130,7 +130,7 @@ fn wait_timeout_memory_and_reopen() {
     }
     for id in &ids[..4] {
         fx.delete(id);
-        fx.monitor.forget(id).unwrap();
+        fx.monitor.forget(id, false).unwrap();
     }
     assert!(
         fx.monitor.alive(),
@@ -141,7 +141,7 @@ fn wait_timeout_memory_and_reopen() {
         Err(MonitorError::UnknownContainer(_))
     ));
     fx.delete(&ids[4]);
-    fx.monitor.forget(&ids[4]).unwrap();
+    fx.monitor.forget(&ids[4], false).unwrap();
     assert_eq!(fx.wait_monitor_exit(), 0);
 }
 
@@ -182,7 +182,7 @@ fn reopen_log_after_rotation() {
         Err(MonitorError::UnknownContainer(_))
     ));
     fx.delete(&id);
-    fx.monitor.forget(&id).unwrap();
+    fx.monitor.forget(&id, false).unwrap();
     fx.wait_monitor_exit();
 }
 
@@ -205,7 +205,7 @@ fn tty_output_arrives() {
     assert!(parse_log(&fx.log(&id)).iter().all(|l| l.stream == "stdout"));
     assert!(!fx.dir.join(format!("{id}.console")).exists());
     fx.delete(&id);
-    fx.monitor.forget(&id).unwrap();
+    fx.monitor.forget(&id, false).unwrap();
     fx.wait_monitor_exit();
 }
 
@@ -256,7 +256,7 @@ fn runtime_errors_and_early_exits() {
     );
     for id in &ids {
         fx.delete(id);
-        fx.monitor.forget(id).unwrap();
+        fx.monitor.forget(id, false).unwrap();
     }
     fx.wait_monitor_exit();
 }
@@ -279,11 +279,15 @@ fn cgroup_procs_and_malformed_frames() {
     let dir = tmp.path().join("m");
     let result = Monitor::spawn(&bin, &dir, &[leaf.join("cgroup.procs")]);
     let (monitor, mut child) = result.unwrap();
-    let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", monitor.pid())).unwrap();
+    // The monitor serves at once and joins its cgroups from a thread of its own, just after.
     let rel = format!("/{}-monitor-{}", common::CGROUP_PARENT, std::process::id());
-    let joined = cgroups
-        .lines()
-        .any(|l| l.contains(":pids:") && l.ends_with(&rel));
+    let cgroups = || fs::read_to_string(format!("/proc/{}/cgroup", monitor.pid())).unwrap();
+    let joined = eventually(Duration::from_secs(5), || {
+        cgroups()
+            .lines()
+            .any(|l| l.contains(":pids:") && l.ends_with(&rel))
+    });
+    let cgroups = cgroups();
 
     // Garbage on one connection closes that connection only.
     use std::io::{Read, Write};
@@ -408,4 +412,26 @@ fn survives_its_parent() {
         "status {status:#x}"
     );
     assert!(!dir.join("monitor.sock").exists() && !dir.join("monitor.pid").exists());
+}
+
+/// Forget with `stay` (berthd has created containers still to start in the pod): the monitor
+/// stays with no container, takes the next one, and exits after a plain Forget.
+#[test]
+fn forget_with_stay_keeps_an_idle_monitor() {
+    let Some((bin, runc)) = prerequisites() else {
+        return;
+    };
+    let mut fx = Fixture::new(&bin, &runc);
+    let (first, _) = fx.create(&["true"], false);
+    assert_eq!(fx.wait_exit(&first).exit_code, 0);
+    fx.delete(&first);
+    fx.monitor.forget(&first, true).unwrap();
+    assert!(fx.monitor.alive());
+    assert!(fx.monitor.list().unwrap().is_empty());
+
+    let (second, _) = fx.create(&["sh", "-c", "exit 4"], false);
+    assert_eq!(fx.wait_exit(&second).exit_code, 4);
+    fx.delete(&second);
+    fx.monitor.forget(&second, false).unwrap();
+    assert_eq!(fx.wait_monitor_exit(), 0);
 }

@@ -42,7 +42,7 @@ impl Server {
                     Err(e) => error(e.to_string()),
                 },
             },
-            Some(request::Kind::Forget(f)) => self.forget(&f.container_id),
+            Some(request::Kind::Forget(f)) => self.forget(&f.container_id, f.stay),
             Some(request::Kind::Exec(e)) => match self.exec(conn, &e) {
                 Ok(()) => return,
                 Err(reply) => reply,
@@ -101,8 +101,8 @@ impl Server {
     }
 
     /// Drops a removed container (also one still being created). With none left (and no create in
-    /// flight) the monitor exits.
-    fn forget(&mut self, id: &str) -> response::Kind {
+    /// flight) the monitor exits, unless berthd asked it to `stay` for containers still to start.
+    fn forget(&mut self, id: &str, stay: bool) -> response::Kind {
         let reply = match self.find(id) {
             Some(i) => {
                 let container = self.containers.remove(i);
@@ -130,7 +130,9 @@ impl Server {
                 None => not_found(id),
             },
         };
-        self.quit_if_idle();
+        if !stay {
+            self.quit_if_idle();
+        }
         reply
     }
 
