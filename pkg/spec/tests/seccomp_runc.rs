@@ -288,3 +288,72 @@ fn a_missing_localhost_profile_is_an_invalid_argument() {
     // Refused before any side effect: no volume dir, nothing created in the rootfs.
     assert!(!t.join("bundle/rootfs/root").exists());
 }
+
+/// What the filter costs runc: `runc run --detach` of the same bundle (a `sleep`) with and
+/// without the built-in profile, interleaved, then `runc delete -f`; prints p50 / p90 of the run.
+/// Not run by default (timing, and about 30 s):
+/// `cargo test -p berth-spec --test seccomp_runc -- --ignored --nocapture startup_cost`
+/// (`SECCOMP_COST_RUNS` sets the number of runs of each, 40 by default).
+#[test]
+#[ignore]
+fn startup_cost_of_the_runtime_default_profile() {
+    if !common::runnable() {
+        return;
+    }
+    let runs: usize = std::env::var("SECCOMP_COST_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(40);
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let variants = [
+        ("unconfined", SeccompProfile::Unconfined),
+        ("runtime-default", SeccompProfile::RuntimeDefault),
+    ];
+    let mut bundles = Vec::new();
+    for (name, profile) in &variants {
+        let dir = t.join(name);
+        rootfs(&dir.join("bundle/rootfs"), true);
+        let id = format!("berth-seccomp-cost-{name}-{}", std::process::id());
+        let mut c = config("true", profile.clone(), &[]);
+        c.args = vec!["sleep 1000".into()];
+        let mut spec = build_in(&dir, &id, &c).unwrap();
+        isolate(&mut spec);
+        write_bundle_config(&dir.join("bundle"), &spec).unwrap();
+        bundles.push((name, id, dir));
+    }
+    let runc = |dir: &Path, args: &[&str]| {
+        let status = Command::new("runc")
+            .arg("--root")
+            .arg(t.join("runc"))
+            .args(args)
+            .current_dir(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("running runc");
+        assert!(status.success(), "runc {args:?}: {status:?}");
+    };
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); bundles.len()];
+    for _ in 0..runs {
+        for (i, (_, id, dir)) in bundles.iter().enumerate() {
+            let start = std::time::Instant::now();
+            runc(dir, &["run", "--detach", "--bundle", "bundle", id]);
+            times[i].push(start.elapsed().as_secs_f64() * 1e3);
+            runc(dir, &["delete", "-f", id]);
+        }
+    }
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
+    let base = pct(&mut times[0].clone(), 0.5);
+    for ((name, _, _), v) in bundles.iter().zip(&mut times) {
+        let (p50, p90) = (pct(v, 0.5), pct(v, 0.9));
+        println!(
+            "{name:16} runc run --detach: p50 {p50:6.1} ms  p90 {p90:6.1} ms  p50 - unconfined {:+5.1} ms",
+            p50 - base
+        );
+    }
+}

@@ -40,6 +40,10 @@ pub(crate) struct Host {
     pub go_arch: &'static str,
     /// None when uname's release could not be parsed: then no `minKernel` condition holds.
     pub kernel: Option<KernelVersion>,
+    /// Whether the kernel runs x32 syscalls (x86_64 kernels built with `CONFIG_X86_X32_ABI` and
+    /// not booted with it disabled). False only when a probe showed it doesn't; then no process
+    /// can make an x32 syscall do anything, and the built-in filter leaves `SCMP_ARCH_X32` out.
+    pub x32: bool,
 }
 
 /// The running machine, computed on first use.
@@ -51,6 +55,7 @@ pub(crate) fn current() -> &'static Host {
             arch,
             go_arch,
             kernel: kernel_release().as_deref().and_then(KernelVersion::parse),
+            x32: x32_runs(),
         }
     })
 }
@@ -83,6 +88,33 @@ fn native_arch() -> (Option<Arch>, &'static str) {
     } else {
         (None, std::env::consts::ARCH)
     }
+}
+
+/// Whether an x32 syscall reaches the kernel's x32 table: `getpid` with the x32 bit
+/// (`__X32_SYSCALL_BIT`, 0x40000000) returns our pid when it does, and fails with ENOSYS when the
+/// kernel has no x32 ABI. True (what the filter assumed before the probe existed) wherever the
+/// answer isn't certain: another architecture (no x32 there, but no `SCMP_ARCH_X32` either), an
+/// unexpected answer, or this thread already running under a seccomp filter, which might kill it
+/// for an x32 syscall (libseccomp's action for an architecture it wasn't given).
+fn x32_runs() -> bool {
+    if !cfg!(target_arch = "x86_64") || !unconfined() {
+        return true;
+    }
+    const X32_SYSCALL_BIT: libc::c_long = 0x4000_0000;
+    // SAFETY: getpid takes no argument and changes nothing; with the x32 bit it is either x32's
+    // getpid or an unknown syscall, and this thread has no seccomp filter to act on it.
+    let ret = unsafe { libc::syscall(X32_SYSCALL_BIT | libc::SYS_getpid) };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    !(ret == -1 && errno == Some(libc::ENOSYS))
+}
+
+/// Whether this thread runs without any seccomp filter (`Seccomp: 0` in its status).
+fn unconfined() -> bool {
+    std::fs::read_to_string("/proc/thread-self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .any(|l| l.strip_prefix("Seccomp:").is_some_and(|m| m.trim() == "0"))
+    })
 }
 
 /// uname(2)'s release, e.g. `6.1.0-18-amd64`.
@@ -123,6 +155,42 @@ mod tests {
         if cfg!(target_arch = "x86_64") {
             assert_eq!(host.arch, Some(Arch::ScmpArchX86_64));
             assert_eq!(host.go_arch, "amd64");
+        } else {
+            // Nothing to probe: X32 is only ever a sub-architecture of x86_64.
+            assert!(host.x32);
+        }
+    }
+
+    /// The probe agrees with the kernel's configuration where that is readable (it isn't on
+    /// every machine: /proc/config.gz needs CONFIG_IKCONFIG_PROC, /boot may be absent).
+    #[test]
+    fn the_x32_probe_agrees_with_the_kernel_config() {
+        if !cfg!(target_arch = "x86_64") || !unconfined() {
+            return;
+        }
+        let release = kernel_release().unwrap();
+        let config = std::fs::read_to_string(format!("/boot/config-{release}"))
+            .ok()
+            .or_else(|| {
+                let out = std::process::Command::new("zcat")
+                    .arg("/proc/config.gz")
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            });
+        let Some(config) = config else {
+            eprintln!("no kernel config to compare with");
+            return;
+        };
+        if !config.lines().any(|l| l == "CONFIG_X86_X32_ABI=y") {
+            assert!(!x32_runs(), "the kernel has no x32 ABI");
+        } else if !std::fs::read_to_string("/proc/cmdline")
+            .unwrap()
+            .contains("x32")
+        {
+            assert!(x32_runs(), "the kernel has the x32 ABI");
         }
     }
 }

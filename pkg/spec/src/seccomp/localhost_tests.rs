@@ -64,7 +64,13 @@ fn localhost_docker_format() {
             ]}"#,
     );
     let p = localhost(&f);
-    let s = render::render(&load(f.path()).unwrap(), &default_caps(), &amd64()).unwrap();
+    let s = render::render(
+        &load(f.path()).unwrap(),
+        &default_caps(),
+        &amd64(),
+        render::Shape::AsWritten,
+    )
+    .unwrap();
     assert_eq!(
         s.architectures().as_deref(),
         Some(&[Arch::ScmpArchX86_64, Arch::ScmpArchX86][..])
@@ -82,10 +88,22 @@ fn localhost_docker_format() {
     );
     let mut no_chown = default_caps();
     no_chown.remove(&Capability::Chown);
-    let s = render::render(&load(f.path()).unwrap(), &no_chown, &amd64()).unwrap();
+    let s = render::render(
+        &load(f.path()).unwrap(),
+        &no_chown,
+        &amd64(),
+        render::Shape::AsWritten,
+    )
+    .unwrap();
     assert!(allowed(&s, "chmod"));
     let arm = host(Some(Arch::ScmpArchAarch64), "arm64", (6, 1));
-    let s = render::render(&load(f.path()).unwrap(), &no_chown, &arm).unwrap();
+    let s = render::render(
+        &load(f.path()).unwrap(),
+        &no_chown,
+        &arm,
+        render::Shape::AsWritten,
+    )
+    .unwrap();
     assert_eq!(
         s.architectures().as_deref(),
         Some(&[Arch::ScmpArchAarch64][..])

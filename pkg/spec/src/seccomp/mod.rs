@@ -15,8 +15,11 @@
 //!
 //! Docker's conditions (`includes` / `excludes` on capabilities, architectures and `minKernel`)
 //! are evaluated here for the container, so runc gets a plain OCI filter. The built-in profile is
-//! parsed once per process; per container only the conditions are evaluated.
+//! parsed once per process; per container only the conditions are evaluated. It is also rendered
+//! in the form runc compiles fastest, with the same decisions (`SCMP_ARCH_X32` left out on kernels
+//! without x32, argument rules compacted): README.md, "What the filter costs".
 
+mod compact;
 mod host;
 mod profile;
 mod render;
@@ -30,6 +33,7 @@ use oci_spec::runtime::{Capabilities, LinuxSeccomp};
 
 use crate::{SeccompProfile, SpecError};
 use profile::Profile;
+use render::Shape;
 
 /// Larger profile files are refused: a real profile is a few tens of KiB, and the file is read
 /// for every container that names it.
@@ -50,11 +54,11 @@ pub(crate) fn linux_seccomp(
     match profile {
         SeccompProfile::Unconfined => Ok(None),
         SeccompProfile::RuntimeDefault => {
-            render::render(default_profile()?, bounding_caps, host).map(Some)
+            render::render(default_profile()?, bounding_caps, host, Shape::Fast).map(Some)
         }
         SeccompProfile::Localhost(path) => {
             let profile = load(Path::new(path))?;
-            render::render(&profile, bounding_caps, host).map(Some)
+            render::render(&profile, bounding_caps, host, Shape::AsWritten).map(Some)
         }
     }
 }

@@ -10,14 +10,29 @@ use oci_spec::runtime::{
     LinuxSyscallBuilder,
 };
 
+use super::compact;
 use super::host::Host;
 use super::profile::{Arches, Filter, Profile, Rule};
 use crate::SpecError;
+
+/// How far [`render`] may reshape the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// A Localhost profile: its rules and architectures as the file has them (after Docker's
+    /// conditions and the merge of identical rules).
+    AsWritten,
+    /// The built-in profile: the same decision for every syscall and argument on every ABI the
+    /// kernel runs, in the form runc compiles fastest. `SCMP_ARCH_X32` is left out when the
+    /// kernel has no x32 ABI ([`Host::x32`]), and argument rules are compacted
+    /// ([`compact::compact`]). See README.md, "What the filter costs".
+    Fast,
+}
 
 pub(crate) fn render(
     profile: &Profile,
     bounding_caps: &Capabilities,
     host: &Host,
+    shape: Shape,
 ) -> Result<LinuxSeccomp, SpecError> {
     // Merged rules in the order of their first appearance, so the output follows the profile.
     let mut groups: Vec<Group> = Vec::new();
@@ -62,6 +77,9 @@ pub(crate) fn render(
         }
         syscalls.push(b.build()?);
     }
+    if shape == Shape::Fast {
+        syscalls = compact::compact(syscalls);
+    }
 
     let mut b = LinuxSeccompBuilder::default()
         .default_action(profile.default_action)
@@ -69,7 +87,13 @@ pub(crate) fn render(
     if let Some(errno) = profile.default_errno_ret {
         b = b.default_errno_ret(errno);
     }
-    if let Some(arches) = architectures(&profile.arches, host) {
+    if let Some(mut arches) = architectures(&profile.arches, host) {
+        if shape == Shape::Fast && !host.x32 {
+            // No process can run x32 code on this kernel: libseccomp then kills an x32 syscall
+            // as one of an architecture it wasn't given, where the kernel would have failed it
+            // with ENOSYS; every other syscall is decided as before.
+            arches.retain(|a| *a != Arch::ScmpArchX32);
+        }
         b = b.architectures(arches);
     }
     if !profile.flags.is_empty() {
