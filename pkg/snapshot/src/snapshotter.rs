@@ -25,8 +25,9 @@ const LOCK_FILE: &str = "lock";
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Options {
-    /// Flush each unpacked layer to disk (one `syncfs` of the filesystem, plus fsyncs of the
-    /// metadata and the directory rename) before it becomes visible, so a crash can never
+    /// Flush each unpacked layer to disk (a `syncfs` of the filesystem, shared by the layers
+    /// written before it, plus fsyncs of the metadata and the directory rename) before it becomes
+    /// visible, so a crash can never
     /// leave a committed snapshot with missing content. On by default; tests and throwaway
     /// roots can turn it off.
     pub sync: bool,
@@ -88,8 +89,43 @@ struct Inner {
     /// One lock per chain ID being applied, so concurrent `apply_layer` calls for the same
     /// layer extract it once.
     inflight: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Which `syncfs` calls have covered which unpacks; see [`SyncClock`].
+    sync_clock: SyncClock,
     /// Held (flock) for the snapshotter's lifetime.
     _lock: File,
+}
+
+/// `syncfs` flushes the whole filesystem, so one call covers every layer whose files were
+/// written before it began. Layers are flushed at commit, after the puller has let go of its
+/// download slot (a flush in the unpack held the slots of all layers in flight while the disk
+/// caught up, and no download ran meanwhile), and a commit skips the flush when a `syncfs`
+/// that began after its layer's writes has already finished: an image's layers, committed in
+/// order, mostly share one.
+#[derive(Default)]
+struct SyncClock {
+    /// Bumped as each `syncfs` begins: its epoch.
+    started: AtomicU64,
+    /// The newest epoch whose `syncfs` has finished.
+    covered: AtomicU64,
+}
+
+impl SyncClock {
+    /// The epoch an unpack's writes are newer than: read once they are done.
+    fn now(&self) -> u64 {
+        self.started.load(Ordering::SeqCst)
+    }
+
+    /// Flushes the filesystem of `dir` unless a flush that began after `written_at` finished.
+    fn flush(&self, dir: &Path, written_at: u64) -> Result<(), SnapshotError> {
+        if self.covered.load(Ordering::SeqCst) > written_at {
+            return Ok(());
+        }
+        let epoch = self.started.fetch_add(1, Ordering::SeqCst) + 1;
+        let fd = File::open(dir).map_err(|e| SnapshotError::io("open", dir, e))?;
+        sys::syncfs(fd.as_fd()).map_err(|e| SnapshotError::io("syncfs", dir, e))?;
+        self.covered.fetch_max(epoch, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 /// A layer extracted and verified in a temp dir, not yet visible. Dropping it discards it.
@@ -104,6 +140,8 @@ pub struct UnpackedLayer {
     id: u64,
     diff_id: String,
     size: u64,
+    /// [`SyncClock::now`] once its files were written.
+    written_at: u64,
 }
 
 impl Drop for UnpackedLayer {
@@ -211,6 +249,7 @@ impl Snapshotter {
                 index: RwLock::new(loaded.index),
                 next_id: AtomicU64::new(loaded.max_id + 1),
                 inflight: Mutex::new(HashMap::new()),
+                sync_clock: SyncClock::default(),
                 _lock: lock,
             }),
         })
@@ -352,6 +391,7 @@ impl Snapshotter {
             id,
             diff_id: expected_diff_id.to_string(),
             size: 0,
+            written_at: 0,
         };
         let diff = dir.join(DIFF_DIR);
         mkdir(&diff, 0o755)?;
@@ -363,10 +403,8 @@ impl Snapshotter {
                 actual: unpacked.digest,
             });
         }
-        if self.inner.options.sync {
-            let fd = File::open(&diff).map_err(|e| SnapshotError::io("open", &diff, e))?;
-            sys::syncfs(fd.as_fd()).map_err(|e| SnapshotError::io("syncfs", &diff, e))?;
-        }
+        // Flushed at commit (see `SyncClock`).
+        layer.written_at = self.inner.sync_clock.now();
         tracing::debug!(
             diff_id = expected_diff_id,
             entries = unpacked.entries,
@@ -507,6 +545,11 @@ impl UnpackedLayer {
         let dir = self.dir.clone();
         let snapshotter = self.snapshotter.clone();
         let inner = &snapshotter.inner;
+        // Its content reaches the disk before it can become visible: a crash never leaves a
+        // committed snapshot with missing files.
+        if inner.options.sync {
+            inner.sync_clock.flush(&dir, self.written_at)?;
+        }
         let meta = Meta::new(chain_id, parent, &self.diff_id, self.size);
         meta.write(&dir, inner.options.sync)?;
 
@@ -541,4 +584,26 @@ impl UnpackedLayer {
 /// for CRI's writable-layer stats.
 pub fn upper_dir(rw_dir: &Path) -> std::path::PathBuf {
     rw_dir.join("upper")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_flush_covers_the_layers_written_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = SyncClock::default();
+        let (a, b) = (clock.now(), clock.now());
+        clock.flush(dir.path(), a).unwrap();
+        assert_eq!(clock.started.load(Ordering::SeqCst), 1);
+        // Written before that flush began: covered, no second syncfs.
+        clock.flush(dir.path(), b).unwrap();
+        assert_eq!(clock.started.load(Ordering::SeqCst), 1);
+        // Written after it: flushed again.
+        let c = clock.now();
+        clock.flush(dir.path(), c).unwrap();
+        assert_eq!(clock.started.load(Ordering::SeqCst), 2);
+        assert_eq!(clock.covered.load(Ordering::SeqCst), 2);
+    }
 }
