@@ -81,7 +81,10 @@ fn lock_path(socket: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Locks `path` exclusively without waiting and records our pid in it.
+/// How long the lock of a berthd that is no longer running may stay held (see [`lock`]).
+const DEAD_HOLDER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Locks `path` exclusively and records our pid in it. Held by a live berthd: refused at once.
 fn lock(path: &Path) -> anyhow::Result<File> {
     let mut file = OpenOptions::new()
         .read(true)
@@ -91,14 +94,32 @@ fn lock(path: &Path) -> anyhow::Result<File> {
         .mode(0o600)
         .open(path)
         .with_context(|| format!("opening lock file {}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
+    let deadline = std::time::Instant::now() + DEAD_HOLDER_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            break;
+        }
         let err = std::io::Error::last_os_error();
-        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
-            let holder = holder.trim();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err).with_context(|| format!("locking {}", path.display()));
+        }
+        let mut holder = String::new();
+        file.rewind()?;
+        let _ = file.read_to_string(&mut holder);
+        let holder = holder.trim();
+        // A berthd killed while it was starting a process leaves the lock with that child
+        // until it execs (the descriptor is close-on-exec); on a loaded machine that can take a
+        // moment. The lock of a berthd that is gone is waited for briefly, a live one's never.
+        let gone = holder
+            .parse::<i32>()
+            .is_ok_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if gone && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            continue;
+        }
+        {
             let who = if holder.is_empty() {
                 "another berthd".to_string()
             } else {
@@ -109,7 +130,6 @@ fn lock(path: &Path) -> anyhow::Result<File> {
                 path.display()
             );
         }
-        return Err(err).with_context(|| format!("locking {}", path.display()));
     }
     file.set_len(0)?;
     file.rewind()?;
