@@ -54,8 +54,9 @@ declare -A PUSH_REF=(
     [whiteout]=whiteout:latest
     [zstd]=zstd:latest
     [big]=big:latest
+    [big10]=big10:latest
 )
-PUSH_ORDER=(busybox config httpd pause whiteout zstd big)
+PUSH_ORDER=(busybox config httpd pause whiteout zstd big big10)
 
 MT_MANIFEST=application/vnd.oci.image.manifest.v1+json
 MT_INDEX=application/vnd.oci.image.index.v1+json
@@ -328,6 +329,20 @@ build_all() {
         rm -rf "$WORK/big$i"
         add_layer big big "$WORK/big$i.tar" "add /big/chunk-$i.bin (65 MiB)"
         rm -f "$WORK/big$i.tar"
+    done
+
+    # The cold-pull benchmark's many-layer image (hack/bench pull-cold --image ...big10): no
+    # busybox base, every layer the same size, so that per-layer costs and download
+    # concurrency show.
+    log "big10 (10 x 20 MiB incompressible layers)"
+    umoci tag --image "$L:scratch" big10
+    for i in $(seq 1 10); do
+        mkdir -p "$WORK/big10-$i/big10"
+        random_file "$WORK/big10-$i/big10/chunk-$i.bin" $((20 * 1024 * 1024)) "10-$i"
+        make_tar "$WORK/big10-$i" "$WORK/big10-$i.tar"
+        rm -rf "$WORK/big10-$i"
+        add_layer big10 big10 "$WORK/big10-$i.tar" "add /big10/chunk-$i.bin (20 MiB)"
+        rm -f "$WORK/big10-$i.tar"
     done
 
     # Drop helper tags and the superseded config/manifest blobs.

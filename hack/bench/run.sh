@@ -7,10 +7,19 @@
 #   BERTH_BENCH_ITERATIONS=5000 hack/bench/run.sh list
 #   hack/bench/run.sh pull-cold:10:1 pull-warm:500 image-queries   # NAME[:ITERATIONS[:WARMUP]]
 #   hack/bench/run.sh images             # the image set: pull-cold:10:1 pull-warm:500:20 image-queries:2000:100
+#   hack/bench/run.sh pull-big10         # pull-cold:5:1 of berth-test/big10 (10 x 20 MiB layers) beside the
+#                                        # curl floor (BERTH_BENCH_IMAGE, if set, wins)
 #   hack/bench/run.sh containers         # container:100:10 pod-container:50:5 pod-memory:1:0 (~2 min)
 #   hack/bench/run.sh streaming          # exec-sync:300:30 exec-session:300:30 port-forward-throughput:9:1
 #   hack/bench/run.sh stats              # ListContainerStats at 10, 100, 300 running containers, 200 (+20)
 #                                        # calls at each; ContainerStats, ListPodSandboxStats at 100 (~6 min)
+#   hack/bench/run.sh floor              # container-floor:100:10 container-later:100:10
+#                                        # container-stop-timeout:10:1: StartContainer vs a bare
+#                                        # `runc run --detach` of the same bundle, for a pod's first and a
+#                                        # later container; stop of a container ignoring SIGTERM (timeout 2 s)
+#   hack/bench/run.sh parallel           # cycles-par4:100:8 cycles-par16:160:16 pod-container-burst:3:1:
+#                                        # pod+container cycles 4 and 16 at a time (cycles/s), and
+#                                        # BERTH_BENCH_BURST_PODS (100) pods with a container started at once
 #
 # Image workloads pull from the local test registry (hack/registry.sh start,
 # hack/test-images.sh); image-queries also needs hack/bench/many-images.sh,
@@ -43,6 +52,8 @@
 #                              stats:ITERATIONS:WARMUP argument overrides them)
 #   BERTH_BENCH_STATS_SIZES    stats: running-container counts, grown in order (default 10,100,300)
 #   BERTH_BENCH_STATS_POD_CONTAINERS  stats: containers per pod (default 10)
+#   BERTH_BENCH_BURST_PODS     pod-container-burst: pods started at once (default 100)
+#   BERTH_BENCH_IMAGE          pull-cold / pull-warm: the image (default berth-bench's, berth-test/big)
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -64,13 +75,21 @@ STATS_ITER=${BERTH_BENCH_STATS_ITERATIONS:-200}
 STATS_WARMUP=${BERTH_BENCH_STATS_WARMUP:-20}
 STATS_SIZES=${BERTH_BENCH_STATS_SIZES:-10,100,300}
 STATS_POD_CONTAINERS=${BERTH_BENCH_STATS_POD_CONTAINERS:-10}
+BURST_PODS=${BERTH_BENCH_BURST_PODS:-100}
+PULL_IMAGE=${BERTH_BENCH_IMAGE:-}
 
 WORKLOADS=()
 for w in "$@"; do
   case $w in
   images) WORKLOADS+=(pull-cold:10:1 pull-warm:500:20 image-queries:2000:100) ;;
+  pull-big10)
+    WORKLOADS+=(pull-cold:5:1)
+    PULL_IMAGE=${BERTH_BENCH_IMAGE:-127.0.0.1:5000/berth-test/big10:latest}
+    ;;
   containers) WORKLOADS+=(container:100:10 pod-container:50:5 pod-memory:1:0) ;;
   streaming) WORKLOADS+=(exec-sync:300:30 exec-session:300:30 port-forward-throughput:9:1) ;;
+  floor) WORKLOADS+=(container-floor:100:10 container-later:100:10 container-stop-timeout:10:1) ;;
+  parallel) WORKLOADS+=(cycles-par4:100:8 cycles-par16:160:16 pod-container-burst:3:1) ;;
   *) WORKLOADS+=("$w") ;;
   esac
 done
@@ -84,6 +103,11 @@ default_iterations() { # NAME -> "ITER WARMUP", or nothing
   pod-memory) echo "1 0" ;;
   exec-sync | exec-session) echo "300 30" ;;
   port-forward-throughput) echo "9 1" ;;
+  container-floor | container-later) echo "100 10" ;;
+  container-stop-timeout) echo "10 1" ;;
+  cycles-par4) echo "100 8" ;;
+  cycles-par16) echo "160 16" ;;
+  pod-container-burst) echo "3 1" ;;
   stats) echo "$STATS_ITER $STATS_WARMUP" ;; # per population size
   esac
 }
@@ -161,10 +185,25 @@ stop_berthd() {
   rm -f "$BERTH_PIDFILE"
 }
 
+# The bare runc containers of container-floor / container-later that an interrupted run left:
+# a private runc root beside berthd's state dir (berth-bench deletes them itself otherwise).
+delete_floor_containers() {
+  local root c
+  for root in "$BERTH_DIR"/berth-bench-floor-*/runc; do
+    [[ -d $root ]] || continue
+    for c in "$root"/*; do
+      [[ -d $c ]] && { runc --root "$root" delete --force "${c##*/}" >/dev/null 2>&1 || log "warning: could not delete floor container ${c##*/}"; }
+    done
+    rm -rf "${root%/runc}"
+  done
+  return 0
+}
+
 # shellcheck disable=SC2317  # invoked from the EXIT trap
 cleanup() {
   local rc=$?
   set +e
+  delete_floor_containers
   stop_berthd
   "$HERE/containerd.sh" stop >/dev/null 2>&1
   BERTH_BENCH_CONTAINERD_DIR=$STARTUP_DIR/containerd "$HERE/containerd.sh" stop >/dev/null 2>&1
@@ -277,6 +316,7 @@ fi
 status=0
 
 if has_runtime berth; then
+  delete_floor_containers
   stop_berthd
   umount_under "$BERTH_DIR"
   rm -rf "$BERTH_DIR/root" "$BERTH_DIR/state"
@@ -314,6 +354,7 @@ for w in "${WORKLOADS[@]}"; do
     "$BENCH_BIN" "${args[@]}" -n "$W_ITER" --warmup "$W_WARMUP" -c "$CONC" \
       --memory-pods "${BERTH_BENCH_MEMORY_PODS:-10}" \
       --stats-sizes "$STATS_SIZES" --stats-pod-containers "$STATS_POD_CONTAINERS" \
+      --burst-pods "$BURST_PODS" ${PULL_IMAGE:+--image "$PULL_IMAGE"} \
       --json-file "$OUT/$r-$W_NAME.json" "$W_NAME" >>"$OUT/$r.txt" || status=$?
   done
 done

@@ -167,6 +167,9 @@ struct RunArgs {
     /// stats: containers per pod.
     #[arg(long, default_value_t = WorkloadOpts::default().stats_pod_containers)]
     stats_pod_containers: usize,
+    /// pod-container-burst: pods (one container each) started at once.
+    #[arg(long, default_value_t = WorkloadOpts::default().burst_pods, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    burst_pods: usize,
 }
 
 #[derive(Args, Debug)]
@@ -320,6 +323,7 @@ async fn cmd_run(a: RunArgs) -> Result<bool> {
         forward_bytes: a.forward_bytes,
         stats_sizes: a.stats_sizes.clone(),
         stats_pod_containers: a.stats_pod_containers,
+        burst_pods: a.burst_pods,
         label: label.clone(),
     };
     let mut results = Vec::new();

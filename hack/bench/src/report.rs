@@ -82,6 +82,9 @@ pub struct WorkloadResult {
     /// Cost per item of the operations measured with N items present (`stats`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scaling: Vec<ScalingRow>,
+    /// Units completed per second of the measured phase (`cycles-par4`, `cycles-par16`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateRow>,
     /// Why a stage could not be prepared (the later stages were not measured), if so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage_error: Option<String>,
@@ -402,6 +405,10 @@ pub fn render_bench(r: &BenchReport) -> String {
             out.push('\n');
             out.push_str(&scaling::render_one(&w.scaling));
         }
+        if let Some(rate) = &w.rate {
+            out.push('\n');
+            out.push_str(&rate::render_one(std::slice::from_ref(rate)));
+        }
         if !w.memory.is_empty() {
             let rows: Vec<Vec<String>> = w
                 .memory
@@ -499,8 +506,10 @@ pub fn render_startup(r: &StartupReport) -> String {
 }
 
 mod compare;
+mod rate;
 mod scaling;
 pub use compare::render_compare;
+pub use rate::RateRow;
 pub use scaling::ScalingRow;
 
 #[cfg(test)]

@@ -161,6 +161,11 @@ pub fn render_compare(
         out.push('\n');
         out.push_str(&throughput);
     }
+    let rate = super::rate::render_compare(left, right);
+    if !rate.is_empty() {
+        out.push('\n');
+        out.push_str(&rate);
+    }
     let scaling = super::scaling::render_compare(left, right);
     if !scaling.is_empty() {
         out.push('\n');

@@ -1,6 +1,7 @@
 //! Tests of the report types and their rendering.
 
 use super::compare::render_throughput;
+use super::rate::fmt_rate;
 use super::*;
 
 fn op(name: &str, p50: f64, count: usize, unsup: u64) -> OpResult {
@@ -41,6 +42,7 @@ fn report(label: &str, ops: Vec<OpResult>) -> BenchReport {
             memory: vec![],
             throughput: vec![],
             scaling: vec![],
+            rate: None,
             stage_error: None,
             teardown_error: None,
         }],
@@ -169,4 +171,93 @@ fn json_roundtrip() {
     assert!(j.contains("\"p50_us\":12.5"));
     let back: BenchReport = serde_json::from_str(&j).unwrap();
     assert_eq!(back.workloads[0].ops[0].summary.p50_us, 12.5);
+}
+
+#[test]
+fn rate_rows_and_compare() {
+    let s = Summary {
+        count: 40,
+        p50_us: 200_000.0,
+        p99_us: 400_000.0,
+        ..Default::default()
+    };
+    let r = RateRow::from_summary("cycles-par4", "cycle", "cycles", 4, 8.0, &s).unwrap();
+    assert_eq!(r.name, "cycles-par4/cycle");
+    assert_eq!((r.count, r.per_sec, r.concurrency), (40, 5.0, 4));
+    // No samples or no measured wall time: no row.
+    assert!(RateRow::from_summary("w", "c", "cycles", 4, 8.0, &Summary::default()).is_none());
+    assert!(RateRow::from_summary("w", "c", "cycles", 4, 0.0, &s).is_none());
+    assert_eq!(fmt_rate(123.4), "123/s");
+    assert_eq!(fmt_rate(5.0), "5.0/s");
+    assert_eq!(fmt_rate(0.5), "0.50/s");
+
+    let mut left = report("berth", vec![op("cycle", 200_000.0, 40, 0)]);
+    left.workloads[0].name = "cycles-par4".into();
+    left.workloads[0].rate = Some(r.clone());
+    // The per-runtime text report has the rate table.
+    let one = render_bench(&left);
+    assert!(one.contains("rate (cycles/s)"), "{one}");
+    assert!(
+        one.contains("cycles-par4/cycle (4 at a time)") && one.contains("5.0/s"),
+        "{one}"
+    );
+
+    let mut right = report("containerd", vec![op("cycle", 800_000.0, 20, 0)]);
+    right.workloads[0].name = "cycles-par4".into();
+    right.workloads[0].rate = Some(RateRow {
+        count: 20,
+        per_sec: 2.0,
+        p50_us: 800_000.0,
+        p99_us: 1_600_000.0,
+        ..r
+    });
+    let out = render_compare(&left, &right, None, None);
+    assert!(out.contains("rate (cycles/s)"), "{out}");
+    assert!(
+        out.contains("cycles-par4/cycle (4 at a time) x40/20"),
+        "{out}"
+    );
+    // cycles per second: 5.0 vs 2.0; p99 400 ms vs 1.6 s.
+    assert!(
+        out.contains("5.0/s") && out.contains("2.0/s") && out.contains("2.50x"),
+        "{out}"
+    );
+    assert!(out.contains("0.25x"), "{out}");
+    assert!(
+        out.contains("above 1.00x means berth completes more"),
+        "{out}"
+    );
+    // One side without a rate row (e.g. its cycles all failed).
+    right.workloads[0].rate = None;
+    let out = render_compare(&left, &right, None, None);
+    assert!(out.contains("x40/0") && out.contains("n/a"), "{out}");
+    // Neither side: no rate table.
+    let plain = render_compare(
+        &report("a", vec![op("Version", 1.0, 1, 0)]),
+        &report("b", vec![op("Version", 1.0, 1, 0)]),
+        None,
+        None,
+    );
+    assert!(!plain.contains("rate ("), "{plain}");
+}
+
+#[test]
+fn rate_survives_json_and_old_reports_parse() {
+    let mut r = report("x", vec![op("cycle", 10.0, 4, 0)]);
+    let s = Summary {
+        count: 4,
+        ..Default::default()
+    };
+    r.workloads[0].rate = RateRow::from_summary("x", "cycle", "cycles", 16, 2.0, &s);
+    let j = serde_json::to_string(&r).unwrap();
+    let back: BenchReport = serde_json::from_str(&j).unwrap();
+    assert_eq!(
+        back.workloads[0].rate.as_ref().map(|r| r.per_sec),
+        Some(2.0)
+    );
+    // Reports written before the rate field existed still parse.
+    let old = serde_json::to_string(&report("y", vec![])).unwrap();
+    assert!(!old.contains("\"rate\""), "{old}");
+    let back: BenchReport = serde_json::from_str(&old).unwrap();
+    assert!(back.workloads[0].rate.is_none());
 }

@@ -33,7 +33,7 @@ use crate::client::Clients;
 pub const SCRIPT: &str = "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done";
 
 /// How long an iteration waits for a started container's shell to have installed its trap.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long `pod-container` polls ContainerStatus for RUNNING.
 const RUNNING_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,7 +78,7 @@ pub(super) fn container_config(run_id: &str, image: &str, name: &str) -> cri::Co
 }
 
 /// The shell's `$0`: unique on the machine for this run and container.
-fn marker(run_id: &str, name: &str) -> String {
+pub(super) fn marker(run_id: &str, name: &str) -> String {
     format!("berth-bench-{run_id}-{name}")
 }
 
@@ -148,7 +148,7 @@ fn has_child(proc_root: &Path, pid: u32) -> bool {
 /// Wait until the container's shell (found by its `$0`) has forked its first `sleep`: it runs
 /// `trap` before that, so from then on SIGTERM makes it exit. Needs the bench to run on the
 /// runtime's machine, in a PID namespace that sees the containers (the host's).
-async fn wait_trap_installed(marker: &str, timeout: Duration) -> Result<()> {
+pub(super) async fn wait_trap_installed(marker: &str, timeout: Duration) -> Result<()> {
     let proc_root = Path::new("/proc");
     let deadline = Instant::now() + timeout;
     let mut pid = None;
@@ -175,7 +175,7 @@ async fn wait_trap_installed(marker: &str, timeout: Duration) -> Result<()> {
 }
 
 /// Untimed: stop (SIGKILL) and remove a container; errors are left to teardown.
-async fn discard_container(clients: &mut Clients, id: &str) {
+pub(super) async fn discard_container(clients: &mut Clients, id: &str) {
     let _ = clients
         .runtime
         .stop_container(cri::StopContainerRequest {
@@ -216,10 +216,10 @@ impl ContainerLifecycle {
     }
 }
 
-const CREATE: &str = "CreateContainer";
-const START: &str = "StartContainer";
-const STOP: &str = "StopContainer";
-const REMOVE: &str = "RemoveContainer";
+pub(super) const CREATE: &str = "CreateContainer";
+pub(super) const START: &str = "StartContainer";
+pub(super) const STOP: &str = "StopContainer";
+pub(super) const REMOVE: &str = "RemoveContainer";
 
 impl Workload for ContainerLifecycle {
     fn name(&self) -> &'static str {
@@ -348,10 +348,10 @@ impl PodContainer {
 
 const POD_CONTAINER: &str = "pod+container";
 const TEARDOWN: &str = "teardown";
-const RUNP: &str = "RunPodSandbox";
-const STATUS: &str = "ContainerStatus";
-const STOPP: &str = "StopPodSandbox";
-const REMOVEP: &str = "RemovePodSandbox";
+pub(super) const RUNP: &str = "RunPodSandbox";
+pub(super) const STATUS: &str = "ContainerStatus";
+pub(super) const STOPP: &str = "StopPodSandbox";
+pub(super) const REMOVEP: &str = "RemovePodSandbox";
 
 /// Create and start one container in a pod, then poll ContainerStatus until RUNNING; each call
 /// recorded under its own name. `Err(msg)` when something failed (already recorded, except a

@@ -28,14 +28,18 @@ pub mod runner;
 
 mod container_stats;
 mod containers;
+mod cycles;
+mod floor;
 mod images;
 mod list;
 mod memory;
 mod pod_cgroups;
 mod pods;
 mod spdystream;
+mod start_floor;
 mod stats_population;
 mod status;
+mod stop_timeout;
 mod streaming;
 mod version;
 
@@ -79,6 +83,8 @@ pub struct WorkloadOpts {
     pub stats_sizes: Vec<usize>,
     /// `stats`: containers per pod.
     pub stats_pod_containers: usize,
+    /// `pod-container-burst`: pods (one container each) started at once.
+    pub burst_pods: usize,
     /// Name of the runtime in progress messages (the report label).
     pub label: String,
 }
@@ -101,6 +107,7 @@ impl Default for WorkloadOpts {
             forward_bytes: 100_000_000,
             stats_sizes: vec![10, 100, 300],
             stats_pod_containers: 10,
+            burst_pods: 100,
             label: "runtime".into(),
         }
     }
@@ -170,6 +177,24 @@ pub trait Workload: Send + Sync + 'static {
     fn scaling(&self) -> Vec<ScalingOp> {
         Vec::new()
     }
+
+    /// How many iterations run at a time, overriding `--concurrency` (e.g. `cycles-par4`).
+    fn concurrency(&self) -> Option<usize> {
+        None
+    }
+
+    /// An operation whose successful samples are the units of the rate table: units per second of
+    /// the measured phase's wall clock (e.g. pod+container cycles per second).
+    fn rate(&self) -> Option<RateOp> {
+        None
+    }
+}
+
+/// The operation counted by the rate table and what one of its samples is, plural (`cycles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateOp {
+    pub op: &'static str,
+    pub unit: &'static str,
 }
 
 /// An operation timed with `n` items present, one point of the series `series` (e.g.
@@ -224,6 +249,23 @@ pub enum WorkloadKind {
     /// ListContainerStats (no filter) with --stats-sizes running containers (10 per pod), grown
     /// in stages; ContainerStats and ListPodSandboxStats at 100 containers.
     Stats,
+    /// `container` (each container its pod's only one) plus a bare `runc run --detach` of a copy
+    /// of the same bundle (the OCI runtime's floor for StartContainer; Berth only).
+    ContainerFloor,
+    /// `container-floor` in a pod that keeps another container running: a pod's later container.
+    ContainerLater,
+    /// Create, start, StopContainer (timeout 2 s) and remove a container that ignores SIGTERM.
+    ContainerStopTimeout,
+    /// Pod+container cycles, 4 at a time: RunPodSandbox, CreateContainer, StartContainer (until
+    /// RUNNING), StopPodSandbox, RemovePodSandbox; latency and cycles per second.
+    #[value(name = "cycles-par4")]
+    CyclesPar4,
+    /// `cycles-par4` with 16 cycles at a time.
+    #[value(name = "cycles-par16")]
+    CyclesPar16,
+    /// --burst-pods (100) pods with one container each started at once, timed until the last
+    /// container is RUNNING (then all removed, untimed).
+    PodContainerBurst,
 }
 
 impl WorkloadKind {
@@ -249,6 +291,12 @@ impl WorkloadKind {
                 Box::new(streaming::PortForwardThroughput::new(opts))
             }
             WorkloadKind::Stats => Box::new(container_stats::Stats::new(opts)),
+            WorkloadKind::ContainerFloor => Box::new(start_floor::StartFloor::new(opts, false)),
+            WorkloadKind::ContainerLater => Box::new(start_floor::StartFloor::new(opts, true)),
+            WorkloadKind::ContainerStopTimeout => Box::new(stop_timeout::StopTimeout::new(opts)),
+            WorkloadKind::CyclesPar4 => Box::new(cycles::Cycles::new(opts, 4)),
+            WorkloadKind::CyclesPar16 => Box::new(cycles::Cycles::new(opts, 16)),
+            WorkloadKind::PodContainerBurst => Box::new(cycles::PodContainerBurst::new(opts)),
         }
     }
 

@@ -29,7 +29,7 @@ pub fn with_cgroup_parent(mut config: cri::PodSandboxConfig) -> cri::PodSandboxC
 }
 
 /// Mount points of cgroup (v1) and cgroup2 file systems in a mountinfo text.
-fn cgroup_mounts(mountinfo: &str) -> Vec<PathBuf> {
+pub(super) fn cgroup_mounts(mountinfo: &str) -> Vec<PathBuf> {
     mountinfo
         .lines()
         .filter_map(|line| {

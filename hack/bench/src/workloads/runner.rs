@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 
 use super::{Recorder, Workload};
 use crate::client::Clients;
-use crate::report::{OpResult, ScalingRow, ThroughputRow, WorkloadResult};
+use crate::report::{OpResult, RateRow, ScalingRow, ThroughputRow, WorkloadResult};
 use crate::stats::Summary;
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +64,11 @@ pub async fn run(
     clients: &Clients,
     params: &RunParams,
 ) -> Result<WorkloadResult> {
+    // A workload may fix its own concurrency (`cycles-par4`).
+    let params = &RunParams {
+        concurrency: workload.concurrency().unwrap_or(params.concurrency).max(1),
+        ..*params
+    };
     let mut setup_clients = clients.clone();
     if let Err(e) = workload.setup(&mut setup_clients).await {
         // Whatever the setup made before it failed goes too.
@@ -133,6 +138,9 @@ pub async fn run(
     let mut throughput = Vec::new();
     let scaling_ops = workload.scaling();
     let mut scaling = Vec::new();
+    let rate_op = workload.rate();
+    let mut rate = None;
+    let wall_secs = wall.as_secs_f64();
     // Declared ops first, in declared order, then anything else recorded.
     let mut names: Vec<&'static str> = workload.ops().to_vec();
     for k in records.keys() {
@@ -153,6 +161,16 @@ pub async fn run(
         {
             scaling.push(row);
         }
+        if let Some(r) = rate_op.filter(|r| r.op == name) {
+            rate = RateRow::from_summary(
+                workload.name(),
+                name,
+                r.unit,
+                params.concurrency,
+                wall_secs,
+                &summary,
+            );
+        }
         ops.push(OpResult::new(
             name,
             summary,
@@ -161,7 +179,6 @@ pub async fn run(
             r.first_error,
         ));
     }
-    let wall_secs = wall.as_secs_f64();
     Ok(WorkloadResult {
         name: workload.name().to_string(),
         iterations: params.iterations,
@@ -179,7 +196,77 @@ pub async fn run(
         memory: workload.memory(),
         throughput,
         scaling,
+        rate,
         stage_error,
         teardown_error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::super::{BoxFut, RateOp};
+    use super::*;
+
+    /// Counts how many iterations are in flight at once; every iteration is one "unit".
+    struct Overlap {
+        now: AtomicUsize,
+        max: AtomicUsize,
+    }
+
+    impl Workload for Overlap {
+        fn name(&self) -> &'static str {
+            "overlap"
+        }
+        fn ops(&self) -> &'static [&'static str] {
+            &["unit"]
+        }
+        fn concurrency(&self) -> Option<usize> {
+            Some(3)
+        }
+        fn rate(&self) -> Option<RateOp> {
+            Some(RateOp {
+                op: "unit",
+                unit: "units",
+            })
+        }
+        fn iteration<'a>(
+            &'a self,
+            _clients: &'a mut Clients,
+            _iter: u64,
+            rec: &'a mut Recorder,
+        ) -> BoxFut<'a, ()> {
+            Box::pin(async move {
+                let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+                self.max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                self.now.fetch_sub(1, Ordering::SeqCst);
+                rec.sample("unit", Duration::from_millis(5));
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn workload_concurrency_overrides_the_global_one_and_rate_is_reported() {
+        let channel = tonic::transport::Endpoint::from_static("http://[::1]:9").connect_lazy();
+        let clients = Clients::new(channel);
+        let w = Arc::new(Overlap {
+            now: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+        });
+        let params = RunParams {
+            iterations: 12,
+            warmup: 0,
+            concurrency: 1,
+            call_timeout: Duration::from_secs(1),
+        };
+        let res = run(w.clone(), &clients, &params).await.unwrap();
+        assert_eq!(res.concurrency, 3);
+        assert_eq!(w.max.load(Ordering::SeqCst), 3);
+        let rate = res.rate.expect("a rate row");
+        assert_eq!((rate.count, rate.concurrency), (12, 3));
+        assert!(rate.per_sec > 0.0 && rate.wall_secs > 0.0, "{rate:?}");
+        assert_eq!(rate.name, "overlap/unit");
+    }
 }
