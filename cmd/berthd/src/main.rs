@@ -2,6 +2,7 @@
 
 mod cli;
 mod logging;
+mod malloc;
 mod serve;
 mod socket;
 
@@ -48,6 +49,8 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    // Before any thread exists: the arena limit applies to threads created afterwards.
+    malloc::limit_arenas();
     let loaded = cli.load_config()?;
     logging::init(&loaded.config.log)?;
     // Test-only crash points (BERTH_FAILPOINTS); logged loudly should one ever be set in production.

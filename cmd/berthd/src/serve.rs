@@ -93,6 +93,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
     sandboxes.set_containers(containers.pod_hook());
     images.set_snapshot_users(containers.snapshot_users());
     containers.recover().await;
+    // Freed memory goes back to the kernel after bursts of calls (see malloc.rs).
+    tokio::spawn(crate::malloc::trim_after_bursts());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopping = move |mut rx: watch::Receiver<bool>| async move {

@@ -371,13 +371,18 @@ impl Inner {
             .ok_or_else(|| ContainerError::NotFound(id.to_string()))
     }
 
+    /// The container's lock. Only a container that exists (or is being removed) gets one kept
+    /// in the map: an operation on an unknown ID finds nothing to do, and keeping a lock for it
+    /// would leave an entry behind for every such call (an exit watched after a removal, a Stop
+    /// of an unknown ID).
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+        let known = self.records().contains_key(id) || self.removing_mut().contains_key(id);
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        match locks.get(id) {
+            Some(lock) => lock.clone(),
+            None if known => locks.entry(id.to_string()).or_default().clone(),
+            None => Arc::default(),
+        }
     }
 
     fn forget_lock(&self, id: &str) {
