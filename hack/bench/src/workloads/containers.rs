@@ -16,12 +16,12 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use k8s_cri::v1 as cri;
 
+use super::in_pod::OnePod;
 use super::pods::{RUN_LABEL, log_directory, pod_config, remove_run, run_id, run_request};
 use super::{BoxFut, Recorder, Workload, WorkloadOpts};
 use crate::client::Clients;
@@ -193,10 +193,7 @@ pub(super) async fn discard_container(clients: &mut Clients, id: &str) {
 
 /// `container`: create/start/stop/remove in one pod.
 pub struct ContainerLifecycle {
-    run_id: String,
-    image: String,
-    /// The pod made in setup: (id, config).
-    pod: Mutex<Option<(String, cri::PodSandboxConfig)>>,
+    pod: OnePod,
     /// Every container asks for the RuntimeDefault seccomp profile (`container-seccomp`).
     seccomp: bool,
 }
@@ -204,15 +201,9 @@ pub struct ContainerLifecycle {
 impl ContainerLifecycle {
     pub fn new(opts: &WorkloadOpts, seccomp: bool) -> ContainerLifecycle {
         ContainerLifecycle {
-            run_id: run_id(),
-            image: opts.container_image.clone(),
-            pod: Mutex::new(None),
+            pod: OnePod::new(opts),
             seccomp,
         }
-    }
-
-    fn pod(&self) -> Option<(String, cri::PodSandboxConfig)> {
-        self.pod.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -235,19 +226,7 @@ impl Workload for ContainerLifecycle {
     }
 
     fn setup<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
-        Box::pin(async move {
-            prepare(clients, &self.run_id, &self.image).await?;
-            let config = pod_config(&self.run_id, 0, 0);
-            let id = clients
-                .runtime
-                .run_pod_sandbox(run_request(config.clone()))
-                .await
-                .context("RunPodSandbox of the workload's pod")?
-                .into_inner()
-                .pod_sandbox_id;
-            *self.pod.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, config));
-            Ok(())
-        })
+        Box::pin(self.pod.setup(clients))
     }
 
     fn iteration<'a>(
@@ -257,12 +236,7 @@ impl Workload for ContainerLifecycle {
         rec: &'a mut Recorder,
     ) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let Some((pod_id, pod)) = self.pod() else {
-                rec.fail(CREATE, "no pod (setup failed)");
-                return;
-            };
-            let name = format!("c-{iter}");
-            let mut config = container_config(&self.run_id, &self.image, &name);
+            let (name, mut config) = self.pod.container(iter);
             if let (true, Some(sc)) = (
                 self.seccomp,
                 config
@@ -275,59 +249,16 @@ impl Workload for ContainerLifecycle {
                     localhost_ref: String::new(),
                 });
             }
-            let req = create_request(&pod_id, &pod, config);
-            let Some(resp) = rec
-                .call(CREATE, clients.runtime.create_container(req))
-                .await
-            else {
-                rec.skipped(&[START, STOP, REMOVE]);
+            let skip = [START, STOP, REMOVE];
+            let Some(id) = self.pod.create(clients, rec, config, &skip).await else {
                 return;
             };
-            let id = resp.container_id;
-            let start = cri::StartContainerRequest {
-                container_id: id.clone(),
-            };
-            if rec
-                .call(START, clients.runtime.start_container(start))
-                .await
-                .is_none()
-            {
-                rec.skipped(&[STOP]);
-                discard_container(clients, &id).await;
-                return;
-            }
-            if let Err(e) = wait_trap_installed(&marker(&self.run_id, &name), READY_TIMEOUT).await {
-                rec.fail(STOP, format!("not stopped: {e:#}"));
-                discard_container(clients, &id).await;
-                return;
-            }
-            let stop = cri::StopContainerRequest {
-                container_id: id.clone(),
-                timeout: STOP_TIMEOUT_SECS,
-            };
-            let stop_start = Instant::now();
-            if rec
-                .call(STOP, clients.runtime.stop_container(stop))
-                .await
-                .is_none()
-            {
-                discard_container(clients, &id).await;
-                return;
-            }
-            if stop_start.elapsed() >= Duration::from_secs(STOP_TIMEOUT_SECS as u64) {
-                rec.fail(
-                    STOP,
-                    "took the whole grace period: SIGTERM did not end the container",
-                );
-            }
-            let remove = cri::RemoveContainerRequest { container_id: id };
-            rec.call(REMOVE, clients.runtime.remove_container(remove))
-                .await;
+            self.pod.start_stop_remove(clients, rec, id, &name).await;
         })
     }
 
     fn teardown<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
-        Box::pin(remove_run(clients, &self.run_id))
+        Box::pin(self.pod.teardown(clients))
     }
 }
 
@@ -353,6 +284,30 @@ pub(super) const STATUS: &str = "ContainerStatus";
 pub(super) const STOPP: &str = "StopPodSandbox";
 pub(super) const REMOVEP: &str = "RemovePodSandbox";
 
+/// CreateContainer of `config` in a pod, recorded; the container's id.
+pub(super) async fn create_recorded(
+    clients: &mut Clients,
+    rec: &mut Recorder,
+    pod_id: &str,
+    pod: &cri::PodSandboxConfig,
+    config: cri::ContainerConfig,
+) -> Option<String> {
+    let req = create_request(pod_id, pod, config);
+    rec.call(CREATE, clients.runtime.create_container(req))
+        .await
+        .map(|created| created.container_id)
+}
+
+/// StartContainer, recorded; whether it succeeded.
+pub(super) async fn start_recorded(clients: &mut Clients, rec: &mut Recorder, id: &str) -> bool {
+    let start = cri::StartContainerRequest {
+        container_id: id.to_string(),
+    };
+    rec.call(START, clients.runtime.start_container(start))
+        .await
+        .is_some()
+}
+
 /// Create and start one container in a pod, then poll ContainerStatus until RUNNING; each call
 /// recorded under its own name. `Err(msg)` when something failed (already recorded, except a
 /// container that is not running, which the caller records).
@@ -364,22 +319,10 @@ pub(super) async fn start_container_running(
     config: cri::ContainerConfig,
     wait_running: bool,
 ) -> Result<String, String> {
-    let req = create_request(pod_id, pod, config);
-    let Some(created) = rec
-        .call(CREATE, clients.runtime.create_container(req))
-        .await
-    else {
+    let Some(id) = create_recorded(clients, rec, pod_id, pod, config).await else {
         return Err("CreateContainer failed".into());
     };
-    let id = created.container_id;
-    let start = cri::StartContainerRequest {
-        container_id: id.clone(),
-    };
-    if rec
-        .call(START, clients.runtime.start_container(start))
-        .await
-        .is_none()
-    {
+    if !start_recorded(clients, rec, &id).await {
         return Err("StartContainer failed".into());
     }
     if !wait_running {
@@ -433,6 +376,29 @@ pub(super) async fn stop_remove_pod(clients: &mut Clients, rec: &mut Recorder, i
         .is_some()
 }
 
+/// RunPodSandbox, then the container (`container()`, called once the pod runs) until RUNNING;
+/// each call recorded. The pod's id if RunPodSandbox answered (also when the container failed:
+/// the caller removes the pod), and whether the container runs.
+pub(super) async fn pod_with_container(
+    clients: &mut Clients,
+    rec: &mut Recorder,
+    pod: cri::PodSandboxConfig,
+    container: impl FnOnce() -> cri::ContainerConfig,
+) -> (Option<String>, Result<(), String>) {
+    let Some(resp) = rec
+        .call(
+            RUNP,
+            clients.runtime.run_pod_sandbox(run_request(pod.clone())),
+        )
+        .await
+    else {
+        return (None, Err("RunPodSandbox failed".into()));
+    };
+    let pod_id = resp.pod_sandbox_id;
+    let res = start_container_running(clients, rec, &pod_id, &pod, container(), true).await;
+    (Some(pod_id), res.map(|_| ()))
+}
+
 impl Workload for PodContainer {
     fn name(&self) -> &'static str {
         "pod-container"
@@ -464,21 +430,15 @@ impl Workload for PodContainer {
         Box::pin(async move {
             let pod = pod_config(&self.run_id, iter, 0);
             let t0 = Instant::now();
-            let Some(resp) = rec
-                .call(
-                    RUNP,
-                    clients.runtime.run_pod_sandbox(run_request(pod.clone())),
-                )
-                .await
-            else {
+            let config = || container_config(&self.run_id, &self.image, &format!("c-{iter}"));
+            let (pod_id, running) = pod_with_container(clients, rec, pod, config).await;
+            let Some(pod_id) = pod_id else {
                 rec.sequence_failed(POD_CONTAINER, "RunPodSandbox failed");
                 rec.skipped(&[TEARDOWN]);
                 return;
             };
-            let pod_id = resp.pod_sandbox_id;
-            let config = container_config(&self.run_id, &self.image, &format!("c-{iter}"));
-            match start_container_running(clients, rec, &pod_id, &pod, config, true).await {
-                Ok(_) => rec.sample(POD_CONTAINER, t0.elapsed()),
+            match running {
+                Ok(()) => rec.sample(POD_CONTAINER, t0.elapsed()),
                 Err(msg) => rec.sequence_failed(POD_CONTAINER, msg),
             }
             let t1 = Instant::now();

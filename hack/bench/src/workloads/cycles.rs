@@ -19,10 +19,10 @@ use anyhow::Result;
 use k8s_cri::v1 as cri;
 
 use super::containers::{
-    CREATE, REMOVEP, RUNP, START, STATUS, STOPP, container_config, prepare,
-    start_container_running, stop_remove_pod,
+    CREATE, REMOVEP, RUNP, START, STATUS, STOPP, container_config, pod_with_container, prepare,
+    stop_remove_pod,
 };
-use super::pods::{pod_config, remove_run, run_id, run_request};
+use super::pods::{pod_config, remove_run, run_id};
 use super::{BoxFut, RateOp, Recorder, Workload, WorkloadOpts};
 use crate::client::Clients;
 
@@ -30,29 +30,6 @@ const CYCLE: &str = "cycle";
 
 /// Pods a burst's untimed teardown stops and removes at a time.
 pub const TEARDOWN_PARALLEL: usize = 4;
-
-/// RunPodSandbox, then the container until RUNNING; each call recorded. The pod's id if
-/// RunPodSandbox answered (also when the container failed: the caller removes the pod), and
-/// whether the container runs.
-async fn pod_with_container(
-    clients: &mut Clients,
-    rec: &mut Recorder,
-    pod: cri::PodSandboxConfig,
-    container: cri::ContainerConfig,
-) -> (Option<String>, Result<(), String>) {
-    let Some(resp) = rec
-        .call(
-            RUNP,
-            clients.runtime.run_pod_sandbox(run_request(pod.clone())),
-        )
-        .await
-    else {
-        return (None, Err("RunPodSandbox failed".into()));
-    };
-    let pod_id = resp.pod_sandbox_id;
-    let res = start_container_running(clients, rec, &pod_id, &pod, container, true).await;
-    (Some(pod_id), res.map(|_| ()))
-}
 
 /// `cycles-parN`.
 pub struct Cycles {
@@ -109,7 +86,7 @@ impl Workload for Cycles {
             let pod = pod_config(&self.run_id, iter, 0);
             let container = container_config(&self.run_id, &self.image, &format!("c-{iter}"));
             let t0 = Instant::now();
-            let (pod_id, running) = pod_with_container(clients, rec, pod, container).await;
+            let (pod_id, running) = pod_with_container(clients, rec, pod, || container).await;
             let Some(pod_id) = pod_id else {
                 rec.sequence_failed(CYCLE, "RunPodSandbox failed");
                 return;
@@ -219,7 +196,7 @@ impl Workload for PodContainerBurst {
                 set.spawn(async move {
                     let mut rec = Recorder::new(timeout);
                     let (pod_id, running) =
-                        pod_with_container(&mut clients, &mut rec, pod, container).await;
+                        pod_with_container(&mut clients, &mut rec, pod, || container).await;
                     let at = t0.elapsed();
                     (rec, pod_id, running.map(|()| at))
                 });

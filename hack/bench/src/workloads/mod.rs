@@ -31,6 +31,7 @@ mod containers;
 mod cycles;
 mod floor;
 mod images;
+mod in_pod;
 mod list;
 mod memory;
 mod pod_cgroups;

@@ -7,17 +7,13 @@
 //! RemoveContainer. Besides the raw rows, `StopContainer - 2s` and `Stop+Remove - 2s` are the
 //! same samples minus the timeout: what the runtime adds to the grace period it must wait.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use k8s_cri::v1 as cri;
 
-use super::containers::{
-    CREATE, READY_TIMEOUT, REMOVE, START, STOP, container_config, create_request,
-    discard_container, marker, prepare, wait_trap_installed,
-};
-use super::pods::{pod_config, remove_run, run_id, run_request};
+use super::containers::{CREATE, REMOVE, START, STOP, discard_container};
+use super::in_pod::{OnePod, stop_timed};
 use super::{BoxFut, Recorder, Workload, WorkloadOpts};
 use crate::client::Clients;
 
@@ -31,32 +27,22 @@ const STOP_OVER: &str = "StopContainer - 2s";
 const STOP_REMOVE_OVER: &str = "Stop+Remove - 2s";
 
 pub struct StopTimeout {
-    run_id: String,
-    image: String,
-    pod: Mutex<Option<(String, cri::PodSandboxConfig)>>,
+    pod: OnePod,
 }
 
 impl StopTimeout {
     pub fn new(opts: &WorkloadOpts) -> StopTimeout {
         StopTimeout {
-            run_id: run_id(),
-            image: opts.container_image.clone(),
-            pod: Mutex::new(None),
+            pod: OnePod::new(opts),
         }
-    }
-
-    fn pod(&self) -> Option<(String, cri::PodSandboxConfig)> {
-        self.pod.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// A container of the run that ignores SIGTERM (same marker scheme as `container`'s).
-fn ignoring_config(run_id: &str, image: &str, name: &str) -> cri::ContainerConfig {
-    let mut config = container_config(run_id, image, name);
+/// Make a container of the run ignore SIGTERM (same marker scheme as `container`'s).
+fn ignore_sigterm(config: &mut cri::ContainerConfig) {
     if let Some(script) = config.command.get_mut(2) {
         *script = IGNORING_SCRIPT.to_string();
     }
-    config
 }
 
 /// How far past the timeout a stop took; `None` when it returned before the timeout (SIGTERM
@@ -75,19 +61,7 @@ impl Workload for StopTimeout {
     }
 
     fn setup<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
-        Box::pin(async move {
-            prepare(clients, &self.run_id, &self.image).await?;
-            let config = pod_config(&self.run_id, 0, 0);
-            let id = clients
-                .runtime
-                .run_pod_sandbox(run_request(config.clone()))
-                .await
-                .context("RunPodSandbox of the workload's pod")?
-                .into_inner()
-                .pod_sandbox_id;
-            *self.pod.lock().unwrap_or_else(|e| e.into_inner()) = Some((id, config));
-            Ok(())
-        })
+        Box::pin(self.pod.setup(clients))
     }
 
     fn iteration<'a>(
@@ -97,53 +71,25 @@ impl Workload for StopTimeout {
         rec: &'a mut Recorder,
     ) -> BoxFut<'a, ()> {
         Box::pin(async move {
-            let Some((pod_id, pod)) = self.pod() else {
-                rec.fail(CREATE, "no pod (setup failed)");
+            let (name, mut config) = self.pod.container(iter);
+            ignore_sigterm(&mut config);
+            let skip = [START, STOP, REMOVE, STOP_OVER, STOP_REMOVE_OVER];
+            let Some(id) = self.pod.create(clients, rec, config, &skip).await else {
                 return;
             };
-            let name = format!("c-{iter}");
-            let config = ignoring_config(&self.run_id, &self.image, &name);
-            let req = create_request(&pod_id, &pod, config);
-            let Some(resp) = rec
-                .call(CREATE, clients.runtime.create_container(req))
+            // Once ready, the shell runs its script (and ignores SIGTERM).
+            let skip = [STOP, STOP_OVER, STOP_REMOVE_OVER];
+            if !self
+                .pod
+                .start_until_trapped(clients, rec, &id, &name, &skip)
                 .await
-            else {
-                rec.skipped(&[START, STOP, REMOVE, STOP_OVER, STOP_REMOVE_OVER]);
-                return;
-            };
-            let id = resp.container_id;
-            let start = cri::StartContainerRequest {
-                container_id: id.clone(),
-            };
-            if rec
-                .call(START, clients.runtime.start_container(start))
-                .await
-                .is_none()
             {
-                rec.skipped(&[STOP, STOP_OVER, STOP_REMOVE_OVER]);
-                discard_container(clients, &id).await;
                 return;
             }
-            // The shell runs its script (and ignores SIGTERM) from here on.
-            if let Err(e) = wait_trap_installed(&marker(&self.run_id, &name), READY_TIMEOUT).await {
-                rec.fail(STOP, format!("not stopped: {e:#}"));
-                discard_container(clients, &id).await;
+            let skip = [STOP_OVER, STOP_REMOVE_OVER];
+            let Some(t0) = stop_timed(clients, rec, &id, TIMEOUT_SECS, &skip).await else {
                 return;
-            }
-            let stop = cri::StopContainerRequest {
-                container_id: id.clone(),
-                timeout: TIMEOUT_SECS,
             };
-            let t0 = Instant::now();
-            if rec
-                .call(STOP, clients.runtime.stop_container(stop))
-                .await
-                .is_none()
-            {
-                rec.skipped(&[STOP_OVER, STOP_REMOVE_OVER]);
-                discard_container(clients, &id).await;
-                return;
-            }
             let stopped = t0.elapsed();
             let remove = cri::RemoveContainerRequest {
                 container_id: id.clone(),
@@ -176,17 +122,19 @@ impl Workload for StopTimeout {
     }
 
     fn teardown<'a>(&'a self, clients: &'a mut Clients) -> BoxFut<'a, Result<()>> {
-        Box::pin(remove_run(clients, &self.run_id))
+        Box::pin(self.pod.teardown(clients))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::containers::container_config;
     use super::*;
 
     #[test]
     fn config_ignores_sigterm_and_keeps_the_marker() {
-        let c = ignoring_config("run1", "img", "c-1");
+        let mut c = container_config("run1", "img", "c-1");
+        ignore_sigterm(&mut c);
         assert_eq!(c.command[..3], ["sh", "-c", IGNORING_SCRIPT]);
         assert_eq!(c.command[3], "berth-bench-run1-c-1");
         assert_eq!(

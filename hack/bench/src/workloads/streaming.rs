@@ -43,8 +43,9 @@ use berth_e2e::streaming::{
 use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::containers::{container_config, create_request, prepare};
-use super::pods::{pod_config, remove_run, run_id, run_request};
+use super::containers::container_config;
+use super::in_pod::{create_start_untimed, run_setup_pod};
+use super::pods::{remove_run, run_id};
 use super::spdystream::PlainForward;
 use super::{BoxFut, Recorder, Workload, WorkloadOpts};
 use crate::client::Clients;
@@ -86,31 +87,11 @@ impl Target {
     /// Pull the image, run the pod, create and start the container with `command` (empty: the
     /// image's entrypoint), wait until it is RUNNING.
     async fn setup(&self, clients: &mut Clients, command: &[&str]) -> Result<()> {
-        prepare(clients, &self.run_id, &self.image).await?;
-        let pod = pod_config(&self.run_id, 0, 0);
-        let pod_id = clients
-            .runtime
-            .run_pod_sandbox(run_request(pod.clone()))
-            .await
-            .context("RunPodSandbox of the workload's pod")?
-            .into_inner()
-            .pod_sandbox_id;
+        let (pod_id, pod) = run_setup_pod(clients, &self.run_id, &self.image).await?;
         let mut config = container_config(&self.run_id, &self.image, "target");
         config.command = command.iter().map(|s| s.to_string()).collect();
-        let id = clients
-            .runtime
-            .create_container(create_request(&pod_id, &pod, config))
-            .await
-            .context("CreateContainer of the workload's container")?
-            .into_inner()
-            .container_id;
-        clients
-            .runtime
-            .start_container(cri::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .context("StartContainer of the workload's container")?;
+        let what = "the workload's container";
+        let id = create_start_untimed(clients, &pod_id, &pod, config, what).await?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let status = clients
