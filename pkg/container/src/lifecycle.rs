@@ -115,19 +115,25 @@ async fn pod_monitor(
     id: &str,
 ) -> Result<(berth_monitor_api::Monitor, bool, Vec<std::path::PathBuf>), ContainerError> {
     let cgroups = &inner.deps.cgroups;
-    let (cgroup_procs, oom_files, systemd_cgroup) = match &sandbox.cgroup {
-        Some(cg) if cgroups.exists(cg) => (
-            cgroups.monitor_procs_files(cg)?,
-            cgroups.oom_files(cg, id),
-            cg.runc_systemd,
-        ),
-        _ => (Vec::new(), Vec::new(), false),
+    let (oom_files, systemd_cgroup) = match &sandbox.cgroup {
+        Some(cg) if cgroups.exists(cg) => (cgroups.oom_files(cg, id), cg.runc_systemd),
+        _ => (Vec::new(), false),
     };
-    let monitor = inner
-        .monitors
-        .get_or_spawn(&sandbox.id, cgroup_procs)
-        .await?;
+    let procs = monitor_cgroup_procs(inner, sandbox)?;
+    let monitor = inner.monitors.get_or_spawn(&sandbox.id, procs).await?;
     Ok((monitor, systemd_cgroup, oom_files))
+}
+
+/// The `cgroup.procs` files of the pod's monitor cgroups (none for a pod without a cgroup).
+fn monitor_cgroup_procs(
+    inner: &Inner,
+    sandbox: &berth_sandbox::SandboxRecord,
+) -> Result<Vec<std::path::PathBuf>, ContainerError> {
+    let cgroups = &inner.deps.cgroups;
+    match &sandbox.cgroup {
+        Some(cg) if cgroups.exists(cg) => Ok(cgroups.monitor_procs_files(cg)?),
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// CreateContainer's head start for StartContainer: the pod's monitor is spawned now, in the
@@ -137,20 +143,17 @@ async fn pod_monitor(
 pub(crate) fn prespawn_monitor(inner: &Arc<Inner>, sandbox: berth_sandbox::SandboxRecord) {
     let inner = inner.clone();
     tokio::spawn(async move {
-        let cgroups = &inner.deps.cgroups;
-        let procs = match &sandbox.cgroup {
-            Some(cg) if cgroups.exists(cg) => match cgroups.monitor_procs_files(cg) {
-                Ok(procs) => procs,
-                Err(e) => {
-                    tracing::debug!(sandbox_id = %sandbox.id, error = %e, "no head start for the pod monitor");
-                    return;
-                }
-            },
-            _ => Vec::new(),
-        };
         // As a start: never while the pod's monitor is being told its last container is gone.
         let _gate = inner.monitors.start_gate(&sandbox.id).await;
-        if let Err(e) = inner.monitors.get_or_spawn(&sandbox.id, procs).await {
+        let spawned = match monitor_cgroup_procs(&inner, &sandbox) {
+            Ok(procs) => inner
+                .monitors
+                .get_or_spawn(&sandbox.id, procs)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = spawned {
             tracing::debug!(sandbox_id = %sandbox.id, error = %e, "no head start for the pod monitor");
         }
     });

@@ -46,30 +46,16 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), Container
         return Ok(());
     };
     let began = std::time::Instant::now();
-    kill_for_removal(inner, &mut record).await;
-    berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Internal)?;
-    let killed = began.elapsed();
-    inner.tombstone(&mut record).await?;
+    kill_and_tombstone(inner, &mut record).await?;
     // What a user sees of the container goes with the answer (a few unlinks, in Berth's own log
     // directories only); the rest is left to the background.
     remove_log(inner, &record);
     berth_failpoint::fail("container/remove/after-tombstone").map_err(ContainerError::Internal)?;
-    let task = {
-        let inner = inner.clone();
-        let id = id.to_string();
-        tokio::spawn(async move {
-            // Runs once RemoveContainer has let go of the container's lock.
-            if let Err(e) = finish_removal(&inner, &id, false).await {
-                tracing::warn!(container_id = %id, error = %e, "cleaning up a removed container; RemovePodSandbox or the next start finishes it");
-            }
-        })
-    };
-    if let Some(removal) = inner.removing_mut().get_mut(id) {
-        removal.task = Some(task);
-    }
+    // The cleanup runs once RemoveContainer has let go of the container's lock.
+    spawn_cleanup(inner, id);
     drop(guard);
     tracing::info!(container_id = %id, "container removed");
-    tracing::debug!(container_id = %id, ?killed, total = ?began.elapsed(), "RemoveContainer phases");
+    tracing::debug!(container_id = %id, took = ?began.elapsed(), "RemoveContainer answered");
     Ok(())
 }
 
@@ -80,8 +66,12 @@ fn remove_log(inner: &Inner, record: &ContainerRecord) {
     }
 }
 
-/// A container still running (or starting) when it is removed is killed at once.
-async fn kill_for_removal(inner: &Arc<Inner>, record: &mut ContainerRecord) {
+/// The durable part of a removal, under the container's lock: a container still running (or
+/// starting) is killed at once, then its record turns REMOVING (see `Inner::tombstone`).
+async fn kill_and_tombstone(
+    inner: &Arc<Inner>,
+    record: &mut ContainerRecord,
+) -> Result<(), ContainerError> {
     if matches!(record.phase, Phase::Running | Phase::Starting) {
         match stop_process(inner, record, Duration::ZERO).await {
             Ok(exit) => record.set_exited(&exit),
@@ -90,6 +80,8 @@ async fn kill_for_removal(inner: &Arc<Inner>, record: &mut ContainerRecord) {
             }
         }
     }
+    berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Internal)?;
+    inner.tombstone(record).await
 }
 
 /// Everything a removed container still holds, then its record. `pod_removal`: the whole pod
@@ -189,23 +181,25 @@ pub(crate) fn monitor_needed_by_others(inner: &Inner, record: &ContainerRecord) 
 pub(crate) fn resume_removals(inner: &Arc<Inner>) {
     let ids: Vec<String> = inner.removing_mut().keys().cloned().collect();
     for id in ids {
-        let task = {
-            let inner = inner.clone();
-            let id = id.clone();
-            tokio::spawn(async move {
-                match finish_removal(&inner, &id, false).await {
-                    Ok(()) => {
-                        tracing::info!(container_id = %id, "finished removing a container removed before the restart")
-                    }
-                    Err(e) => {
-                        tracing::warn!(container_id = %id, error = %e, "finishing the removal of a container removed before the restart")
-                    }
-                }
-            })
-        };
-        if let Some(removal) = inner.removing_mut().get_mut(&id) {
-            removal.task = Some(task);
-        }
+        spawn_cleanup(inner, &id);
+    }
+}
+
+/// Runs [`finish_removal`] in the background and registers the task with the removal, for
+/// RemovePodSandbox and shutdown to wait on. A failure leaves the removal to them (or to the
+/// next start).
+fn spawn_cleanup(inner: &Arc<Inner>, id: &str) {
+    let task = {
+        let inner = inner.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = finish_removal(&inner, &id, false).await {
+                tracing::warn!(container_id = %id, error = %e, "cleaning up a removed container; RemovePodSandbox or the next start finishes it");
+            }
+        })
+    };
+    if let Some(removal) = inner.removing_mut().get_mut(id) {
+        removal.task = Some(task);
     }
 }
 
@@ -274,9 +268,7 @@ async fn remove_in_pod_removal(inner: &Arc<Inner>, id: &str) -> Result<(), Conta
         let Ok(mut record) = inner.record(id) else {
             return Ok(());
         };
-        kill_for_removal(inner, &mut record).await;
-        berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Internal)?;
-        inner.tombstone(&mut record).await?;
+        kill_and_tombstone(inner, &mut record).await?;
     }
     finish_removal(inner, id, true).await?;
     tracing::info!(container_id = %id, "container removed");
