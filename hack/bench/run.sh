@@ -53,6 +53,8 @@
 #   BERTH_BENCH_STATS_SIZES    stats: running-container counts, grown in order (default 10,100,300)
 #   BERTH_BENCH_STATS_POD_CONTAINERS  stats: containers per pod (default 10)
 #   BERTH_BENCH_BURST_PODS     pod-container-burst: pods started at once (default 100)
+#   BERTH_BENCH_STATE_TMPFS    1 (default): both runtimes' state dirs on a tmpfs, as /run is on a
+#                              node; 0: on the disk under BERTH_BENCH_DIR
 #   BERTH_BENCH_IMAGE          pull-cold / pull-warm: the image (default berth-bench's, berth-test/big)
 set -euo pipefail
 
@@ -65,6 +67,7 @@ WARMUP=${BERTH_BENCH_WARMUP:-200}
 CONC=${BERTH_BENCH_CONCURRENCY:-1}
 STARTUP_RUNS=${BERTH_BENCH_STARTUP_RUNS:-5}
 SETTLE_MS=${BERTH_BENCH_SETTLE_MS:-1000}
+STATE_TMPFS=${BERTH_BENCH_STATE_TMPFS:-1}
 read -r -a RUNTIMES <<<"${BERTH_BENCH_RUNTIMES:-berth containerd}"
 TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 BERTHD_BIN=${BERTHD_BIN:-$TARGET/release/berthd}
@@ -321,6 +324,10 @@ if has_runtime berth; then
   umount_under "$BERTH_DIR"
   rm -rf "$BERTH_DIR/root" "$BERTH_DIR/state"
   mkdir -p "$BERTH_DIR/root" "$BERTH_DIR/state"
+  # On a tmpfs, as /run is on a node; containerd.sh does the same for containerd's state dir.
+  if [[ $STATE_TMPFS == 1 ]]; then
+    mount -t tmpfs -o mode=0711,size=1g berth-bench-state "$BERTH_DIR/state"
+  fi
   rm -f "$BERTH_SOCK"
   berthd_argv "$BERTH_DIR/root" "$BERTH_DIR/state" "$BERTH_SOCK"
   setsid "${BERTHD_ARGV[@]}" >>"$BERTH_DIR/berthd.log" 2>&1 </dev/null &

@@ -239,20 +239,26 @@ pub(crate) async fn stop(
 }
 
 /// The stop signal, then SIGKILL after `timeout` (at once for zero); returns the exit.
+///
+/// One Wait on the monitor spans both signals: the exit that follows a SIGKILL is then a reply
+/// already asked for, not a new connection and request started after the kill (issue 16: a
+/// SIGTERM-ignoring container's stop must end within the timeout plus 10 ms).
 pub(crate) async fn stop_process(
     inner: &Arc<Inner>,
     record: &ContainerRecord,
     timeout: Duration,
 ) -> Result<Exit, ContainerError> {
+    let exit = exit_of(record);
+    tokio::pin!(exit);
     if !timeout.is_zero() && record.stop_signal != libc::SIGKILL {
         kill(inner, record, record.stop_signal).await?;
-        if let Ok(exit) = tokio::time::timeout(timeout, exit_of(record)).await {
+        if let Ok(exit) = tokio::time::timeout(timeout, exit.as_mut()).await {
             return exit;
         }
         tracing::info!(container_id = %record.id, ?timeout, "container ignored its stop signal; killing it");
     }
     kill(inner, record, libc::SIGKILL).await?;
-    match tokio::time::timeout(KILL_WAIT, exit_of(record)).await {
+    match tokio::time::timeout(KILL_WAIT, exit).await {
         Ok(exit) => exit,
         Err(_) => Err(ContainerError::Runtime(format!(
             "container {} did not exit {KILL_WAIT:?} after SIGKILL",

@@ -52,7 +52,10 @@ pub(crate) fn build_http_client(
         .connect_timeout(options.connect_timeout)
         .user_agent(options.user_agent.clone())
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
+        // Idle connections go after 20 s, not 90: each keeps the read buffer its largest
+        // blob grew (about 100 KiB), which made up most of what berthd's heap still held a minute
+        // after a burst of pods (issue 16). kubelet's pulls for one pod come within seconds.
+        .pool_idle_timeout(Duration::from_secs(20))
         // Large blobs over HTTP/2: let the window grow with the link.
         .http2_adaptive_window(true)
         .danger_accept_invalid_certs(key.insecure);
