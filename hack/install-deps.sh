@@ -36,6 +36,9 @@ PACKAGES=(
     python3-prometheus-client
     # make drives the README commands.
     make
+    # systemd-analyze for `make check-systemd` (packaging/berthd.service); installing the package
+    # starts nothing on a machine that does not boot with systemd.
+    systemd
     # Peers nobody here wrote, for the interoperability e2e tests (README "Clients tested"):
     # Debian's Go with grpc-go (dialing as kubelet 1.26-1.29 do) and spdystream (the SPDY library
     # kubectl and kubelet use), built in GOPATH mode at test time; buildah for the layer corpus;

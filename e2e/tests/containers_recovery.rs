@@ -123,6 +123,13 @@ async fn a_container_whose_monitor_dies_is_reported_failed_and_cleaned_up() {
     let s = wait_exited(&berthd, &id, LONG).await;
     assert_eq!(s.exit_code, 255, "{s:?}");
     assert!(s.message.contains("monitor died"), "{s:?}");
+    // Counted for the node operator's alert (charts/berth: BerthMonitorsLost).
+    let metrics = berthd.metrics().expect("scraping /metrics");
+    assert_eq!(
+        berth_e2e::workload::metric_value(&metrics, "berth_container_monitors_lost_total"),
+        Some(1.0),
+        "{metrics}"
+    );
     wait_gone(container_pid, LONG).await;
     remove(&berthd, &id).await.expect("RemoveContainer");
     pod.remove(&berthd).await;

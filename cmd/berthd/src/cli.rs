@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use berth_config::{LogFormat, LogLevel, Overrides};
 use clap::{Parser, Subcommand};
 
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "berthd",
     version,
@@ -40,7 +40,7 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Configuration helpers.
     Config {
@@ -49,12 +49,23 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum ConfigAction {
     /// Print the full default configuration as documented TOML.
     Default,
     /// Print the effective configuration (files, drop-ins and flags applied).
     Show,
+    /// Print the Berth configuration equivalent to another runtime's, with comments on what has
+    /// no equivalent.
+    Migrate {
+        /// containerd's config.toml (version 2, containerd 1.x, or version 3, containerd 2.x).
+        #[arg(
+            long,
+            value_name = "FILE",
+            default_value = "/etc/containerd/config.toml"
+        )]
+        from_containerd: PathBuf,
+    },
 }
 
 impl Cli {

@@ -3,6 +3,9 @@
 mod cli;
 mod logging;
 mod malloc;
+mod migrate;
+mod notify;
+mod reload;
 mod serve;
 mod socket;
 
@@ -23,6 +26,15 @@ fn main() -> ExitCode {
             action: cli::ConfigAction::Show,
         }) => match show_config(&cli) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Some(cli::Command::Config {
+            action: cli::ConfigAction::Migrate { from_containerd },
+        }) => match migrate::from_containerd(&from_containerd) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
             Err(e) => fail(&e),
         },
         None => match run(cli) {
@@ -51,8 +63,10 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
     // Before any thread exists: the arena limit applies to threads created afterwards.
     malloc::limit_arenas();
+    // SAFETY: no thread exists yet (the runtime and logging start below).
+    unsafe { notify::init() };
     let loaded = cli.load_config()?;
-    logging::init(&loaded.config.log)?;
+    let log = logging::init(&loaded.config.log)?;
     // Test-only crash points (BERTH_FAILPOINTS); logged loudly should one ever be set in production.
     for (point, action) in berth_failpoint::init_from_env()? {
         tracing::warn!(point, ?action, "failpoint enabled");
@@ -64,7 +78,7 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("berthd")
         .build()?;
-    let served = runtime.block_on(serve::serve(loaded));
+    let served = runtime.block_on(serve::serve(loaded, cli, log));
     // Tasks still running hold clones of the services and the store; shutting the runtime down
     // drops them. A blocking call stuck in the kernel cannot be interrupted: do not wait for it
     // forever (the store then stays open and the next start repairs it).

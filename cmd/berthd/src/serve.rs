@@ -54,8 +54,14 @@ impl Shutdown {
     }
 }
 
-pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
+pub async fn serve(
+    loaded: Loaded,
+    cli: crate::cli::Cli,
+    log: crate::logging::LogControl,
+) -> anyhow::Result<Shutdown> {
     let started = Instant::now();
+    // First: until the handler exists, SIGHUP (a reload request) would terminate berthd.
+    let hangup = crate::reload::listen()?;
     let config = loaded.config;
     for dir in [&config.root, &config.state] {
         create_private_dir(dir)?;
@@ -92,6 +98,7 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
     containers.register_state_metrics(metrics.registry())?;
     sandboxes.set_containers(containers.pod_hook());
     images.set_snapshot_users(containers.snapshot_users());
+    crate::notify::status("recovering pods and containers");
     containers.recover().await;
     // Freed memory goes back to the kernel after bursts of calls (see malloc.rs).
     tokio::spawn(crate::malloc::trim_after_bursts());
@@ -101,6 +108,16 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
         // Err means the sender is gone, which only happens on exit: treat it as a stop too.
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    metrics.config.loaded();
+    let reloader = crate::reload::Reloader {
+        cli,
+        running: config.clone(),
+        images: images.clone(),
+        log,
+        metrics: metrics.config.clone(),
+    };
+    let reloads = crate::reload::watch(hangup, reloader, stopping(stop_rx.clone()));
+    tokio::spawn(reloads);
 
     let metrics_task = if config.metrics.enabled {
         let (address, serving) = berth_metrics::serve(
@@ -170,6 +187,8 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Shutdown> {
         startup_ms = started.elapsed().as_secs_f64() * 1000.0,
         "berthd ready"
     );
+    // The listener is bound and the server is polled next: a client that connects now is served.
+    crate::notify::ready();
 
     // At the signal the server stops accepting. berthd then waits for the RPCs in flight, not for
     // client connections to go away (kubelet keeps its connection open forever), and gives up on
@@ -221,6 +240,7 @@ async fn wait_for_signal(stop: watch::Sender<bool>) {
         signal = name,
         "stopping: no new connections, finishing in-flight calls"
     );
+    crate::notify::stopping();
     let _ = stop.send(true);
 }
 

@@ -7,16 +7,19 @@
 //! so it never runs half-configured.
 
 mod error;
+pub mod hosts_dir;
 mod load;
 mod model;
+mod registry;
 
 pub use error::ConfigError;
 pub use load::{DEFAULT_CONFIG_PATH, Loaded, Overrides, load};
 pub use model::{
     CgroupConfig, CgroupDriver, CniConfig, Config, GrpcConfig, ImageConfig, LogConfig, LogFormat,
-    LogLevel, MetricsConfig, RegistryConfig, RegistryHost, RuntimeConfig, RuntimeHandler,
-    SeccompConfig, SeccompDefault, StreamingConfig,
+    LogLevel, MetricsConfig, RuntimeConfig, RuntimeHandler, SeccompConfig, SeccompDefault,
+    StreamingConfig,
 };
+pub use registry::{Mirror, RegistryConfig, RegistryHost, check_headers};
 
 /// The full default configuration as documented TOML (what `berthd config default` prints).
 ///

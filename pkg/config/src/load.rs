@@ -300,22 +300,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), (String, String)> {
     if config.image.pull_stall_timeout_secs == 0 {
         return fail("image.pull_stall_timeout_secs", "must be at least 1".into());
     }
-    for (host, entry) in &config.registry.hosts {
-        for mirror in &entry.mirrors {
-            if !(mirror.starts_with("http://") || mirror.starts_with("https://")) {
-                return fail(
-                    &format!("registry.hosts.{host}.mirrors"),
-                    format!("{mirror:?} must start with http:// or https://"),
-                );
-            }
-        }
-        if entry.password.is_some() && entry.username.is_none() {
-            return fail(
-                &format!("registry.hosts.{host}.password"),
-                "a password needs a username".into(),
-            );
-        }
-    }
+    crate::registry::validate(&config.registry)?;
     if !config.cni.conf_dir.is_absolute() {
         return fail("cni.conf_dir", "must be an absolute path".into());
     }

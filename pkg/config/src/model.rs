@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::registry::RegistryConfig;
+
 /// 16 MiB: kubelet sends messages up to this size; tonic's own default (4 MiB) is too small.
 pub const MIN_GRPC_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
@@ -75,17 +77,8 @@ impl Config {
         let Ok(mut value) = serde_json::to_value(self) else {
             return "{}".to_string();
         };
-        if let Some(hosts) = value
-            .pointer_mut("/registry/hosts")
-            .and_then(|h| h.as_object_mut())
-        {
-            for host in hosts.values_mut().filter_map(|h| h.as_object_mut()) {
-                for key in RegistryHost::SECRETS {
-                    if let Some(v) = host.get_mut(key).filter(|v| !v.is_null()) {
-                        *v = serde_json::Value::String(REDACTED.into());
-                    }
-                }
-            }
+        if let Some(registry) = value.pointer_mut("/registry") {
+            crate::registry::redact_json(registry);
         }
         value.to_string()
     }
@@ -373,69 +366,5 @@ impl Default for ImageConfig {
             pinned: Vec::new(),
             max_layer_unpacked_bytes: 64 << 30,
         }
-    }
-}
-
-/// Registries, keyed by host (`docker.io`, `registry.k8s.io`, `localhost:5000`), with `*` as the
-/// catch-all for hosts without an entry of their own.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistryConfig {
-    pub hosts: BTreeMap<String, RegistryHost>,
-}
-
-impl RegistryConfig {
-    /// Key of the catch-all entry in [`RegistryConfig::hosts`].
-    pub const CATCH_ALL: &str = "*";
-
-    /// The settings for `host`: its own entry, else the catch-all, else none.
-    pub fn host(&self, host: &str) -> Option<&RegistryHost> {
-        self.hosts
-            .get(host)
-            .or_else(|| self.hosts.get(Self::CATCH_ALL))
-    }
-}
-
-const REDACTED: &str = "<redacted>";
-
-/// How to reach one registry. Field names are the config file format.
-#[derive(Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct RegistryHost {
-    /// Endpoints tried in order before the origin, e.g. `http://127.0.0.1:5000`. A mirror serves any
-    /// registry's repositories under the same path; the image keeps the name that was asked for.
-    pub mirrors: Vec<String>,
-    /// Allow plain HTTP and do not verify TLS certificates (origin and mirrors).
-    pub insecure: bool,
-    /// Extra CA certificate (PEM) trusted for this host and its mirrors.
-    pub ca_file: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// base64 `user:password`, as in docker's config.json.
-    pub auth: Option<String>,
-    pub identity_token: Option<String>,
-    /// Never fall back to the origin when every mirror fails (air-gapped nodes).
-    pub skip_origin: bool,
-}
-
-impl RegistryHost {
-    /// Fields never printed or reported.
-    const SECRETS: [&str; 3] = ["password", "auth", "identity_token"];
-}
-
-/// Secrets are redacted so that configs can be logged.
-impl std::fmt::Debug for RegistryHost {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redact = |o: &Option<String>| o.as_ref().map(|_| REDACTED);
-        f.debug_struct("RegistryHost")
-            .field("mirrors", &self.mirrors)
-            .field("insecure", &self.insecure)
-            .field("ca_file", &self.ca_file)
-            .field("username", &self.username)
-            .field("password", &redact(&self.password))
-            .field("auth", &redact(&self.auth))
-            .field("identity_token", &redact(&self.identity_token))
-            .field("skip_origin", &self.skip_origin)
-            .finish()
     }
 }

@@ -20,6 +20,7 @@ pub struct ContainerMetrics {
     starts: IntCounter,
     exits: IntCounterVec,
     oom_kills: IntCounter,
+    monitors_lost: IntCounter,
     events: IntCounterVec,
     /// Log bytes of containers whose exit berthd has recorded; running ones are added at scrape.
     exited_log_bytes: Arc<AtomicU64>,
@@ -43,6 +44,11 @@ impl ContainerMetrics {
                 "berth_container_oom_kills_total",
                 "Containers killed by the kernel's OOM killer.",
             )?,
+            monitors_lost: IntCounter::new(
+                "berth_container_monitors_lost_total",
+                "Running containers whose pod monitor died without recording their exit (seen while \
+                 running or by recovery at start): killed and reported with an unknown exit.",
+            )?,
             events: IntCounterVec::new(
                 Opts::new(
                     "berth_container_events_total",
@@ -55,11 +61,17 @@ impl ContainerMetrics {
         registry.register(Box::new(metrics.starts.clone()))?;
         registry.register(Box::new(metrics.exits.clone()))?;
         registry.register(Box::new(metrics.oom_kills.clone()))?;
+        registry.register(Box::new(metrics.monitors_lost.clone()))?;
         registry.register(Box::new(metrics.events.clone()))?;
         Ok(metrics)
     }
 
     /// Counts what a phase change means.
+    /// A running container's monitor was found gone with no exit recorded.
+    pub(crate) fn monitor_lost(&self) {
+        self.monitors_lost.inc();
+    }
+
     pub(crate) fn observe(&self, kind: ContainerEventKind, record: &ContainerRecord) {
         self.events.with_label_values(&[kind.as_str()]).inc();
         match kind {

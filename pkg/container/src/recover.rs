@@ -204,6 +204,7 @@ async fn reconcile(
             return Ok(());
         }
         Decision::Lost => {
+            inner.deps.metrics.monitor_lost();
             let _ = runtime.kill(&record.id, libc::SIGKILL).await;
             runtime.delete(&record.id).await?;
             record.set_exited(&unknown_exit());

@@ -33,7 +33,10 @@ pub(crate) fn spawn(inner: &Arc<Inner>, id: &str) {
                         tracing::warn!(container_id = %id, error = %e, "lost track of the container's monitor");
                         match berth_monitor_api::read_exit_file(&record.monitor_dir, &id) {
                             Ok(Some(exit)) => break (exit, None),
-                            _ => break lost(&record),
+                            _ => {
+                                inner.deps.metrics.monitor_lost();
+                                break lost(&record);
+                            }
                         }
                     }
                     tokio::time::sleep(Duration::from_millis(200)).await;

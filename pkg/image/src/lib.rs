@@ -67,7 +67,10 @@ pub struct ImageService {
 struct Inner {
     root: PathBuf,
     config: ImageConfig,
-    registry: berth_registry::Client,
+    /// Swapped whole on a configuration reload; each pull takes the one current when it starts.
+    registry: RwLock<berth_registry::Client>,
+    /// `image.pinned`, replaced on a configuration reload.
+    pinned: RwLock<Vec<String>>,
     content: ContentStore,
     snapshots: Snapshotter,
     store: Store,
@@ -101,8 +104,9 @@ impl ImageService {
         Ok(ImageService {
             inner: Arc::new(Inner {
                 root: root.to_path_buf(),
+                pinned: RwLock::new(config.pinned.clone()),
                 config,
-                registry,
+                registry: RwLock::new(registry),
                 content,
                 snapshots,
                 store,
@@ -128,6 +132,21 @@ impl ImageService {
     /// both (and the metadata store they share) are really dropped.
     pub fn clear_snapshot_users(&self) {
         *self.inner.users.write().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Replaces the registry client (a configuration reload). Pulls in flight keep the one they
+    /// started with; the next pull uses this one.
+    pub fn set_registry(&self, registry: berth_registry::Client) {
+        *self
+            .inner
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = registry;
+    }
+
+    /// Replaces the pinned image list (`image.pinned`, on a configuration reload).
+    pub fn set_pinned(&self, pinned: Vec<String>) {
+        *self.inner.pinned.write().unwrap_or_else(|p| p.into_inner()) = pinned;
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {
@@ -219,8 +238,17 @@ impl Inner {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The current registry client (cheap to clone: shared pools and token cache).
+    fn registry(&self) -> berth_registry::Client {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn view(&self, record: ImageRecord) -> ImageView {
-        let pinned = self.config.pinned.iter().any(|pin| {
+        let pins = self.pinned.read().unwrap_or_else(|p| p.into_inner());
+        let pinned = pins.iter().any(|pin| {
             let normalized = Reference::parse(pin)
                 .map(|r| r.to_string())
                 .unwrap_or_else(|_| pin.clone());

@@ -30,6 +30,7 @@ struct Plan {
     reference: Reference,
     credentials: Option<Credentials>,
     endpoint: Option<Endpoint>,
+    registry: berth_registry::Client,
     layers: Vec<LayerRecord>,
     downloads: Semaphore,
     stall: Duration,
@@ -89,8 +90,9 @@ async fn pull_uncoalesced(
 ) -> Result<ImageRecord, ImageError> {
     tracing::info!(image = %reference, "pulling");
     let started = Instant::now();
-    let top = inner
-        .registry
+    // The registry configuration as of now: a reload mid-pull does not change it.
+    let registry = inner.registry();
+    let top = registry
         .fetch_manifest(&reference, credentials.as_ref())
         .await?;
     let resolved_digest = top.digest.clone();
@@ -107,8 +109,7 @@ async fn pull_uncoalesced(
                 host.variant.as_deref(),
             )?;
             let pinned = reference.with_digest(chosen.digest.clone());
-            let chosen = inner
-                .registry
+            let chosen = registry
                 .fetch_manifest(&pinned, credentials.as_ref())
                 .await?;
             blobs.push((Digest::parse(&top.digest)?, top.bytes.to_vec()));
@@ -128,6 +129,7 @@ async fn pull_uncoalesced(
 
     let config_bytes = fetch_config(
         inner,
+        &registry,
         &reference,
         &parsed.config,
         plan_endpoint.as_ref(),
@@ -171,6 +173,7 @@ async fn pull_uncoalesced(
         reference: reference.clone(),
         credentials,
         endpoint: plan_endpoint,
+        registry,
         layers: layers.clone(),
         downloads: Semaphore::new(inner.config.max_concurrent_downloads.max(1)),
         stall: Duration::from_secs(inner.config.pull_stall_timeout_secs.max(1)),
@@ -221,6 +224,7 @@ fn lease(inner: &Inner, chain_ids: &[String], take: bool) {
 /// The config blob, from the content store or the registry (coalesced by digest).
 async fn fetch_config(
     inner: &Arc<Inner>,
+    registry: &berth_registry::Client,
     reference: &Reference,
     descriptor: &berth_registry::Descriptor,
     endpoint: Option<&Endpoint>,
@@ -243,8 +247,7 @@ async fn fetch_config(
     inner
         .blobs
         .run(key, || async {
-            let mut blob = inner
-                .registry
+            let mut blob = registry
                 .fetch_blob(reference, digest.as_str(), endpoint, credentials)
                 .await
                 .map_err(|e| Arc::new(e.into()))?;
@@ -396,7 +399,7 @@ async fn download_and_unpack(
 ) -> Result<UnpackedLayer, ImageError> {
     let layer = &plan.layers[i];
     let compression: Compression = layer_compression(&layer.media_type)?;
-    let mut blob = inner
+    let mut blob = plan
         .registry
         .fetch_blob(
             &plan.reference,

@@ -4,6 +4,7 @@
 //! typed handles from it instead of registering globals, so tests can build as many independent instances as
 //! they like. [`serve`] exposes the registry as Prometheus text on `/metrics`.
 
+mod config;
 mod cri;
 mod events;
 mod process;
@@ -11,6 +12,7 @@ mod server;
 
 use prometheus::{Encoder, IntGaugeVec, Opts, Registry, TextEncoder};
 
+pub use config::ConfigMetrics;
 pub use cri::{CriMetrics, RpcTimer};
 pub use events::EventMetrics;
 pub use server::{MetricsServerError, serve};
@@ -27,6 +29,7 @@ pub struct Metrics {
     registry: Registry,
     pub cri: CriMetrics,
     pub events: EventMetrics,
+    pub config: ConfigMetrics,
 }
 
 impl Metrics {
@@ -44,11 +47,13 @@ impl Metrics {
         registry.register(Box::new(build_info))?;
         let cri = CriMetrics::register(&registry)?;
         let events = EventMetrics::register(&registry)?;
+        let config = ConfigMetrics::register(&registry)?;
         registry.register(Box::new(process::ProcessCollector::new()))?;
         Ok(Metrics {
             registry,
             cri,
             events,
+            config,
         })
     }
 

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use berth_config::hosts_dir::DEFAULT_NAMESPACE;
+
 use crate::auth::AuthCache;
 use crate::blob::BlobStream;
 use crate::config::{CATCH_ALL, RegistryConfig};
@@ -25,6 +27,8 @@ pub(crate) struct Inner {
     pub options: ClientOptions,
     /// Plans of configured hosts, by key (including `*`).
     plans: HashMap<String, HostPlan>,
+    /// Plans from `registry.config_path`, by host (including `_default`).
+    dir_plans: HashMap<String, HostPlan>,
     /// For hosts with neither their own entry nor a catch-all.
     default_plan: HostPlan,
     /// One HTTP client per TLS setting, all built up front.
@@ -60,12 +64,17 @@ impl Client {
         for (key, host) in &config.hosts {
             plans.insert(key.clone(), HostPlan::new(key, host, &config)?);
         }
+        let dir_plans = match &config.config_path {
+            Some(dir) => crate::hosts_dir::plans(dir)?,
+            None => HashMap::new(),
+        };
         let default_plan = HostPlan::default();
         let default_http = build_http_client(&TlsKey::default(), &options)?;
         let mut http = HashMap::new();
         http.insert(TlsKey::default(), default_http.clone());
         let keys = plans
             .values()
+            .chain(dir_plans.values())
             .chain(std::iter::once(&default_plan))
             .flat_map(HostPlan::tls_keys);
         for key in keys {
@@ -77,6 +86,7 @@ impl Client {
             inner: Arc::new(Inner {
                 options,
                 plans,
+                dir_plans,
                 default_plan,
                 http,
                 default_http,
@@ -99,11 +109,21 @@ impl Client {
             .unwrap_or(&self.inner.default_http)
     }
 
+    /// Where `registry`'s endpoints come from: its own table when that says how to connect,
+    /// else its `config_path` directory, else its own table (credentials only), else the
+    /// catch-all `*` when that says how to connect, else `_default` from the directory, else `*`.
     fn plan(&self, registry: &str) -> &HostPlan {
-        self.inner
-            .plans
-            .get(registry)
-            .or_else(|| self.inner.plans.get(CATCH_ALL))
+        let own = self.inner.plans.get(registry);
+        let all = self.inner.plans.get(CATCH_ALL);
+        fn connects(p: Option<&HostPlan>) -> Option<&HostPlan> {
+            p.filter(|p| p.configures_endpoints)
+        }
+        connects(own)
+            .or_else(|| self.inner.dir_plans.get(registry))
+            .or(own)
+            .or_else(|| connects(all))
+            .or_else(|| self.inner.dir_plans.get(DEFAULT_NAMESPACE))
+            .or(all)
             .unwrap_or(&self.inner.default_plan)
     }
 
@@ -121,7 +141,13 @@ impl Client {
         registry: &str,
         creds: Option<&'a Credentials>,
     ) -> Option<&'a Credentials> {
-        creds.or(self.plan(registry).credentials.as_ref())
+        creds.or_else(|| {
+            self.inner
+                .plans
+                .get(registry)
+                .or_else(|| self.inner.plans.get(CATCH_ALL))
+                .and_then(|p| p.credentials.as_ref())
+        })
     }
 
     /// Fetches a manifest or index by digest (if the reference has one) or
@@ -142,7 +168,20 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<Manifest, RegistryError> {
         let creds = self.credentials(&reference.registry, creds);
-        let endpoints = self.endpoints(&reference.registry)?;
+        let mut endpoints = self.endpoints(&reference.registry)?;
+        if reference.digest.is_none() {
+            // A tag is resolved only by endpoints trusted to (containerd's `resolve`).
+            endpoints.retain(|e| e.resolve);
+            if endpoints.is_empty() {
+                return Err(RegistryError::Config {
+                    host: reference.registry.clone(),
+                    reason: format!(
+                        "no endpoint may resolve the tag of {reference}: every mirror is pull-only \
+                         (resolve = false) and the origin is not used; pull by digest"
+                    ),
+                });
+            }
+        }
         let mut errors = Vec::new();
         for ep in &endpoints {
             match self.fetch_manifest_from(ep, reference, creds).await {

@@ -11,13 +11,30 @@ use std::path::PathBuf;
 
 use reqwest::Url;
 
-use crate::config::{RegistryConfig, RegistryHost};
+use crate::config::{Mirror, RegistryConfig, RegistryHost};
 use crate::credentials::Credentials;
 use crate::error::RegistryError;
 use crate::reference::DOCKER_HUB;
 
 /// Docker Hub's API endpoint (`docker.io` is only its name).
 pub const DOCKER_HUB_ENDPOINT: &str = "https://registry-1.docker.io";
+
+/// A TLS client certificate: the certificate (chain) file and the key file (`None`: the key is
+/// in the certificate's file).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ClientCert {
+    pub cert: PathBuf,
+    pub key: Option<PathBuf>,
+}
+
+impl ClientCert {
+    pub fn new(cert: Option<&PathBuf>, key: Option<&PathBuf>) -> Option<ClientCert> {
+        cert.map(|cert| ClientCert {
+            cert: cert.clone(),
+            key: key.cloned(),
+        })
+    }
+}
 
 /// The TLS settings of one endpoint; one HTTP client is built per distinct
 /// value, so connection pools are shared by endpoints that trust the same.
@@ -27,6 +44,8 @@ pub(crate) struct TlsKey {
     pub insecure: bool,
     /// Extra CA bundles to trust, sorted and deduplicated.
     pub ca_files: Vec<PathBuf>,
+    /// The certificate presented when the server asks for one.
+    pub client: Option<ClientCert>,
 }
 
 impl TlsKey {
@@ -34,16 +53,47 @@ impl TlsKey {
         TlsKey {
             insecure: h.insecure,
             ca_files: h.ca_file.iter().cloned().collect(),
+            client: ClientCert::new(h.client_cert.as_ref(), h.client_key.as_ref()),
         }
     }
 
-    fn merge(mut self, other: &TlsKey) -> TlsKey {
+    fn from_mirror(m: &Mirror) -> TlsKey {
+        TlsKey {
+            insecure: m.insecure,
+            ca_files: m.ca_file.iter().cloned().collect(),
+            client: ClientCert::new(m.client_cert.as_ref(), m.client_key.as_ref()),
+        }
+    }
+
+    /// Adds `other`'s trust to this one; this one's client certificate, if any, wins.
+    pub(crate) fn merge(mut self, other: &TlsKey) -> TlsKey {
         self.insecure |= other.insecure;
         self.ca_files.extend(other.ca_files.iter().cloned());
         self.ca_files.sort();
         self.ca_files.dedup();
+        if self.client.is_none() {
+            self.client = other.client.clone();
+        }
         self
     }
+}
+
+/// Extra request headers of an endpoint: (name, value), a name may repeat.
+pub(crate) type Headers = Vec<(String, String)>;
+
+/// `base` with `overlay`'s names replacing base's.
+fn merge_headers(base: &Headers, overlay: &Headers) -> Headers {
+    let mut out: Headers = base
+        .iter()
+        .filter(|(n, _)| !overlay.iter().any(|(o, _)| o.eq_ignore_ascii_case(n)))
+        .cloned()
+        .collect();
+    out.extend(overlay.iter().cloned());
+    out
+}
+
+fn headers_of(map: &std::collections::BTreeMap<String, String>) -> Headers {
+    map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// One place a registry's content can be fetched from.
@@ -53,13 +103,29 @@ pub struct Endpoint {
     authority: String,
     mirror: bool,
     pub(crate) tls: TlsKey,
+    pub(crate) headers: Headers,
+    /// May resolve tags; otherwise only asked for content by digest.
+    pub(crate) resolve: bool,
+    /// `base` is the API root itself (no `/v2`).
+    pub(crate) override_path: bool,
 }
 
 impl Endpoint {
     fn new(url: &Url, mirror: bool, tls: TlsKey) -> Endpoint {
+        Endpoint::with(url, mirror, tls, Headers::new(), true, false)
+    }
+
+    pub(crate) fn with(
+        url: &Url,
+        mirror: bool,
+        tls: TlsKey,
+        headers: Headers,
+        resolve: bool,
+        override_path: bool,
+    ) -> Endpoint {
         let mut base = url.as_str().trim_end_matches('/').to_string();
         // Tolerate mirrors written with the API root ("https://m/v2").
-        if let Some(stripped) = base.strip_suffix("/v2") {
+        if !override_path && let Some(stripped) = base.strip_suffix("/v2") {
             base = stripped.to_string();
         }
         let authority = match url.port() {
@@ -71,6 +137,19 @@ impl Endpoint {
             authority,
             mirror,
             tls,
+            headers,
+            resolve,
+            override_path,
+        }
+    }
+
+    /// Where `/<repository>/manifests/...` goes: `<base>/v2`, or the base itself with
+    /// `override_path`.
+    pub(crate) fn api_root(&self) -> String {
+        if self.override_path {
+            self.base.clone()
+        } else {
+            format!("{}/v2", self.base)
         }
     }
 
@@ -106,9 +185,12 @@ impl fmt::Display for Endpoint {
 pub(crate) struct HostPlan {
     pub mirrors: Vec<Endpoint>,
     pub origin_tls: TlsKey,
+    pub origin_headers: Headers,
     pub insecure: bool,
     pub has_ca: bool,
     pub skip_origin: bool,
+    /// Says where or how to connect (not only credentials): see [`RegistryHost::configures_endpoints`].
+    pub configures_endpoints: bool,
     pub credentials: Option<Credentials>,
 }
 
@@ -124,10 +206,12 @@ impl HostPlan {
             reason,
         };
         let tls = TlsKey::from_host(h);
+        let headers = headers_of(&h.headers);
         let mut mirrors = Vec::new();
         for m in &h.mirrors {
-            let url = parse_mirror(m).map_err(|r| config_err(format!("mirror {m:?}: {r}")))?;
-            // A mirror host with its own entry adds its own CA/insecure.
+            let url =
+                parse_mirror(&m.url).map_err(|r| config_err(format!("mirror {:?}: {r}", m.url)))?;
+            // A mirror host with its own entry adds its own CA/insecure/client certificate.
             let own = url
                 .host_str()
                 .map(|host| match url.port() {
@@ -137,7 +221,17 @@ impl HostPlan {
                 .and_then(|a| cfg.hosts.get(&a))
                 .map(TlsKey::from_host)
                 .unwrap_or_default();
-            mirrors.push(Endpoint::new(&url, true, tls.clone().merge(&own)));
+            // The mirror's own settings first (its client certificate wins), then its host
+            // entry's, then those of the registry it mirrors.
+            let mirror_tls = TlsKey::from_mirror(m).merge(&own).merge(&tls);
+            mirrors.push(Endpoint::with(
+                &url,
+                true,
+                mirror_tls,
+                merge_headers(&headers, &headers_of(&m.headers)),
+                m.resolve,
+                m.override_path,
+            ));
         }
         if h.skip_origin && mirrors.is_empty() {
             return Err(config_err(
@@ -148,15 +242,17 @@ impl HostPlan {
         Ok(HostPlan {
             mirrors,
             origin_tls: tls,
+            origin_headers: headers,
             insecure: h.insecure,
             has_ca: h.ca_file.is_some(),
             skip_origin: h.skip_origin,
+            configures_endpoints: h.configures_endpoints(),
             credentials,
         })
     }
 
     /// Every TLS setting this plan may use.
-    pub fn tls_keys(&self) -> impl Iterator<Item = &TlsKey> {
+    pub(crate) fn tls_keys(&self) -> impl Iterator<Item = &TlsKey> {
         std::iter::once(&self.origin_tls).chain(self.mirrors.iter().map(|m| &m.tls))
     }
 
@@ -177,7 +273,9 @@ impl HostPlan {
                 format!("{scheme}://{registry}")
             };
             let url = Url::parse(&s).map_err(|e| bad(format!("cannot form URL {s:?}: {e}")))?;
-            Ok(Endpoint::new(&url, false, self.origin_tls.clone()))
+            let mut ep = Endpoint::new(&url, false, self.origin_tls.clone());
+            ep.headers = self.origin_headers.clone();
+            Ok(ep)
         };
         if is_loopback(registry) && !self.has_ca {
             // As Docker does: a registry on this machine is reached over
@@ -195,7 +293,7 @@ impl HostPlan {
 }
 
 /// A mirror URL: http(s), a host, no query or fragment; no scheme = https.
-fn parse_mirror(m: &str) -> Result<Url, String> {
+pub(crate) fn parse_mirror(m: &str) -> Result<Url, String> {
     let with_scheme = if m.contains("://") {
         m.to_string()
     } else {

@@ -34,11 +34,11 @@ pub struct Manifest {
     pub kind: ManifestKind,
 }
 
-/// `<base>/v2/<repository>/<kind>/<key>`; mirrors also get `?ns=<registry>`
+/// `<base>/v2/<repository>/<kind>/<key>` (`<base>/...` with `override_path`); mirrors also get `?ns=<registry>`
 /// (as containerd sends it) so a mirror serving several registries can tell
 /// which one is meant.
 fn api_url(ep: &Endpoint, r: &Reference, kind: &str, key: &str) -> Result<Url, RegistryError> {
-    let s = format!("{}/v2/{}/{kind}/{key}", ep.url(), r.repository);
+    let s = format!("{}/{}/{kind}/{key}", ep.api_root(), r.repository);
     let mut url = Url::parse(&s).map_err(|e| RegistryError::Config {
         host: r.registry.clone(),
         reason: format!("cannot form URL {s:?}: {e}"),

@@ -29,6 +29,7 @@ mod digest;
 mod endpoint;
 mod error;
 mod fetch;
+mod hosts_dir;
 pub mod manifest;
 mod platform;
 mod reference;
@@ -37,7 +38,7 @@ mod transport;
 
 pub use blob::BlobStream;
 pub use client::Client;
-pub use config::{RegistryConfig, RegistryHost};
+pub use config::{Mirror, RegistryConfig, RegistryHost};
 pub use credentials::Credentials;
 pub use digest::{Algorithm, Digest, DigestVerifier, sha256_digest};
 pub use endpoint::{DOCKER_HUB_ENDPOINT, Endpoint, is_loopback};

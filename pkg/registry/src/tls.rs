@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::endpoint::TlsKey;
+use crate::endpoint::{ClientCert, TlsKey};
 use crate::error::RegistryError;
 
 /// Tunables of the HTTP layer.
@@ -67,9 +67,31 @@ pub(crate) fn build_http_client(
             b = b.add_root_certificate(cert);
         }
     }
+    if let Some(client) = &key.client {
+        b = b.identity(load_identity(client)?);
+    }
     b.build().map_err(|e| RegistryError::Tls {
         path: key.ca_files.first().cloned().unwrap_or_default(),
         reason: format!("cannot build HTTP client: {e}"),
+    })
+}
+
+/// Reads a client certificate chain and its private key (PEM; both may be in one file).
+fn load_identity(client: &ClientCert) -> Result<reqwest::Identity, RegistryError> {
+    let read = |path: &Path| {
+        std::fs::read(path).map_err(|e| RegistryError::Tls {
+            path: path.to_path_buf(),
+            reason: format!("client certificate: {e}"),
+        })
+    };
+    let mut pem = read(&client.cert)?;
+    if let Some(key) = &client.key {
+        pem.push(b'\n');
+        pem.extend(read(key)?);
+    }
+    reqwest::Identity::from_pem(&pem).map_err(|e| RegistryError::Tls {
+        path: client.cert.clone(),
+        reason: format!("not a PEM certificate and private key: {e}"),
     })
 }
 
@@ -96,8 +118,8 @@ mod tests {
     fn ca_file_errors_name_the_file() {
         let opts = ClientOptions::default();
         let missing = TlsKey {
-            insecure: false,
             ca_files: vec!["/nonexistent/berth-ca.pem".into()],
+            ..TlsKey::default()
         };
         let e = build_http_client(&missing, &opts).unwrap_err();
         assert!(e.to_string().contains("/nonexistent/berth-ca.pem"), "{e}");
@@ -108,8 +130,8 @@ mod tests {
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let e = build_http_client(
             &TlsKey {
-                insecure: false,
                 ca_files: vec![empty.clone()],
+                ..TlsKey::default()
             },
             &opts,
         )
@@ -120,7 +142,7 @@ mod tests {
         assert!(build_http_client(&TlsKey::default(), &opts).is_ok());
         let insecure = TlsKey {
             insecure: true,
-            ca_files: vec![],
+            ..TlsKey::default()
         };
         assert!(build_http_client(&insecure, &opts).is_ok());
     }

@@ -48,6 +48,13 @@ impl Client {
         let mut auth = auth;
         for _ in 0..=MAX_REDIRECTS {
             let mut b = http.get(url.clone()).headers(req.headers.clone());
+            if same_origin(&req.url, &url) {
+                // Configured headers are for the endpoint, not for wherever it redirects (an
+                // object store); they often carry a token, as the registry's Authorization does.
+                for (name, value) in &req.endpoint.headers {
+                    b = b.header(name.as_str(), value.as_str());
+                }
+            }
             if let Some(a) = auth {
                 b = b.header(AUTHORIZATION, a);
             }

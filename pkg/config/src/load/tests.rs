@@ -235,7 +235,7 @@ fn registry_hosts_merge_across_files() {
     assert_eq!(config.registry.hosts.len(), 2);
     assert_eq!(
         config.registry.hosts["docker.io"].mirrors,
-        ["http://127.0.0.1:5000"]
+        [crate::Mirror::url("http://127.0.0.1:5000")]
     );
     assert!(config.registry.hosts["*"].insecure);
     assert_eq!(config.image.pinned, ["registry.k8s.io/pause:3.9"]);

@@ -1,0 +1,285 @@
+//! berthd as a systemd service: the notify protocol it speaks to `$NOTIFY_SOCKET` (spoken to a
+//! datagram socket the test binds, as systemd binds its own), and `make install` / `make
+//! uninstall` into a staging `DESTDIR`. The unit itself is checked by `make check-systemd`; the
+//! Debian package by `package.rs`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use berth_e2e::containers::{Pod, busybox, monitor_processes, pull, run, shell, stop_and_remove};
+use berth_e2e::{Berthd, Options, berthd_binary, wait_timeout};
+use k8s_cri::v1 as cri;
+use tokio::net::UnixDatagram;
+
+/// Kills berthd should the test fail before stopping it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The next notify message, as its assignments.
+async fn next_message(socket: &UnixDatagram, berthd: &Berthd) -> Vec<String> {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), socket.recv(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("no notify message within 20s:\n{}", berthd.log()))
+        .expect("receiving a notify message");
+    String::from_utf8(buf[..n].to_vec())
+        .expect("notify messages are text")
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The environment a process started with.
+fn environ(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("reading /proc/<pid>/environ");
+    raw.split(|b| *b == 0)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn notify_ready_once_cri_answers_and_stopping_on_sigterm() {
+    let mut berthd = Berthd::prepare("notify", &Options::default()).unwrap();
+    let path = berthd.dir.join("notify.sock");
+    let socket = UnixDatagram::bind(&path).unwrap();
+    berthd
+        .env
+        .push(("NOTIFY_SOCKET".into(), path.to_string_lossy().into_owned()));
+    // A variable berthd leaves alone: the monitor inherits it, so the check below means something.
+    berthd
+        .env
+        .push(("BERTH_E2E_INHERITED".into(), "yes".into()));
+    let mut running = Running(Some(berthd.spawn(&[]).unwrap()));
+
+    // Status lines may come first; READY=1 must not come before the CRI socket serves.
+    let mut before_ready = Vec::new();
+    let ready = loop {
+        let message = next_message(&socket, &berthd).await;
+        if message.iter().any(|a| a == "READY=1") {
+            break message;
+        }
+        before_ready.push(message);
+    };
+    // One attempt, no retry: READY=1 promises that the socket answers now.
+    let version = berthd
+        .runtime()
+        .await
+        .expect("connecting right after READY=1")
+        .version(cri::VersionRequest::default())
+        .await
+        .expect("Version right after READY=1")
+        .into_inner();
+    assert_eq!(version.runtime_name, "berth");
+    assert!(
+        ready.contains(&"STATUS=serving CRI".to_string()),
+        "{ready:?}"
+    );
+    assert!(
+        before_ready
+            .iter()
+            .flatten()
+            .any(|a| a.starts_with("STATUS=recovering")),
+        "{before_ready:?}"
+    );
+
+    // berthd took NOTIFY_SOCKET out of its environment: a pod's monitor (which runs runc) must not
+    // be able to notify systemd in berthd's name. (berthd's own /proc/<pid>/environ still shows the
+    // block it was started with: the kernel never updates it.)
+    // The monitor is spawned at the pod's first CreateContainer; its --dir names the pod's id.
+    pull(&berthd, &busybox()).await;
+    let pod = Pod::run(&berthd, "notify").await;
+    let container = run(
+        &berthd,
+        &pod,
+        shell("sleeper", "trap 'exit 0' TERM; while :; do sleep 1; done"),
+    )
+    .await;
+    let monitors = monitor_processes(&pod.id[..pod.id.len().min(32)]);
+    assert_eq!(monitors.len(), 1, "{monitors:?}");
+    let env = environ(monitors[0].0);
+    assert!(
+        env.contains(&"BERTH_E2E_INHERITED=yes".to_string()),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter().any(|v| v.starts_with("NOTIFY_SOCKET=")),
+        "the pod's monitor inherited NOTIFY_SOCKET: {env:?}"
+    );
+    stop_and_remove(&berthd, &container).await;
+    pod.remove(&berthd).await;
+
+    let mut child = running.0.take().expect("berthd runs");
+    // SAFETY: kill(2) on the pid of a child not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopping = next_message(&socket, &berthd).await;
+    assert!(stopping.contains(&"STOPPING=1".to_string()), "{stopping:?}");
+    let status = wait_timeout(&mut child, Duration::from_secs(15)).unwrap();
+    assert!(
+        status.success(),
+        "berthd exited with {status}:\n{}",
+        berthd.log()
+    );
+    drop(socket);
+    berthd.finish();
+}
+
+/// The repository (the Makefile and packaging/ are there).
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("e2e/ is in the repository")
+        .to_path_buf()
+}
+
+/// `make install` or `make uninstall` with the binaries cargo built for these tests.
+fn make(target: &str, prefix: &str, destdir: &Path) -> String {
+    let bins = berthd_binary().unwrap().parent().unwrap().to_path_buf();
+    let out = Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(repo())
+        .arg(target)
+        .arg(format!("PREFIX={prefix}"))
+        .arg(format!("DESTDIR={}", destdir.display()))
+        .env("BINS", &bins)
+        .output()
+        .expect("running make");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "make {target} failed:\n{text}");
+    text
+}
+
+/// `berthd config show` with this file, minus the line naming its source.
+fn effective_config(berthd: &Path, file: &Path) -> String {
+    let out = Command::new(berthd)
+        .arg("--config")
+        .arg(file)
+        .args(["config", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "berthd rejects {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("# from "))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every file (not directory) below `dir`.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().map(Result::unwrap) {
+            if entry.file_type().unwrap().is_dir() {
+                pending.push(entry.path());
+            } else {
+                found.push(entry.path());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn make_install_and_uninstall_honour_prefix_and_destdir() {
+    let dest = tempfile::Builder::new()
+        .prefix("berth-install-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let root = dest.path();
+    make("install", "/usr/local", root);
+
+    for bin in ["berthd", "berth", "berth-monitor", "berth-init"] {
+        let path = root.join("usr/local/bin").join(bin);
+        let mode = std::os::unix::fs::PermissionsExt::mode(&path.metadata().unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o755, "{}", path.display());
+    }
+    let unit =
+        std::fs::read_to_string(root.join("usr/local/lib/systemd/system/berthd.service")).unwrap();
+    assert!(
+        unit.lines().any(|l| l == "ExecStart=/usr/local/bin/berthd"),
+        "{unit}"
+    );
+    assert!(unit.lines().any(|l| l == "Type=notify"), "{unit}");
+
+    // The default config: only comments, every setting of `berthd config default` among them, and
+    // berthd's loader takes it as the defaults.
+    let berthd = root.join("usr/local/bin/berthd");
+    let config_path = root.join("etc/berth/config.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(
+        config
+            .lines()
+            .all(|l| l.trim().is_empty() || l.starts_with('#')),
+        "{config}"
+    );
+    let defaults = Command::new(&berthd)
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    let defaults = String::from_utf8(defaults.stdout).unwrap();
+    for setting in defaults
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
+        assert!(
+            config.lines().any(|l| l == format!("# {setting}")),
+            "{setting:?} is not in the installed config"
+        );
+    }
+    let empty = root.join("empty.toml");
+    std::fs::write(&empty, "").unwrap();
+    assert_eq!(
+        effective_config(&berthd, &config_path),
+        effective_config(&berthd, &empty)
+    );
+    std::fs::remove_file(&empty).unwrap();
+    assert!(root.join("etc/berth/config.d").is_dir());
+
+    // A changed config survives a second install and the uninstall.
+    let changed = format!("{config}\n[log]\nlevel = \"debug\"\n");
+    std::fs::write(&config_path, &changed).unwrap();
+    let again = make("install", "/usr/local", root);
+    assert!(again.contains("keeping the existing"), "{again}");
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), changed);
+    make("uninstall", "/usr/local", root);
+    assert_eq!(files_below(root), vec![config_path.clone()]);
+
+    // An unchanged config goes with the rest, and so do the directories install made in /etc.
+    std::fs::remove_file(&config_path).unwrap();
+    make("install", "/usr/local", root);
+    make("uninstall", "/usr/local", root);
+    assert_eq!(files_below(root), Vec::<PathBuf>::new());
+    assert!(!root.join("etc/berth").exists());
+
+    // Outside /usr and /usr/local, systemd would not find the unit under the prefix.
+    make("install", "/opt/berth", root);
+    let unit = std::fs::read_to_string(root.join("etc/systemd/system/berthd.service")).unwrap();
+    assert!(
+        unit.lines().any(|l| l == "ExecStart=/opt/berth/bin/berthd"),
+        "{unit}"
+    );
+    assert!(root.join("opt/berth/bin/berth-monitor").is_file());
+    make("uninstall", "/opt/berth", root);
+    assert_eq!(files_below(root), Vec::<PathBuf>::new());
+}
