@@ -3,6 +3,7 @@
 //! uninstall` into a staging `DESTDIR`. The unit itself is checked by `make check-systemd`; the
 //! Debian package by `package.rs`.
 
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
@@ -38,6 +39,15 @@ async fn next_message(socket: &UnixDatagram, berthd: &Berthd) -> Vec<String> {
         .collect()
 }
 
+/// Whether process `pid` has a descriptor open on a file named `name`.
+fn has_open(pid: i32, name: &str) -> bool {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("listing /proc/<pid>/fd")
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|target| target.file_name().is_some_and(|f| f == name))
+}
+
 /// The environment a process started with.
 fn environ(pid: i32) -> Vec<String> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).expect("reading /proc/<pid>/environ");
@@ -59,7 +69,21 @@ async fn notify_ready_once_cri_answers_and_stopping_on_sigterm() {
     berthd
         .env
         .push(("BERTH_E2E_INHERITED".into(), "yes".into()));
+    // A descriptor berthd inherits without close-on-exec, as from `flock FILE berthd`: it must not
+    // reach the pod's monitor, which outlives berthd (berthd marks it close-on-exec at start).
+    let inherited = std::fs::File::create(berthd.dir.join("inherited.lock")).unwrap();
+    // SAFETY: fcntl(F_SETFD) on a descriptor this test owns: clears its close-on-exec flag.
+    assert_eq!(
+        unsafe { libc::fcntl(inherited.as_raw_fd(), libc::F_SETFD, 0) },
+        0
+    );
     let mut running = Running(Some(berthd.spawn(&[]).unwrap()));
+    drop(inherited);
+    let berthd_pid = running.0.as_ref().expect("berthd runs").id() as i32;
+    assert!(
+        has_open(berthd_pid, "inherited.lock"),
+        "berthd did not inherit the descriptor: the check below would mean nothing"
+    );
 
     // Status lines may come first; READY=1 must not come before the CRI socket serves.
     let mut before_ready = Vec::new();
@@ -114,6 +138,10 @@ async fn notify_ready_once_cri_answers_and_stopping_on_sigterm() {
     assert!(
         !env.iter().any(|v| v.starts_with("NOTIFY_SOCKET=")),
         "the pod's monitor inherited NOTIFY_SOCKET: {env:?}"
+    );
+    assert!(
+        !has_open(monitors[0].0, "inherited.lock"),
+        "the pod's monitor inherited a descriptor berthd was started with"
     );
     stop_and_remove(&berthd, &container).await;
     pod.remove(&berthd).await;

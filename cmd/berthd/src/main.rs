@@ -61,6 +61,7 @@ fn fail(e: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn run(cli: cli::Cli) -> anyhow::Result<()> {
+    cloexec_inherited_fds();
     // Before any thread exists: the arena limit applies to threads created afterwards.
     malloc::limit_arenas();
     // SAFETY: no thread exists yet (the runtime and logging start below).
@@ -90,3 +91,36 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
 
 /// How long the runtime's leftover tasks may take to finish once serving has ended.
 const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Marks every descriptor berthd inherited beyond stdio close-on-exec. Whatever started berthd
+/// (a shell's `flock FILE berthd`, a supervisor) may leave descriptors open, and berthd's children
+/// would inherit them: a pod's monitor outlives berthd by design, so a lock file its starter held
+/// stayed locked for the pod's whole life (seen in a test rig whose lock two monitors kept).
+fn cloexec_inherited_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open descriptors.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if rc == 0 {
+        return;
+    }
+    // Kernels before 5.11: one by one.
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: fcntl(F_SETFD) only sets a descriptor flag; a descriptor that was the directory
+        // listing's own and is closed by now just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
