@@ -34,6 +34,8 @@ PACKAGES=(
     # The e2e tests parse berthd's /metrics with the Prometheus client's own text parser
     # (/usr/bin/python3), not with code of ours.
     python3-prometheus-client
+    # e2e/tests/cli_parity.rs reads `berth -o yaml` back with PyYAML (someone else's YAML parser).
+    python3-yaml
     # make drives the README commands.
     make
     # systemd-analyze for `make check-systemd` (packaging/berthd.service); installing the package

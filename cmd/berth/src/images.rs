@@ -72,8 +72,17 @@ fn human_size(bytes: u64) -> String {
     }
 }
 
-/// One row per repo tag (an untagged image gets `<none>`), sorted by repository and tag.
-fn rows(list: &[cri::Image]) -> Vec<[String; 5]> {
+/// How `berth images` shows its table: crictl's optional columns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Columns {
+    pub digests: bool,
+    pub no_trunc: bool,
+    pub pinned: bool,
+}
+
+/// One row per repo tag (an untagged image gets `<none>`), sorted by repository and tag:
+/// IMAGE, TAG, [DIGEST,] IMAGE ID, SIZE[, PINNED].
+fn rows(list: &[cri::Image], columns: Columns) -> Vec<Vec<String>> {
     let mut rows = Vec::new();
     for image in list {
         let tags: Vec<(String, String)> = if image.repo_tags.is_empty() {
@@ -96,20 +105,70 @@ fn rows(list: &[cri::Image]) -> Vec<[String; 5]> {
                 .collect()
         };
         for (repo, tag) in tags {
-            rows.push([
-                repo,
-                tag,
-                short_id(&image.id).to_string(),
-                human_size(image.size),
-                if image.pinned { "true" } else { "false" }.to_string(),
-            ]);
+            let mut row = vec![repo.clone(), tag];
+            if columns.digests {
+                // The digest this repository knows the image by, as crictl shows it.
+                let digest = image
+                    .repo_digests
+                    .iter()
+                    .find_map(|d| d.split_once('@').filter(|(r, _)| *r == repo))
+                    .or_else(|| image.repo_digests.first().and_then(|d| d.split_once('@')))
+                    .map_or("<none>", |(_, digest)| digest);
+                let digest = digest.strip_prefix("sha256:").unwrap_or(digest);
+                row.push(if columns.no_trunc {
+                    digest.to_string()
+                } else {
+                    digest.chars().take(13).collect()
+                });
+            }
+            row.push(if columns.no_trunc {
+                image.id.clone()
+            } else {
+                short_id(&image.id).to_string()
+            });
+            row.push(human_size(image.size));
+            if columns.pinned {
+                row.push(image.pinned.to_string());
+            }
+            rows.push(row);
         }
     }
     rows.sort();
     rows
 }
 
-pub async fn list(images: &mut Images, filter: Option<&str>, quiet: bool) -> anyhow::Result<()> {
+fn header(columns: Columns) -> Vec<&'static str> {
+    let mut header = vec!["IMAGE", "TAG"];
+    if columns.digests {
+        header.push("DIGEST");
+    }
+    header.extend(["IMAGE ID", "SIZE"]);
+    if columns.pinned {
+        header.push("PINNED");
+    }
+    header
+}
+
+/// One image of `berth images -o json` (the fields README lists).
+fn item(image: &cri::Image) -> serde_json::Value {
+    serde_json::json!({
+        "id": image.id,
+        "repoTags": image.repo_tags,
+        "repoDigests": image.repo_digests,
+        "size": image.size,
+        "pinned": image.pinned,
+        "username": image.username,
+        "uid": image.uid.as_ref().map(|u| u.value),
+    })
+}
+
+pub async fn list(
+    images: &mut Images,
+    filter: Option<&str>,
+    quiet: bool,
+    columns: Columns,
+    output: &crate::output::OutputArgs,
+) -> anyhow::Result<()> {
     let list = images
         .list_images(cri::ListImagesRequest {
             filter: filter.map(|f| cri::ImageFilter { image: spec(f) }),
@@ -117,19 +176,27 @@ pub async fn list(images: &mut Images, filter: Option<&str>, quiet: bool) -> any
         .await?
         .into_inner()
         .images;
-    let mut out = std::io::stdout().lock();
     if quiet {
+        let mut out = std::io::stdout().lock();
         for image in &list {
             writeln!(out, "{}", image.id)?;
         }
         return Ok(());
     }
-    crate::table::print(
-        &mut out,
-        ["IMAGE", "TAG", "IMAGE ID", "SIZE", "PINNED"],
-        &rows(&list),
-    )?;
-    Ok(())
+    let items = list.iter().map(item).collect();
+    crate::output::list(output, "images", items, |out, wide| {
+        // Wide: every optional column, nothing shortened.
+        let columns = if wide {
+            Columns {
+                digests: true,
+                no_trunc: true,
+                pinned: true,
+            }
+        } else {
+            columns
+        };
+        crate::table::print_rows(out, &header(columns), &rows(&list, columns))
+    })
 }
 
 /// The image's status, or an error naming what was asked for (ImageStatus answers "absent" with
@@ -274,7 +341,8 @@ mod tests {
             repo_digests: vec!["localhost:5000/z@sha256:cc".into()],
             ..Default::default()
         };
-        let rows = rows(&[image, untagged]);
+        let list = [image, untagged];
+        let rows = rows(&list, Columns::default());
         assert_eq!(rows[0][..2], ["docker.io/library/busybox", "latest"]);
         assert_eq!(rows[1][..2], ["localhost:5000/x/y", "1.0"]);
         assert_eq!(
@@ -282,6 +350,19 @@ mod tests {
             ["localhost:5000/z", "<none>", "bbbbbbbbbbbbb"]
         );
         assert_eq!(rows[1][3], "2kB");
+        let all = Columns {
+            digests: true,
+            no_trunc: true,
+            pinned: true,
+        };
+        assert_eq!(header(all).len(), 6);
+        let wide = super::rows(&list, all);
+        assert_eq!(wide[2][2..5], ["cc", "sha256:bbbbbbbbbbbbbbbb", "0B"]);
+        assert_eq!(
+            (wide[0][2].as_str(), wide[0][5].as_str()),
+            ("<none>", "false")
+        );
+        assert_eq!(item(&list[0])["size"], 2000);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use tonic::Code;
 
 use crate::client::{self, Connect};
 use crate::containers::{Runtime, find_response};
+use crate::output::OutputArgs;
 use crate::pods;
 
 /// What `berth inspect` prints for a container: the status (state by name) and the verbose info,
@@ -41,17 +42,17 @@ fn container_json(response: &cri::ContainerStatusResponse) -> anyhow::Result<ser
 }
 
 /// `inspectc`: containers only.
-pub async fn inspect_container(runtime: &mut Runtime, arg: &str) -> anyhow::Result<()> {
+pub async fn inspect_container(
+    runtime: &mut Runtime,
+    arg: &str,
+    output: &OutputArgs,
+) -> anyhow::Result<()> {
     let response = find_response(runtime, arg, true).await?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&container_json(&response)?)?
-    );
-    Ok(())
+    crate::output::one(output, &container_json(&response)?)
 }
 
 /// `inspect`: a container, else a pod, else an image.
-pub async fn inspect(connect: &Connect, arg: &str) -> anyhow::Result<()> {
+pub async fn inspect(connect: &Connect, arg: &str, output: &OutputArgs) -> anyhow::Result<()> {
     let mut runtime = connect.runtime().await?;
     // NotFound, an ID that is not one (InvalidArgument), or a runtime without the RPC: look on.
     let look_on = |e: &anyhow::Error| {
@@ -104,8 +105,7 @@ pub async fn inspect(connect: &Connect, arg: &str) -> anyhow::Result<()> {
             },
         },
     };
-    println!("{}", serde_json::to_string_pretty(&json)?);
-    Ok(())
+    crate::output::one(output, &json)
 }
 
 #[cfg(test)]

@@ -3,15 +3,21 @@
 mod client;
 mod containers;
 mod crilog;
+mod endpoint;
 mod exec;
+mod exit;
 mod flags;
+mod help;
 mod images;
 mod inspect;
 mod logs;
+mod output;
+mod podls;
 mod pods;
 mod portforward;
 mod ps;
 mod run;
+mod select;
 mod stats;
 mod stream;
 mod table;
@@ -19,25 +25,24 @@ mod term;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 use k8s_cri::v1 as cri;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berth",
     version,
-    about = "Command-line client for the Berth container runtime"
+    about = "Command-line client for the Berth container runtime",
+    after_help = AFTER_HELP
 )]
 struct Cli {
-    /// CRI endpoint.
-    #[arg(
-        long,
-        short = 'H',
-        env = "BERTH_ENDPOINT",
-        default_value = "unix:///run/berth/berth.sock",
-        global = true
-    )]
-    endpoint: String,
+    /// CRI endpoint, unix:///PATH (or /PATH) [default: see below].
+    #[arg(long, short = 'H', global = true, value_name = "ENDPOINT")]
+    endpoint: Option<String>,
+    /// crictl config file whose runtime-endpoint is used when no flag or variable names one
+    /// [env: CRI_CONFIG_FILE] [default: /etc/crictl.yaml].
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     /// Seconds to wait for the runtime to answer.
     #[arg(long, default_value_t = 10, global = true)]
     timeout: u64,
@@ -53,6 +58,7 @@ enum Command {
     Info,
     /// Pull an image (short names mean docker.io/library/NAME:latest).
     Pull {
+        /// Image reference, e.g. busybox or registry.example.com/app:1.2.
         image: String,
         /// Registry credentials as USER:PASSWORD.
         #[arg(long, env = "BERTH_CREDS", hide_env_values = true)]
@@ -60,13 +66,26 @@ enum Command {
     },
     /// List images, or those a reference names.
     Images {
+        /// Only images this reference (name[:tag], ID or digest) names.
         filter: Option<String>,
         /// Only print image IDs.
         #[arg(long, short)]
         quiet: bool,
+        /// Show the DIGEST column.
+        #[arg(long)]
+        digests: bool,
+        /// Show IDs and digests in full.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Show the PINNED column (images the runtime never garbage-collects).
+        #[arg(long)]
+        pinned: bool,
+        #[command(flatten)]
+        output: output::OutputArgs,
     },
     /// Remove images by ID, tag or digest. Removing one tag of an image with several keeps the rest.
     Rmi {
+        /// Image IDs, tags or digests.
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -74,12 +93,16 @@ enum Command {
     Inspect {
         /// Container (ID, ID prefix or name), pod ID or image reference.
         target: String,
+        #[command(flatten)]
+        output: output::OutputArgs,
     },
     /// Show the disk used by images (ImageFsInfo).
     Imagefs,
     /// Start a pod sandbox (no containers); prints its ID.
     Runp {
+        /// The pod's name (its metadata name).
         name: String,
+        /// The pod's namespace.
         #[arg(long, short, default_value = "default")]
         namespace: String,
         /// Use the node's network namespace.
@@ -106,26 +129,30 @@ enum Command {
         )]
         log_root: String,
     },
-    /// List pod sandboxes.
-    Pods {
-        /// Only print pod IDs.
-        #[arg(long, short)]
-        quiet: bool,
-    },
+    /// List pod sandboxes (all of them unless filtered).
+    Pods(podls::PodsArgs),
     /// Stop pod sandboxes by ID or unique ID prefix.
     Stopp {
+        /// Pod IDs or unique ID prefixes.
         #[arg(required = true)]
         ids: Vec<String>,
     },
     /// Remove stopped pod sandboxes (--force: ready ones too).
     Rmp {
+        /// Pod IDs or unique ID prefixes.
         #[arg(required = true)]
         ids: Vec<String>,
+        /// Stop ready pods first instead of refusing them.
         #[arg(long, short)]
         force: bool,
     },
     /// Show a pod sandbox's status and details as JSON.
-    Inspectp { id: String },
+    Inspectp {
+        /// Pod ID or unique ID prefix.
+        id: String,
+        #[command(flatten)]
+        output: output::OutputArgs,
+    },
     /// Create a container in an existing pod (--pod); prints its ID. Pulls the image if absent.
     #[command(override_usage = format!("berth create --pod POD {}", flags::USAGE))]
     Create(containers::CreateArgs),
@@ -151,6 +178,8 @@ enum Command {
     Inspectc {
         /// Container ID, unique ID prefix or name.
         id: String,
+        #[command(flatten)]
+        output: output::OutputArgs,
     },
     /// Change the resource limits of containers.
     Update(exec::UpdateArgs),
@@ -172,10 +201,43 @@ enum Command {
     PortForward(portforward::PortForwardArgs),
     /// Show containers' resource usage.
     Stats(stats::StatsArgs),
+    /// Print a shell completion script (clap_complete).
+    Completion {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages, berth.1 and berth-VERB.1 for each verb, into DIR.
+    Man {
+        /// Where the pages go (made if missing).
+        dir: std::path::PathBuf,
+    },
 }
 
+const AFTER_HELP: &str = "\
+The endpoint is the first of: --endpoint/-H, $BERTH_ENDPOINT, $CONTAINER_RUNTIME_ENDPOINT,
+runtime-endpoint in the crictl config file (--config, $CRI_CONFIG_FILE or /etc/crictl.yaml),
+unix:///run/berth/berth.sock.
+
+Exit status, as docker's: the container's (run without -d, exec, attach); 125 when berth or the
+runtime fails; 126 when the container's command can't be invoked; 127 when it isn't found.";
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let parsed = help::command()
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
+        Ok(cli) => cli,
+        // Usage errors are berth's errors (125, as docker's); --help and --version succeed.
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(exit::BERTH)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -183,7 +245,7 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit::BERTH);
         }
     };
     match runtime.block_on(run(cli)) {
@@ -192,16 +254,50 @@ fn main() -> ExitCode {
         Err(e) if client::broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("berth: {}", client::render(&e));
-            ExitCode::FAILURE
+            exit::for_error(&e)
         }
     }
 }
 
+/// The endpoint the flags, environment and crictl config name (see [`AFTER_HELP`]).
+fn endpoint_of(cli: &Cli) -> anyhow::Result<String> {
+    let var = |name| std::env::var(name).ok();
+    let (berth_env, cri_env) = (var("BERTH_ENDPOINT"), var("CONTAINER_RUNTIME_ENDPOINT"));
+    let set = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.trim().is_empty());
+    // The config file is only read when nothing before it names an endpoint.
+    let config = if set(&cli.endpoint) || set(&berth_env) || set(&cri_env) {
+        None
+    } else {
+        endpoint::read_config(cli.config.as_deref())?
+    };
+    endpoint::resolve(&endpoint::Sources {
+        flag: cli.endpoint.as_deref(),
+        berth_env: berth_env.as_deref(),
+        cri_env: cri_env.as_deref(),
+        config: config.as_deref(),
+    })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Verbs that need no runtime (nor an endpoint that resolves).
+    match &cli.command {
+        Command::Completion { shell } => {
+            help::completion(*shell);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man { dir } => {
+            for page in help::man(dir)? {
+                println!("{}", page.display());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let timeout = std::time::Duration::from_secs(cli.timeout);
-    let endpoint = cli.endpoint.as_str();
+    let endpoint = endpoint_of(&cli)?;
+    let endpoint = endpoint.as_str();
     let connect = client::Connect {
-        endpoint: cli.endpoint.clone(),
+        endpoint: endpoint.to_string(),
         timeout,
     };
     // Image verbs bound their calls by --timeout too, except pull, which takes as long as it takes.
@@ -232,13 +328,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let auth = images::auth(creds.as_deref())?;
             images::pull(&mut images(None).await?, image, auth).await?;
         }
-        Command::Images { filter, quiet } => {
-            images::list(&mut images(Some(timeout)).await?, filter.as_deref(), *quiet).await?;
+        Command::Images {
+            filter,
+            quiet,
+            digests,
+            no_trunc,
+            pinned,
+            output,
+        } => {
+            let columns = images::Columns {
+                digests: *digests,
+                no_trunc: *no_trunc,
+                pinned: *pinned,
+            };
+            let mut client = images(Some(timeout)).await?;
+            images::list(&mut client, filter.as_deref(), *quiet, columns, output).await?;
         }
         Command::Rmi { images: names } => {
             images::remove(&mut images(Some(timeout)).await?, names).await?;
         }
-        Command::Inspect { target } => inspect::inspect(&connect, target).await?,
+        Command::Inspect { target, output } => {
+            inspect::inspect(&connect, target, output).await?;
+        }
         Command::Imagefs => images::fs_info(&mut images(Some(timeout)).await?).await?,
         Command::Runp {
             name,
@@ -262,33 +373,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             pods::run(&mut client::runtime(endpoint, timeout).await?, &pod).await?;
         }
-        Command::Pods { quiet } => {
-            pods::list(&mut client::runtime(endpoint, timeout).await?, *quiet).await?;
-        }
+        Command::Pods(args) => podls::list(&mut connect.runtime().await?, args).await?,
         Command::Stopp { ids } => {
             pods::stop(&mut client::runtime(endpoint, timeout).await?, ids).await?;
         }
         Command::Rmp { ids, force } => {
             pods::remove(&mut client::runtime(endpoint, timeout).await?, ids, *force).await?;
         }
-        Command::Inspectp { id } => {
-            pods::inspect(&mut client::runtime(endpoint, timeout).await?, id).await?;
+        Command::Inspectp { id, output } => {
+            pods::inspect(&mut client::runtime(endpoint, timeout).await?, id, output).await?;
         }
         Command::Create(args) => containers::create(&connect, args).await?,
         Command::Run(args) => return run::run(&connect, args).await,
         Command::Start { ids } => containers::start(&mut connect.runtime().await?, ids).await?,
         Command::Stop(args) => containers::stop(&connect, args).await?,
         Command::Rm(args) => containers::rm(&mut connect.runtime().await?, args).await?,
-        Command::Ps(args) => ps::ps(&mut connect.runtime().await?, args).await?,
+        Command::Ps(args) => ps::ps(&connect, args).await?,
         Command::Logs(args) => logs::logs(&mut connect.runtime().await?, args).await?,
-        Command::Inspectc { id } => {
-            inspect::inspect_container(&mut connect.runtime().await?, id).await?;
+        Command::Inspectc { id, output } => {
+            inspect::inspect_container(&mut connect.runtime().await?, id, output).await?;
         }
         Command::Update(args) => exec::update(&mut connect.runtime().await?, args).await?,
         Command::Exec(args) => return exec::exec(&connect, args).await,
         Command::Attach(args) => return exec::attach(&connect, args).await,
         Command::PortForward(args) => portforward::port_forward(&connect, args).await?,
         Command::Stats(args) => stats::stats(&mut connect.runtime().await?, args).await?,
+        Command::Completion { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

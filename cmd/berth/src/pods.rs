@@ -1,7 +1,6 @@
 //! Pod verbs, as crictl names them: `runp`, `pods`, `stopp`, `rmp`, `inspectp`.
 
 use std::collections::HashMap;
-use std::io::Write;
 
 use anyhow::{Context, bail};
 use k8s_cri::v1 as cri;
@@ -171,14 +170,6 @@ pub async fn run(runtime: &mut Runtime, pod: &RunPod) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn state_name(state: i32) -> &'static str {
-    if state == cri::PodSandboxState::SandboxReady as i32 {
-        "Ready"
-    } else {
-        "NotReady"
-    }
-}
-
 /// "3 minutes ago", as docker and crictl print ages.
 pub(crate) fn ago(created_ns: i64) -> String {
     let now = std::time::SystemTime::now()
@@ -193,51 +184,6 @@ pub(crate) fn ago(created_ns: i64) -> String {
         _ => (secs / 86400, "day"),
     };
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
-}
-
-pub async fn list(runtime: &mut Runtime, quiet: bool) -> anyhow::Result<()> {
-    let mut items = runtime
-        .list_pod_sandbox(cri::ListPodSandboxRequest { filter: None })
-        .await?
-        .into_inner()
-        .items;
-    items.sort_by_key(|p| std::cmp::Reverse(p.created_at));
-    let mut out = std::io::stdout().lock();
-    if quiet {
-        for pod in &items {
-            writeln!(out, "{}", pod.id)?;
-        }
-        return Ok(());
-    }
-    let rows: Vec<[String; 7]> = items
-        .iter()
-        .map(|p| {
-            let m = p.metadata.clone().unwrap_or_default();
-            [
-                p.id.chars().take(13).collect(),
-                ago(p.created_at),
-                state_name(p.state).to_string(),
-                m.name,
-                m.namespace,
-                m.attempt.to_string(),
-                p.runtime_handler.clone(),
-            ]
-        })
-        .collect();
-    crate::table::print(
-        &mut out,
-        [
-            "POD ID",
-            "CREATED",
-            "STATE",
-            "NAME",
-            "NAMESPACE",
-            "ATTEMPT",
-            "RUNTIME",
-        ],
-        &rows,
-    )?;
-    Ok(())
 }
 
 pub async fn stop(runtime: &mut Runtime, ids: &[String]) -> anyhow::Result<()> {
@@ -307,7 +253,11 @@ pub(crate) fn remove_log_dir(status: &cri::PodSandboxStatus) {
     }
 }
 
-pub async fn inspect(runtime: &mut Runtime, id: &str) -> anyhow::Result<()> {
+pub async fn inspect(
+    runtime: &mut Runtime,
+    id: &str,
+    output: &crate::output::OutputArgs,
+) -> anyhow::Result<()> {
     let response = runtime
         .pod_sandbox_status(cri::PodSandboxStatusRequest {
             pod_sandbox_id: id.to_string(),
@@ -316,8 +266,7 @@ pub async fn inspect(runtime: &mut Runtime, id: &str) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("pod {id}"))?
         .into_inner();
-    println!("{}", serde_json::to_string_pretty(&status_json(&response))?);
-    Ok(())
+    crate::output::one(output, &status_json(&response))
 }
 
 /// What `berth inspectp` prints: the status and the verbose info.

@@ -8,22 +8,8 @@ pub fn print<const N: usize>(
     header: [&str; N],
     rows: &[[String; N]],
 ) -> std::io::Result<()> {
-    let header = header.map(str::to_string);
-    let mut widths = header.clone().map(|h| h.len());
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    for row in std::iter::once(&header).chain(rows) {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        writeln!(out, "{}", line.join("   ").trim_end())?;
-    }
-    Ok(())
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    print_rows(out, &header, &rows)
 }
 
 /// `bytes` in the largest of `units` (each `base` times the previous) that keeps the value at or
@@ -36,4 +22,28 @@ pub fn scaled<'a>(bytes: u64, base: f64, units: &[&'a str]) -> Option<(f64, &'a 
         unit += 1;
     }
     (unit > 0).then(|| (value, units[unit]))
+}
+
+/// [`print`] for rows whose width is known only at run time.
+pub fn print_rows(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+) -> std::io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
 }

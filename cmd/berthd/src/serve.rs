@@ -178,6 +178,7 @@ pub async fn serve(
     let server = tonic::transport::Server::builder()
         .add_service(service.runtime_server())
         .add_service(service.image_server())
+        .add_service(service.images_progress_server())
         .serve_with_incoming_shutdown(incoming, stopping(stop_rx.clone()));
 
     tokio::spawn(wait_for_signal(stop_tx));

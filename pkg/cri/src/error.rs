@@ -19,6 +19,8 @@ pub enum CriError {
     InvalidArgument(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    NotFound(String),
     /// A transient limit (e.g. too many streaming sessions waiting): retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -45,6 +47,7 @@ impl CriError {
             CriError::Unimplemented { .. } => Code::Unimplemented,
             CriError::InvalidArgument(_) => Code::InvalidArgument,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
+            CriError::NotFound(_) => Code::NotFound,
             CriError::Unavailable(_) => Code::Unavailable,
             CriError::Network(NetworkError::InvalidCidr { .. }) => Code::InvalidArgument,
             CriError::Network(NetworkError::Persist { .. }) => Code::Internal,

@@ -14,6 +14,7 @@ mod image_service;
 mod inflight;
 mod instrument;
 mod pods;
+mod pull_progress;
 mod runtime_service;
 mod security;
 mod stats;

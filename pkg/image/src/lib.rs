@@ -7,6 +7,8 @@
 //!   its snapshot, verifying the blob digest and size and the layer's diff ID on the way. Layers download
 //!   and unpack in parallel (bounded) and are committed in order. Pulls of the same reference, and
 //!   fetches of the same layer or blob, are coalesced.
+//! - [`ImageService::pull_with_progress`] is the same pull with a [`ProgressWatcher`] of its
+//!   progress per layer; [`ImageService::watch_pull`] watches a pull someone else started.
 //! - Metadata lives in the store (`berth-store`); an in-memory catalog answers lookups.
 
 mod catalog;
@@ -18,11 +20,14 @@ mod digest;
 mod error;
 mod gc;
 mod metrics;
+mod progress;
 mod pull;
 mod record;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 
 use berth_config::ImageConfig;
@@ -34,10 +39,14 @@ pub use content::ContentStore;
 pub use digest::Digest;
 pub use error::ImageError;
 pub use metrics::ImageMetrics;
+pub use progress::{
+    DEFAULT_INTERVAL, LayerProgress, LayerState, ProgressWatcher, PullOutcome, PullProgress,
+};
 pub use record::{ImageRecord, LayerRecord};
 
 use catalog::Catalog;
 use coalesce::Coalescer;
+use progress::PullTracker;
 
 /// Disk used by images: content plus snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +54,9 @@ pub struct FsUsage {
     pub used_bytes: u64,
     pub inodes_used: u64,
 }
+
+/// A pull in progress (see [`ImageService::pull_with_progress`]).
+pub type PullFuture = Pin<Box<dyn Future<Output = Result<ImageRecord, ImageError>> + Send>>;
 
 /// An image as CRI shows it.
 #[derive(Debug, Clone)]
@@ -83,6 +95,8 @@ struct Inner {
     pulls: Coalescer<String, Result<ImageRecord, Arc<ImageError>>>,
     layers: Coalescer<String, Result<(), Arc<ImageError>>>,
     blobs: Coalescer<String, Result<Arc<Vec<u8>>, Arc<ImageError>>>,
+    /// The progress of the pulls in flight, keyed like `pulls`.
+    trackers: progress::Trackers,
     users: RwLock<Option<Arc<dyn SnapshotUsers>>>,
 }
 
@@ -117,6 +131,7 @@ impl ImageService {
                 pulls: Coalescer::default(),
                 layers: Coalescer::default(),
                 blobs: Coalescer::default(),
+                trackers: progress::Trackers::default(),
                 users: RwLock::new(None),
             }),
         })
@@ -160,10 +175,29 @@ impl ImageService {
         reference: &str,
         credentials: Option<Credentials>,
     ) -> Result<ImageRecord, ImageError> {
+        self.pull_with_progress(reference, credentials).1.await
+    }
+
+    /// [`ImageService::pull`] (the same pull, joined the same way) with a watcher of its
+    /// progress, which has joined before this returns. Dropping the future leaves the pull to the
+    /// other callers that joined it; once none is left the pull stops and its progress ends.
+    pub fn pull_with_progress(
+        &self,
+        reference: &str,
+        credentials: Option<Credentials>,
+    ) -> (ProgressWatcher, PullFuture) {
         if let Some(present) = self.present_by_id_or_digest(reference) {
-            return Ok(present);
+            let watcher = PullTracker::finished(reference, &present).watch();
+            return (watcher, Box::pin(async move { Ok(present) }));
         }
-        pull::pull(&self.inner, reference, credentials).await
+        pull::start(&self.inner, reference, credentials)
+    }
+
+    /// A watcher of the pull of `reference` in flight (started by anyone, with any credentials),
+    /// or `None` when there is none.
+    pub fn watch_pull(&self, reference: &str) -> Result<Option<ProgressWatcher>, ImageError> {
+        let reference = Reference::parse(reference)?;
+        Ok(self.inner.trackers.watch(&reference.to_string()))
     }
 
     fn present_by_id_or_digest(&self, reference: &str) -> Option<ImageRecord> {

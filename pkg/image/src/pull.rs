@@ -11,8 +11,9 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::channel_reader::ChannelReader;
 use crate::decompress::{Compression, decoder, layer_compression};
-use crate::record::{ImageRecord, LayerRecord};
-use crate::{Digest, ImageError, Inner};
+use crate::progress::{Joined, LayerState, ProgressWatcher, PullTracker};
+use crate::record::{ImageRecord, LayerRecord, record};
+use crate::{Digest, ImageError, Inner, PullFuture};
 
 /// Chunks buffered between a layer's download and its unpacker. The network is usually faster than
 /// unpacking, and hyper hands over chunks of up to a few hundred KiB, so this bounds a pull's memory
@@ -37,6 +38,7 @@ struct Plan {
     /// Set when one layer failed: the others stop downloading and clean up before the pull
     /// returns, so a failed pull leaves nothing behind when it answers.
     cancel: tokio::sync::watch::Sender<bool>,
+    progress: Arc<PullTracker>,
 }
 
 impl Plan {
@@ -45,20 +47,46 @@ impl Plan {
     }
 }
 
-pub(crate) async fn pull(
+/// Joins the pull's progress at once (so a watcher sees it from its start); the future pulls.
+pub(crate) fn start(
     inner: &Arc<Inner>,
     reference: &str,
     credentials: Option<Credentials>,
-) -> Result<ImageRecord, ImageError> {
-    let reference = Reference::parse(reference)?;
-    // Pulls of one reference with the same credentials share one execution.
+) -> (ProgressWatcher, PullFuture) {
+    let parsed = match Reference::parse(reference) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let tracker = PullTracker::new(reference);
+            tracker.finish(&Err(Arc::new(ImageError::InvalidImage {
+                reference: reference.to_string(),
+                reason: e.to_string(),
+            })));
+            return (tracker.watch(), Box::pin(async move { Err(e.into()) }));
+        }
+    };
+    // Pulls of one reference with the same credentials share one execution (and one progress;
+    // a watcher finds it by the part before the NUL).
     let key = format!(
-        "{reference}\0{}",
+        "{parsed}\0{}",
         credentials
             .as_ref()
             .map(|c| Credentials::fingerprint(Some(c)))
             .unwrap_or_default()
     );
+    let joined = inner.trackers.join(&key, &parsed.to_string());
+    let watcher = joined.tracker().watch();
+    let inner = inner.clone();
+    let pulling = async move { pull(&inner, parsed, credentials, key, joined).await };
+    (watcher, Box::pin(pulling))
+}
+
+async fn pull(
+    inner: &Arc<Inner>,
+    reference: Reference,
+    credentials: Option<Credentials>,
+    key: String,
+    joined: Joined,
+) -> Result<ImageRecord, ImageError> {
     let started = Instant::now();
     inner.metrics.in_progress.inc();
     let result = inner
@@ -66,13 +94,19 @@ pub(crate) async fn pull(
         .run(key, || {
             let inner = inner.clone();
             let reference = reference.clone();
+            let tracker = joined.tracker().clone();
             async move {
-                pull_uncoalesced(&inner, reference, credentials)
+                let result = pull_uncoalesced(&inner, reference, credentials, &tracker)
                     .await
-                    .map_err(Arc::new)
+                    .map_err(Arc::new);
+                // Before the result is shared: watchers see the end when the callers do.
+                tracker.finish(&result);
+                result
             }
         })
         .await;
+    // A caller that got a result shared after its run (a tracker of its own) ends it too.
+    joined.finish(&result);
     inner.metrics.in_progress.dec();
     inner
         .metrics
@@ -87,6 +121,7 @@ async fn pull_uncoalesced(
     inner: &Arc<Inner>,
     reference: Reference,
     credentials: Option<Credentials>,
+    progress: &Arc<PullTracker>,
 ) -> Result<ImageRecord, ImageError> {
     tracing::info!(image = %reference, "pulling");
     let started = Instant::now();
@@ -167,6 +202,7 @@ async fn pull_uncoalesced(
     blobs.push((manifest_digest.clone(), manifest.bytes.to_vec()));
     blobs.push((config_digest.clone(), config_bytes.to_vec()));
 
+    progress.resolved(manifest_digest.as_str(), &layers);
     let chain_ids: Vec<String> = layers.iter().map(|l| l.chain_id.clone()).collect();
     lease(inner, &chain_ids, true);
     let plan = Arc::new(Plan {
@@ -178,6 +214,7 @@ async fn pull_uncoalesced(
         downloads: Semaphore::new(inner.config.max_concurrent_downloads.max(1)),
         stall: Duration::from_secs(inner.config.pull_stall_timeout_secs.max(1)),
         cancel: tokio::sync::watch::channel(false).0,
+        progress: progress.clone(),
     });
     let fetched = fetch_layers(inner, &plan).await;
     let recorded = match fetched {
@@ -292,8 +329,17 @@ async fn fetch_layers(inner: &Arc<Inner>, plan: &Arc<Plan>) -> Result<(), ImageE
         // A committed snapshot implies its ancestors, so present layers need no task.
         if inner.snapshots.exists(&layer.chain_id) {
             inner.metrics.layers_reused.inc();
+            plan.progress.layer(i, LayerState::Present);
         } else {
-            tasks.spawn(ensure_layer(inner.clone(), plan.clone(), i));
+            let ensured = ensure_layer(inner.clone(), plan.clone(), i);
+            let plan = plan.clone();
+            tasks.spawn(async move {
+                let result = ensured.await;
+                if result.is_ok() {
+                    plan.progress.layer(i, LayerState::Done);
+                }
+                result
+            });
         }
     }
     let mut first_error: Option<ImageError> = None;
@@ -399,6 +445,7 @@ async fn download_and_unpack(
 ) -> Result<UnpackedLayer, ImageError> {
     let layer = &plan.layers[i];
     let compression: Compression = layer_compression(&layer.media_type)?;
+    plan.progress.layer(i, LayerState::Downloading);
     let mut blob = plan
         .registry
         .fetch_blob(
@@ -475,16 +522,18 @@ async fn download_and_unpack(
             break;
         }
         inner.metrics.bytes.inc_by(chunk.len() as u64);
+        plan.progress.bytes(i, chunk.len() as u64);
         if tx.send(Ok(chunk)).await.is_err() {
             unpacker_stopped = true;
             break;
         }
     }
-    if failure.is_none()
-        && !unpacker_stopped
-        && let Err(e) = verifier.finish()
-    {
-        failure = Some(e.into());
+    if failure.is_none() && !unpacker_stopped {
+        plan.progress.layer(i, LayerState::Verifying);
+        match verifier.finish() {
+            Ok(_) => plan.progress.layer(i, LayerState::Unpacking),
+            Err(e) => failure = Some(e.into()),
+        }
     }
     if let Some(e) = &failure {
         let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
@@ -513,91 +562,4 @@ async fn download_and_unpack(
             unpacked
         }
     }
-}
-
-/// Records the image: tags move here from whichever image held them; unchanged records are not
-/// rewritten (a pull of an image already present then costs no disk write).
-#[allow(clippy::too_many_arguments)]
-async fn record(
-    inner: &Arc<Inner>,
-    reference: &Reference,
-    resolved_digest: &str,
-    id: &str,
-    manifest_digest: &str,
-    size: u64,
-    layers: Vec<LayerRecord>,
-    user: String,
-) -> Result<ImageRecord, ImageError> {
-    let _guard = inner.metadata.lock().await;
-    let name = reference.name();
-    let tag = match (&reference.tag, &reference.digest) {
-        (Some(tag), None) => Some(format!("{name}:{tag}")),
-        _ => None,
-    };
-    let repo_digest = format!("{name}@{resolved_digest}");
-    let (mut record, previous_owner) = {
-        let catalog = inner.catalog();
-        let record = catalog.get(id).cloned().unwrap_or_else(|| ImageRecord {
-            id: id.to_string(),
-            repo_tags: Vec::new(),
-            repo_digests: Vec::new(),
-            manifest_digest: manifest_digest.to_string(),
-            size,
-            layers: layers.clone(),
-            user: user.clone(),
-            created_at_ns: now_ns(),
-        });
-        let previous = tag
-            .as_ref()
-            .and_then(|t| catalog.tagged(t))
-            .filter(|owner| owner.id != id)
-            .cloned();
-        (record, previous)
-    };
-    let before = record.clone();
-    if let Some(tag) = &tag
-        && !record.repo_tags.contains(tag)
-    {
-        record.repo_tags.push(tag.clone());
-    }
-    // One repo digest per repository: the newest resolution replaces an older one.
-    record
-        .repo_digests
-        .retain(|d| !d.starts_with(&format!("{name}@")));
-    record.repo_digests.push(repo_digest);
-    record.repo_digests.sort();
-    record.repo_tags.sort();
-    let untagged = previous_owner.map(|mut owner| {
-        owner.repo_tags.retain(|t| Some(t) != tag.as_ref());
-        owner
-    });
-    if record == before && untagged.is_none() && inner.store.get::<ImageRecord>(id)?.is_some() {
-        return Ok(record);
-    }
-    let store = inner.store.clone();
-    let (to_write, moved) = (record.clone(), untagged.clone());
-    tokio::task::spawn_blocking(move || {
-        store.write(|tx| {
-            tx.put(&to_write)?;
-            if let Some(owner) = &moved {
-                tx.put(owner)?;
-            }
-            Ok(())
-        })
-    })
-    .await
-    .map_err(|e| ImageError::Internal(format!("store task: {e}")))??;
-    let mut catalog = inner.catalog_mut();
-    if let Some(owner) = untagged {
-        catalog.insert(owner);
-    }
-    catalog.insert(record.clone());
-    Ok(record)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

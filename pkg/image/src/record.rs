@@ -1,6 +1,11 @@
-//! What Berth remembers about an image, persisted in the metadata store.
+//! What Berth remembers about an image, persisted in the metadata store, and how a pull records it.
 
+use std::sync::Arc;
+
+use berth_registry::Reference;
 use serde::{Deserialize, Serialize};
+
+use crate::{ImageError, Inner};
 
 /// One image, identified by its config digest (the image ID kubelet sees).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,6 +62,93 @@ impl ImageRecord {
             Err(_) => (None, user.to_string()),
         }
     }
+}
+
+/// Records the image: tags move here from whichever image held them; unchanged records are not
+/// rewritten (a pull of an image already present then costs no disk write).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record(
+    inner: &Arc<Inner>,
+    reference: &Reference,
+    resolved_digest: &str,
+    id: &str,
+    manifest_digest: &str,
+    size: u64,
+    layers: Vec<LayerRecord>,
+    user: String,
+) -> Result<ImageRecord, ImageError> {
+    let _guard = inner.metadata.lock().await;
+    let name = reference.name();
+    let tag = match (&reference.tag, &reference.digest) {
+        (Some(tag), None) => Some(format!("{name}:{tag}")),
+        _ => None,
+    };
+    let repo_digest = format!("{name}@{resolved_digest}");
+    let (mut record, previous_owner) = {
+        let catalog = inner.catalog();
+        let record = catalog.get(id).cloned().unwrap_or_else(|| ImageRecord {
+            id: id.to_string(),
+            repo_tags: Vec::new(),
+            repo_digests: Vec::new(),
+            manifest_digest: manifest_digest.to_string(),
+            size,
+            layers: layers.clone(),
+            user: user.clone(),
+            created_at_ns: now_ns(),
+        });
+        let previous = tag
+            .as_ref()
+            .and_then(|t| catalog.tagged(t))
+            .filter(|owner| owner.id != id)
+            .cloned();
+        (record, previous)
+    };
+    let before = record.clone();
+    if let Some(tag) = &tag
+        && !record.repo_tags.contains(tag)
+    {
+        record.repo_tags.push(tag.clone());
+    }
+    // One repo digest per repository: the newest resolution replaces an older one.
+    record
+        .repo_digests
+        .retain(|d| !d.starts_with(&format!("{name}@")));
+    record.repo_digests.push(repo_digest);
+    record.repo_digests.sort();
+    record.repo_tags.sort();
+    let untagged = previous_owner.map(|mut owner| {
+        owner.repo_tags.retain(|t| Some(t) != tag.as_ref());
+        owner
+    });
+    if record == before && untagged.is_none() && inner.store.get::<ImageRecord>(id)?.is_some() {
+        return Ok(record);
+    }
+    let store = inner.store.clone();
+    let (to_write, moved) = (record.clone(), untagged.clone());
+    tokio::task::spawn_blocking(move || {
+        store.write(|tx| {
+            tx.put(&to_write)?;
+            if let Some(owner) = &moved {
+                tx.put(owner)?;
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map_err(|e| ImageError::Internal(format!("store task: {e}")))??;
+    let mut catalog = inner.catalog_mut();
+    if let Some(owner) = untagged {
+        catalog.insert(owner);
+    }
+    catalog.insert(record.clone());
+    Ok(record)
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
