@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use berth_api::images::v1 as api;
 use berth_api::images::v1::images_client::ImagesClient;
 use berth_e2e::Berthd;
-use berth_e2e::containers::busybox;
+use berth_e2e::containers::{busybox, pull};
 use berth_e2e::peers::{PythonPeer, repo_dir, run_peer};
 use berth_e2e::registry::SHARED;
 use k8s_cri::v1 as cri;
@@ -47,25 +47,6 @@ async fn pull_with_progress(berthd: &Berthd, image: &str) -> tonic::Streaming<ap
         .await
         .unwrap_or_else(|e| panic!("PullWithProgress {image}: {e:?}"))
         .into_inner()
-}
-
-async fn cri_pull(berthd: &Berthd, image: &str) -> String {
-    berthd
-        .images()
-        .await
-        .unwrap()
-        .pull_image(cri::PullImageRequest {
-            image: Some(cri::ImageSpec {
-                image: image.to_string(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("PullImage {image}: {e:?}"))
-        .into_inner()
-        .image_ref
 }
 
 async fn remove(berthd: &Berthd, image: &str) {
@@ -153,7 +134,7 @@ async fn pull_progress_per_layer_joined_watched_present_and_unknown() {
         "big10 cannot be pulled before the first message: {first:?}"
     );
     let (cri_id, watched, rest) = tokio::join!(
-        cri_pull(&berthd, &image),
+        pull(&berthd, &image),
         async {
             let watch = client(&berthd)
                 .await

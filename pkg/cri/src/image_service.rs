@@ -37,7 +37,7 @@ fn to_cri(view: &ImageView) -> cri::Image {
     }
 }
 
-fn credentials(
+pub(crate) fn credentials(
     auth: Option<cri::AuthConfig>,
 ) -> Result<Option<berth_registry::Credentials>, CriError> {
     let Some(auth) = auth else { return Ok(None) };

@@ -6,6 +6,7 @@
 use berth_api::images::v1 as api;
 use berth_api::images::v1::images_server::{Images, ImagesServer};
 use berth_image::{LayerState, ProgressWatcher, PullOutcome, PullProgress};
+use k8s_cri::v1 as cri;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -117,18 +118,18 @@ async fn forward(
     }
 }
 
+/// The same credentials as CRI's AuthConfig of the same fields gives.
 fn credentials(
     auth: Option<api::AuthConfig>,
 ) -> Result<Option<berth_registry::Credentials>, CriError> {
-    let Some(auth) = auth else { return Ok(None) };
-    Ok(berth_registry::Credentials::from_cri(
-        &auth.username,
-        &auth.password,
-        &auth.auth,
-        &auth.identity_token,
-        &auth.registry_token,
-    )
-    .map_err(berth_image::ImageError::from)?)
+    crate::image_service::credentials(auth.map(|a| cri::AuthConfig {
+        username: a.username,
+        password: a.password,
+        auth: a.auth,
+        identity_token: a.identity_token,
+        registry_token: a.registry_token,
+        ..Default::default()
+    }))
 }
 
 #[tonic::async_trait]
