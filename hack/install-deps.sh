@@ -19,7 +19,7 @@ PACKAGES=(
     apache2-utils
     # containerd: side-by-side benchmarks (and its ctr for poking at images).
     containerd
-    # protoc for building the k8s-cri crate.
+    # protoc for the generated protocols (proto/cri, proto/monitor, proto/*/v1).
     protobuf-compiler
     # Networking and process tooling used by the runtime and by tests
     # (ip, ss, iptables, nsenter/unshare/mount, ps/pgrep).

@@ -10,8 +10,8 @@ use std::fmt::Display;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tempfile::TempDir;
 use tonic::transport::Channel;
 

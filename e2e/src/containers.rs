@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 use tonic::Status;
 
 use crate::Berthd;

@@ -11,7 +11,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use crate::Berthd;
 use crate::containers::busybox;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use crate::Berthd;
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use crate::Berthd;
 use crate::containers::{Pod, all_lines, remove, run_to_exit, security, shell};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::ops::Deref;
 use std::time::Duration;
 
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 use tonic::Status;
 use tonic::codec::Streaming;
 

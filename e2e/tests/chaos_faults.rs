@@ -433,7 +433,7 @@ async fn a_state_dir_wiped_as_by_a_reboot_leaves_removable_pods() {
     assert_eq!(pods.len(), 1, "{pods:?}");
     assert_eq!(
         pods[0].state,
-        k8s_cri::v1::PodSandboxState::SandboxNotready as i32,
+        berth_cri_api::v1::PodSandboxState::SandboxNotready as i32,
         "the pod is NOTREADY"
     );
     let status = cri.status(&c).await.expect("ContainerStatus");
@@ -443,7 +443,7 @@ async fn a_state_dir_wiped_as_by_a_reboot_leaves_removable_pods() {
     );
     assert!(
         status.state == EXITED
-            || status.state == k8s_cri::v1::ContainerState::ContainerUnknown as i32,
+            || status.state == berth_cri_api::v1::ContainerState::ContainerUnknown as i32,
         "EXITED or UNKNOWN, not {}",
         status.state
     );
@@ -542,7 +542,7 @@ async fn an_unclean_stop_under_churn_is_repaired_and_loses_no_record() {
         for c in &containers {
             assert!(
                 [CREATED, RUNNING, EXITED].contains(&c.state)
-                    || c.state == k8s_cri::v1::ContainerState::ContainerUnknown as i32
+                    || c.state == berth_cri_api::v1::ContainerState::ContainerUnknown as i32
             );
         }
         cri.clean_up_pod(pod, 5).await.expect("removing the pod");

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::chaos::{Cri, Rng, check_no_panic, env_count};
 use berth_e2e::containers::{RUNNING, busybox, pull, shell};
 use berth_e2e::pods::pod_config;
-use k8s_cri::v1 as cri;
 
 const LOOPS: usize = 3;
 const LONG_LIVED: usize = 5;

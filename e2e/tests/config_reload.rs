@@ -7,11 +7,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::*;
 use berth_e2e::prometheus::scrape;
 use berth_e2e::registry::{PrivateRegistry, SHARED, test_layout};
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 
 /// An image every mirror is asked for under this registry name; the name itself resolves nowhere.
 const HOST: &str = "mirror.test";

@@ -3,9 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::*;
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(20);

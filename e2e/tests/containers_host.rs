@@ -6,10 +6,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::*;
 use berth_e2e::pods::{pod_config, pod_info, pod_ip};
 use berth_e2e::{Berthd, http_get};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(20);

@@ -8,10 +8,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::*;
 use berth_e2e::pods::{pod_config, remove_pod, stop_pod};
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 
 const LONG: Duration = Duration::from_secs(30);
 const REAL_RUNC: &str = "/usr/sbin/runc";

@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::*;
 use berth_e2e::pods::{remove_pod, stop_pod};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(20);

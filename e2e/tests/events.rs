@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::*;
 use berth_e2e::workload::*;
 use futures_util::future::join_all;
-use k8s_cri::v1 as cri;
 
 const CREATED_EVENT: i32 = cri::ContainerEventType::ContainerCreatedEvent as i32;
 const STARTED_EVENT: i32 = cri::ContainerEventType::ContainerStartedEvent as i32;

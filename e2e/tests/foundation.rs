@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 fn condition<'a>(status: &'a cri::StatusResponse, kind: &str) -> &'a cri::RuntimeCondition {

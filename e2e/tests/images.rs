@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use base64::Engine as _;
+use berth_cri_api::v1 as cri;
 use berth_e2e::oci_layout::{Entry, RawTar, write_image};
 use berth_e2e::registry::{self, AUTH, AUTH_PASSWORD, AUTH_USER, PrivateRegistry, SHARED};
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 fn shared(name: &str) -> String {

@@ -11,11 +11,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::try_pull;
 use berth_e2e::oci_layout::{Entry, RawTar, sha256, write_image};
 use berth_e2e::registry::{PrivateRegistry, SHARED};
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 /// Every image `hack/layer-corpus.sh` pushes, as `berth-test/corpus-<name>:latest`.

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::{Pod, busybox, monitor_processes, pull, run, shell, stop_and_remove};
 use berth_e2e::pods::{namespace_options, pod_config};
 use berth_e2e::{Berthd, Options, berthd_binary, wait_timeout};
-use k8s_cri::v1 as cri;
 
 const ETC: &str = "/etc/berth";
 const CONFIG: &str = "/etc/berth/config.toml";

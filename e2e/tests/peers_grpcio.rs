@@ -1,5 +1,5 @@
 //! A CRI client nobody here wrote: Python grpcio from PyPI, with the CRI stubs compiled by
-//! grpcio-tools from the k8s-cri crate's proto (`hack/peers.sh python`). It dials `unix:<socket>`,
+//! grpcio-tools from proto/cri/api.proto (cri-api v0.36) (`hack/peers.sh python`). It dials `unix:<socket>`,
 //! so grpcio (>= 1.57) sends the percent-encoded socket path as the HTTP/2 `:authority`, and runs a
 //! pod and a container through kubelet's calls (`e2e/peers/grpc-python/cri_client.py`), then Version
 //! over the other unix target forms.

@@ -1,8 +1,8 @@
 //! Pod cgroups, resources and traffic shaping, with the cgroupfs and systemd drivers.
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::pods::*;
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 
 /// The pod's cgroup in one v1 controller (this host is hybrid) or the unified hierarchy.
 fn cgroup_file(info: &serde_json::Value, controller: &str, file: &str) -> Option<String> {

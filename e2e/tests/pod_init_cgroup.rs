@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::pods::*;
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 
 /// Each line of /proc/<pid>/cgroup as (hierarchy, path).
 fn cgroups_of(pid: i64) -> Vec<(String, String)> {

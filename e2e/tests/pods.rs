@@ -5,9 +5,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::pods::*;
 use berth_e2e::{Berthd, Options};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 const READY: i32 = cri::PodSandboxState::SandboxReady as i32;

@@ -7,11 +7,11 @@ use std::collections::HashMap;
 
 use berth_api::images::v1 as api;
 use berth_api::images::v1::images_client::ImagesClient;
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::{busybox, pull};
 use berth_e2e::peers::{PythonPeer, repo_dir, run_peer};
 use berth_e2e::registry::SHARED;
-use k8s_cri::v1 as cri;
 use tonic::Code;
 use tonic::transport::Channel;
 

@@ -5,11 +5,11 @@
 // kubelet 1.26 still sends the deprecated apparmor_profile string; tested on purpose.
 #![allow(deprecated)]
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::*;
 use berth_e2e::security::*;
 use cri::security_profile::ProfileType;
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 /// The mount options of the mount point `path` as the script printed them with [`MOUNT_OF`].

@@ -5,12 +5,12 @@
 // kubelet 1.26 still sends the deprecated string forms; they are tested here on purpose.
 #![allow(deprecated)]
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::*;
 use berth_e2e::pods::pod_config;
 use berth_e2e::security::*;
 use berth_e2e::{Berthd, Options, http_get};
 use cri::security_profile::ProfileType;
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 const SECCOMP: &str = "grep Seccomp: /proc/self/status";

@@ -13,12 +13,12 @@
 
 use std::collections::BTreeSet;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containerd::{ReferencePod, container_config};
 use berth_e2e::containers::*;
 use berth_e2e::security::profile;
 use cri::security_profile::ProfileType;
-use k8s_cri::v1 as cri;
 
 /// What containerd 1.6.20 allows unconditionally and moby's current default profile (Berth's
 /// source) no longer does: io_uring was removed upstream for its record of kernel exploits, and

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::{Pod, busybox, monitor_processes, pull, run, shell, stop_and_remove};
 use berth_e2e::{Berthd, Options, berthd_binary, wait_timeout};
-use k8s_cri::v1 as cri;
 use tokio::net::UnixDatagram;
 
 /// Kills berthd should the test fail before stopping it.
@@ -249,6 +249,27 @@ fn make_install_and_uninstall_honour_prefix_and_destdir() {
         "{unit}"
     );
     assert!(unit.lines().any(|l| l == "Type=notify"), "{unit}");
+
+    // berth's completions, where each shell looks under the prefix, and its man pages.
+    let share = root.join("usr/local/share");
+    let bash = share.join("bash-completion/completions/berth");
+    let loaded = Command::new("bash")
+        .arg("-c")
+        .arg(format!("source {} && complete -p berth", bash.display()))
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&loaded.stdout).contains("berth"),
+        "bash did not load {}: {}",
+        bash.display(),
+        String::from_utf8_lossy(&loaded.stderr)
+    );
+    assert!(share.join("zsh/site-functions/_berth").is_file());
+    assert!(share.join("fish/vendor_completions.d/berth.fish").is_file());
+    for page in ["berth.1", "berth-ps.1", "berth-pull.1"] {
+        let text = std::fs::read_to_string(share.join("man/man1").join(page)).unwrap();
+        assert!(text.contains(".TH berth"), "{page}: {text}");
+    }
 
     // The default config: only comments, every setting of `berthd config default` among them, and
     // berthd's loader takes it as the defaults.

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::containers::*;
 use berth_e2e::pods::{ping, pod_ip};
 use berth_e2e::streaming::berth::exec_sync;
 use berth_e2e::workload::*;
-use k8s_cri::v1 as cri;
 use tokio::io::AsyncWriteExt;
 use tonic::Code;
 

@@ -49,7 +49,11 @@ async fn eof_session(url: &str, session: EofSession) -> GoSpdyResult {
     out
 }
 
-fn stdin_container(name: &str, command: &[&str], stdin_once: bool) -> k8s_cri::v1::ContainerConfig {
+fn stdin_container(
+    name: &str,
+    command: &[&str],
+    stdin_once: bool,
+) -> berth_cri_api::v1::ContainerConfig {
     let mut config = container_config(name, &busybox(), command);
     config.stdin = true;
     config.stdin_once = stdin_once;

@@ -15,12 +15,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, ensure};
+use berth_cri_api::v1 as cri;
 use berth_e2e::containerd::{Checks, ReferencePod, container_config};
 use berth_e2e::containers::busybox;
 use berth_e2e::streaming::cri::{attach_url, exec_url};
 use berth_e2e::streaming::go_spdy::GoSpdyClient;
 use berth_e2e::streaming::stdin_eof::{ALL_STREAMS, EofSession, go_session};
-use k8s_cri::v1 as cri;
 
 /// A busybox container with stdin open, closed at its first attachment's EOF if `stdin_once`.
 fn stdin_container(name: &str, command: &[&str], stdin_once: bool) -> cri::ContainerConfig {

@@ -4,10 +4,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::*;
 use berth_e2e::pods::{namespace_options, pod_config, pod_status, run_pod};
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 /// Far from what other tests or the host use.

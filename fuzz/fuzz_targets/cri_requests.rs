@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 
 use berth_config::SeccompDefault;
 use berth_cri::fuzzing;
+use berth_cri_api::v1 as cri;
 use berth_spec::HostLsm;
-use k8s_cri::v1 as cri;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::image_service_client::ImageServiceClient;
+use berth_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// 16 MiB, like kubelet: list responses on a busy node are large.
@@ -17,7 +17,7 @@ pub async fn channel(endpoint: &str, timeout: Duration) -> anyhow::Result<Channe
 }
 
 /// `call_timeout` `None`: calls may take as long as they take (pulls).
-async fn channel_with(
+pub async fn channel_with(
     endpoint: &str,
     connect_timeout: Duration,
     call_timeout: Option<Duration>,

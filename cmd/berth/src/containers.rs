@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_cri_api::v1 as cri;
 use clap::Args;
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 use crate::client::{self, Connect};
@@ -250,12 +250,13 @@ pub async fn create(connect: &Connect, args: &CreateArgs) -> anyhow::Result<()> 
     let pod = find_pod(&mut runtime, pod).await?;
     let name = args.container.name();
     args.container.config(&name, "")?;
-    crate::images::ensure(&mut connect.images(None).await?, args.container.image()).await?;
+    crate::images::ensure(connect, args.container.image(), false).await?;
+    let container = crate::volume::resolve_mounts(connect, &args.container).await?;
     let id = create_in(
         &mut runtime,
         &pod.id,
         sandbox_config(&pod),
-        &args.container,
+        &container,
         &name,
     )
     .await?;
@@ -319,8 +320,11 @@ pub struct RmArgs {
     /// Kill and remove running containers.
     #[arg(long, short)]
     pub force: bool,
+    /// Remove every container (running ones only with --force; without it they are left and named).
+    #[arg(long, short, conflicts_with = "ids")]
+    pub all: bool,
     /// Container IDs, unique ID prefixes or names.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "all")]
     pub ids: Vec<String>,
 }
 
@@ -362,6 +366,9 @@ fn remove_log(path: &str) {
 }
 
 pub async fn rm(runtime: &mut Runtime, args: &RmArgs) -> anyhow::Result<()> {
+    if args.all {
+        return crate::prune::rm_all(runtime, args.force).await;
+    }
     let mut batch = Batch::new(args.ids.len(), "removed");
     for arg in &args.ids {
         let result = async {

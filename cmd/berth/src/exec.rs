@@ -5,8 +5,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::bail;
+use berth_cri_api::v1 as cri;
 use clap::Args;
-use k8s_cri::v1 as cri;
 use tonic::Code;
 
 use crate::client::Connect;
@@ -86,6 +86,8 @@ async fn exec_streaming(
             stdout: true,
             // A terminal has one output: stderr comes out on it.
             stderr: !args.tty,
+            // No API server audit event is behind a CLI session.
+            audit_request_id: String::new(),
         })
         .await
         .map_err(|s| unimplemented(s, "#6"))?
@@ -157,6 +159,8 @@ pub async fn attach(connect: &Connect, args: &AttachArgs) -> anyhow::Result<Exit
             tty,
             stdout: true,
             stderr: !tty,
+            // No API server audit event is behind a CLI session.
+            audit_request_id: String::new(),
         })
         .await
         .map_err(|s| unimplemented(s, "#6"))?

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
 use anyhow::{Context, bail};
+use berth_cri_api::v1 as cri;
 use clap::Args;
-use k8s_cri::v1 as cri;
 
 /// The CFS period kubelet and docker use: `--cpus 0.5` is a 50 ms quota per 100 ms.
 pub const CPU_PERIOD: i64 = 100_000;
@@ -38,8 +38,9 @@ pub struct ContainerArgs {
     /// CPU limit in CPUs, e.g. 0.5 or 2 (a CFS quota per 100 ms period).
     #[arg(long, value_name = "CPUS", value_parser = cpus)]
     pub cpus: Option<Cpus>,
-    /// Bind mount HOST:CONTAINER[:ro|rw][,rshared|rslave|rprivate]; repeatable.
-    #[arg(long = "volume", short = 'v', value_name = "HOST:CONTAINER[:ro]", value_parser = volume)]
+    /// Bind mount HOST:CONTAINER[:ro|rw][,rshared|rslave|rprivate], or a named volume
+    /// NAME:CONTAINER[:ro] (made if missing; see `berth volume`); repeatable.
+    #[arg(long = "volume", short = 'v', value_name = "HOST|NAME:CONTAINER[:ro]", value_parser = volume)]
     pub volumes: Vec<cri::Mount>,
     /// Container label KEY=VALUE; repeatable.
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE")]
@@ -119,7 +120,9 @@ pub fn cpus(spec: &str) -> Result<Cpus, String> {
 }
 
 /// `HOST:CONTAINER[:OPTIONS]`, OPTIONS comma-separated: `ro`, `rw`, `rprivate`, `rslave`,
-/// `rshared`. A relative host path is taken from the current directory.
+/// `rshared`. As docker: a source with a leading `/` is a host path, one starting with `.` a
+/// path from the current directory, anything else a volume name (kept as the mount's host path
+/// until [`crate::volume::resolve_mounts`] replaces it with the volume's data dir).
 pub fn volume(spec: &str) -> Result<cri::Mount, String> {
     let mut parts = spec.split(':');
     let (Some(host), Some(container)) = (parts.next(), parts.next()) else {
@@ -135,10 +138,15 @@ pub fn volume(spec: &str) -> Result<cri::Mount, String> {
     if !container.starts_with('/') {
         return Err(format!("{spec:?}: the container path must be absolute"));
     }
-    let host = std::path::absolute(host)
-        .map_err(|e| format!("{spec:?}: {e}"))?
-        .to_string_lossy()
-        .into_owned();
+    let host = if host.starts_with('/') || host.starts_with('.') {
+        std::path::absolute(host)
+            .map_err(|e| format!("{spec:?}: {e}"))?
+            .to_string_lossy()
+            .into_owned()
+    } else {
+        valid_volume_name(host).map_err(|e| format!("{spec:?}: {e}"))?;
+        host.to_string()
+    };
     let mut mount = cri::Mount {
         container_path: container.to_string(),
         host_path: host,
@@ -165,6 +173,24 @@ pub fn volume(spec: &str) -> Result<cri::Mount, String> {
         }
     }
     Ok(mount)
+}
+
+/// docker's rule for volume names, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_volume_name(name: &str) -> Result<(), String> {
+    let mut bytes = name.bytes();
+    let first = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
+    if first && bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?} is neither an absolute path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*)"
+        ))
+    }
+}
+
+/// The volume a `-v` mount names, if it names one rather than a host path.
+pub fn volume_name(mount: &cri::Mount) -> Option<&str> {
+    (!mount.host_path.starts_with('/')).then_some(mount.host_path.as_str())
 }
 
 /// `KEY=VALUE`, or `KEY` alone: the value `lookup` gives (this shell's), dropped when it has none,
@@ -361,9 +387,23 @@ mod tests {
             m.propagation,
             cri::MountPropagation::PropagationBidirectional as i32
         );
-        let m = volume("rel/dir:/b:rw").unwrap();
+        let m = volume("./rel/dir:/b:rw").unwrap();
         assert!(m.host_path.starts_with('/') && m.host_path.ends_with("/rel/dir"));
-        for bad in ["/a", "/a:b", ":/b", "/a:/b:rx", "/a:/b:ro:x"] {
+        assert_eq!(volume_name(&m), None);
+        // Without a leading `/` or `.`: a named volume, resolved later.
+        let m = volume("data_1.x:/data:ro").unwrap();
+        assert_eq!((volume_name(&m), m.readonly), (Some("data_1.x"), true));
+        let bad = [
+            "/a",
+            "/a:b",
+            ":/b",
+            "/a:/b:rx",
+            "/a:/b:ro:x",
+            "rel/dir:/b",
+            "-v:/b",
+            "a b:/c",
+        ];
+        for bad in bad {
             assert!(volume(bad).is_err(), "{bad}");
         }
     }

@@ -18,7 +18,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "images",
         "berth images --digests\n  berth images -o json\n  berth images --format '{{.ID}} {{json .RepoTags}}'",
     ),
-    ("rmi", "berth rmi busybox registry.example.com/app:1.2"),
+    (
+        "rmi",
+        "berth rmi busybox registry.example.com/app:1.2\n  berth rmi --prune",
+    ),
     (
         "inspect",
         "berth inspect web\n  berth inspect busybox --format '{{.ID}}'\n  berth inspect 4f2a -o yaml",
@@ -35,7 +38,7 @@ const EXAMPLES: &[(&str, &str)] = &[
     ("stopp", "berth stopp 4f2a"),
     (
         "rmp",
-        "berth rmp 4f2a\n  berth rmp --force $(berth pods -q)",
+        "berth rmp 4f2a\n  berth rmp --force $(berth pods -q)\n  berth rmp --all",
     ),
     (
         "inspectp",
@@ -49,14 +52,17 @@ const EXAMPLES: &[(&str, &str)] = &[
         "run",
         "berth run --rm busybox echo hi\n  berth run -d --name web -p 8080:80 -m 64m --cpus 0.5 httpd",
     ),
-    ("start", "berth start web"),
+    ("start", "berth start web\n  berth start -a job"),
     ("stop", "berth stop -t 5 web"),
-    ("rm", "berth rm web\n  berth rm -f web"),
+    ("rm", "berth rm web\n  berth rm -f web\n  berth rm --all"),
     (
         "ps",
         "berth ps -a --namespace kube-system --name '^etcd'\n  berth ps -o json | jq -r '.containers[].id'\n  berth ps --format '{{.ID}}\\t{{.Name}}\\t{{.State}}'",
     ),
-    ("logs", "berth logs -f --tail 10 web"),
+    (
+        "logs",
+        "berth logs -f --tail 10 web\n  berth logs --since 10m --stream stderr -t web\n  berth logs -p --limit-bytes 4096 web",
+    ),
     (
         "inspectc",
         "berth inspectc web\n  berth inspectc web --format '{{.status.state}}'",
@@ -73,6 +79,51 @@ const EXAMPLES: &[(&str, &str)] = &[
         "completion",
         "berth completion bash > /etc/bash_completion.d/berth\n  berth completion zsh > \"${fpath[1]}/_berth\"\n  berth completion fish > ~/.config/fish/completions/berth.fish",
     ),
+    (
+        "events",
+        "berth events --filter namespace=default --filter type=stopped\n  berth events -o json | jq -r .containerName",
+    ),
+    (
+        "statsp",
+        "berth statsp\n  berth statsp -w web\n  berth statsp -o json | jq '.pods[].processCount'",
+    ),
+    ("metricsp", "berth metricsp\n  berth metricsp web -o yaml"),
+    (
+        "system",
+        "berth system df\n  berth system df -o json\n  berth system prune -f\n  berth system prune -a",
+    ),
+    (
+        "play",
+        "berth play app.yaml\n  berth play -d app.yaml\n  kubectl get pod web -o yaml | berth play -d -p web -\n  berth play --logs -f app.yaml\n  berth play --down app.yaml",
+    ),
+    (
+        "commit",
+        "berth commit -a 'Jane <jane@example.com>' -m 'add config' web myapp:1\n  berth commit --pause web",
+    ),
+    (
+        "save",
+        "berth save busybox myapp:1 -o images.tar\n  berth save busybox | ssh node2 berth load",
+    ),
+    (
+        "load",
+        "berth load -i images.tar\n  skopeo copy docker://busybox docker-archive:/dev/stdout | berth load",
+    ),
+    ("kill", "berth kill web\n  berth kill -s USR1 web"),
+    ("wait", "berth wait web worker"),
+    ("top", "berth top web\n  berth top web -o json"),
+    (
+        "cp",
+        "berth cp web:/etc/nginx/nginx.conf .\n  berth cp ./site/. web:/usr/share/nginx/html\n  berth cp web:/var/log - | tar -t",
+    ),
+    (
+        "volume",
+        "berth volume create --label app=web data\n  berth volume ls -o json\n  berth run --rm -v data:/data busybox ls /data\n  berth volume rm data\n  berth volume prune -f",
+    ),
+    (
+        "login",
+        "berth login -u alice registry.example.com\n  echo \"$TOKEN\" | berth login -u alice --password-stdin ghcr.io",
+    ),
+    ("logout", "berth logout registry.example.com"),
     ("man", "berth man /usr/local/share/man/man1"),
 ];
 

@@ -4,8 +4,8 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::image_service_client::ImageServiceClient;
 use tonic::transport::Channel;
 
 pub type Images = ImageServiceClient<Channel>;
@@ -33,22 +33,27 @@ pub fn auth(creds: Option<&str>) -> anyhow::Result<Option<cri::AuthConfig>> {
     }))
 }
 
+/// `berth pull`: progress on stdout (bars on a terminal, lines otherwise), then the result; with
+/// `quiet`, the image ID alone.
 pub async fn pull(
-    images: &mut Images,
+    connect: &crate::client::Connect,
     image: &str,
     auth: Option<cri::AuthConfig>,
+    quiet: bool,
 ) -> anyhow::Result<()> {
-    let id = images
-        .pull_image(cri::PullImageRequest {
-            image: spec(image),
-            auth,
-            sandbox_config: None,
-        })
+    use crate::progress::{Mode, Sink};
+    let channel = crate::client::channel_with(&connect.endpoint, connect.timeout, None).await?;
+    let mode = Mode::detect(Sink::Stdout, quiet);
+    let pulled = crate::progress::pull(channel, image, auth, Sink::Stdout, mode)
         .await
-        .with_context(|| format!("pulling {image}"))?
-        .into_inner()
-        .image_ref;
-    println!("Image is up to date for {image}: {id}");
+        .with_context(|| format!("pulling {image}"))?;
+    if quiet {
+        println!("{}", pulled.image_id);
+    } else if pulled.downloaded {
+        println!("Downloaded newer image for {image}: {}", pulled.image_id);
+    } else {
+        println!("Image is up to date for {image}: {}", pulled.image_id);
+    }
     Ok(())
 }
 
@@ -242,8 +247,17 @@ pub async fn remove(images: &mut Images, names: &[String]) -> anyhow::Result<()>
 }
 
 /// Pulls `image` unless the runtime has it already (what `berth run` and `berth create` do first).
-pub async fn ensure(images: &mut Images, image: &str) -> anyhow::Result<()> {
-    let present = images
+/// Pulls `image` unless the runtime has it, for `run` and `create`: progress goes to stderr (their
+/// stdout is the container's output or ID), nothing with `quiet`.
+pub async fn ensure(
+    connect: &crate::client::Connect,
+    image: &str,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use crate::progress::{Mode, Sink};
+    let present = connect
+        .images(Some(connect.timeout))
+        .await?
         .image_status(cri::ImageStatusRequest {
             image: spec(image),
             verbose: false,
@@ -253,13 +267,12 @@ pub async fn ensure(images: &mut Images, image: &str) -> anyhow::Result<()> {
         .image
         .is_some();
     if !present {
-        eprintln!("Unable to find image {image} locally: pulling it");
-        images
-            .pull_image(cri::PullImageRequest {
-                image: spec(image),
-                auth: None,
-                sandbox_config: None,
-            })
+        let mode = Mode::detect(Sink::Stderr, quiet);
+        if mode != Mode::Quiet {
+            eprintln!("Unable to find image {image} locally");
+        }
+        let channel = crate::client::channel_with(&connect.endpoint, connect.timeout, None).await?;
+        crate::progress::pull(channel, image, None, Sink::Stderr, mode)
             .await
             .with_context(|| format!("pulling {image}"))?;
     }

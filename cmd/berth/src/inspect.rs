@@ -1,7 +1,7 @@
 //! `berth inspect` (a container, else a pod, else an image) and `berth inspectc` (containers).
 
 use anyhow::bail;
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 use tonic::Code;
 
 use crate::client::{self, Connect};

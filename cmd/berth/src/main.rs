@@ -1,20 +1,31 @@
 //! berth: a command-line client for Berth (or any CRI runtime), with docker's verbs, talking CRI.
 
+mod archive;
 mod client;
 mod containers;
+mod cp;
 mod crilog;
+mod ctrops;
+mod df;
+mod duration;
 mod endpoint;
+mod events;
 mod exec;
 mod exit;
 mod flags;
 mod help;
 mod images;
 mod inspect;
+mod login;
 mod logs;
 mod output;
+mod play;
 mod podls;
 mod pods;
+mod podstats;
 mod portforward;
+mod progress;
+mod prune;
 mod ps;
 mod run;
 mod select;
@@ -22,11 +33,12 @@ mod stats;
 mod stream;
 mod table;
 mod term;
+mod volume;
 
 use std::process::ExitCode;
 
+use berth_cri_api::v1 as cri;
 use clap::{FromArgMatches, Parser, Subcommand};
-use k8s_cri::v1 as cri;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,13 +68,17 @@ enum Command {
     Version,
     /// Show the runtime's status, conditions and configuration.
     Info,
-    /// Pull an image (short names mean docker.io/library/NAME:latest).
+    /// Pull an image (short names mean docker.io/library/NAME:latest), showing each layer's
+    /// progress: bars on a terminal, a line per layer state change otherwise.
     Pull {
         /// Image reference, e.g. busybox or registry.example.com/app:1.2.
         image: String,
         /// Registry credentials as USER:PASSWORD.
         #[arg(long, env = "BERTH_CREDS", hide_env_values = true)]
         creds: Option<String>,
+        /// No progress: print only the image's ID.
+        #[arg(long, short)]
+        quiet: bool,
     },
     /// List images, or those a reference names.
     Images {
@@ -86,8 +102,11 @@ enum Command {
     /// Remove images by ID, tag or digest. Removing one tag of an image with several keeps the rest.
     Rmi {
         /// Image IDs, tags or digests.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "prune")]
         images: Vec<String>,
+        /// Remove every image no container uses (pinned images are kept), as crictl's.
+        #[arg(long, conflicts_with = "images")]
+        prune: bool,
     },
     /// Show a container's, pod's or image's status as JSON (looked for in that order).
     Inspect {
@@ -140,11 +159,14 @@ enum Command {
     /// Remove stopped pod sandboxes (--force: ready ones too).
     Rmp {
         /// Pod IDs or unique ID prefixes.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "all")]
         ids: Vec<String>,
         /// Stop ready pods first instead of refusing them.
         #[arg(long, short)]
         force: bool,
+        /// Remove every pod (ready ones only with --force; without it they are left and named).
+        #[arg(long, short, conflicts_with = "ids")]
+        all: bool,
     },
     /// Show a pod sandbox's status and details as JSON.
     Inspectp {
@@ -160,12 +182,10 @@ enum Command {
     /// it exits (or, with -d, print its ID).
     #[command(override_usage = format!("berth run {}", flags::USAGE))]
     Run(run::RunArgs),
-    /// Start created containers.
-    Start {
-        /// Container IDs, unique ID prefixes or names.
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
+    /// Start created containers; with -a, one, showing its output until it exits (exits with its
+    /// exit code), as docker start -a.
+    #[command(override_usage = "berth start [-a] [-i] CONTAINER...")]
+    Start(ctrops::StartArgs),
     /// Stop running containers: SIGTERM (or the image's stop signal), then SIGKILL after --time.
     Stop(containers::StopArgs),
     /// Remove containers and their logs (--force: running ones too).
@@ -201,6 +221,58 @@ enum Command {
     PortForward(portforward::PortForwardArgs),
     /// Show containers' resource usage.
     Stats(stats::StatsArgs),
+    /// Print container events as they happen (CRI GetContainerEvents), until interrupted.
+    Events(events::EventsArgs),
+    /// Show pods' resource usage (CRI ListPodSandboxStats).
+    Statsp(podstats::StatspArgs),
+    /// Show the runtime's per-pod metrics (CRI ListPodSandboxMetrics).
+    Metricsp(podstats::MetricspArgs),
+    /// Housekeeping: `system prune` and `system df`.
+    System {
+        #[command(subcommand)]
+        command: prune::SystemCommand,
+    },
+    /// Run the Pods (and the pod templates of Deployments, StatefulSets, DaemonSets and Jobs) of a
+    /// Kubernetes manifest, with its ConfigMaps and Secrets, as compose runs services.
+    ///
+    /// Pods start in document order, each once the one before is ready (readinessProbe). In the
+    /// foreground their output is shown and Ctrl-C removes the play; --detach leaves a supervisor
+    /// that restarts containers as restartPolicy says. --down removes everything the play made.
+    #[command(
+        override_usage = "berth play [OPTIONS] FILE\n       berth play --down FILE\n       berth play --logs [-f] FILE"
+    )]
+    Play(play::PlayArgs),
+    /// Make a container's changes (its writable layer) a new image; prints the image's ID.
+    #[command(
+        override_usage = "berth commit [-a AUTHOR] [-m MESSAGE] [-p] CONTAINER [IMAGE[:TAG]]"
+    )]
+    Commit(archive::CommitArgs),
+    /// Write images as an OCI image-layout tar (to -o FILE, or to stdout).
+    Save(archive::SaveArgs),
+    /// Load images from an OCI image-layout or docker archive (-i FILE, or stdin).
+    Load(archive::LoadArgs),
+    /// Send a signal (default KILL) to containers' main processes.
+    Kill(ctrops::KillArgs),
+    /// Wait until containers exit, then print each one's exit code.
+    Wait(ctrops::WaitArgs),
+    /// List a container's processes (read on the host: no ps needed in the image).
+    Top(ctrops::TopArgs),
+    /// Copy files between a container and this host, as docker cp (tar archives; - for stdio).
+    #[command(
+        override_usage = "berth cp [-L] CONTAINER:SRC_PATH DEST_PATH|-\n       berth cp [-L] SRC_PATH|- CONTAINER:DEST_PATH"
+    )]
+    Cp(cp::CpArgs),
+    /// Manage named volumes: create, ls, inspect, rm, prune (kept by Berth under its root).
+    Volume {
+        #[command(subcommand)]
+        command: volume::VolumeCommand,
+    },
+    /// Log in to a registry: berthd checks the credentials with it and keeps them for pulls
+    /// that bring none.
+    #[command(override_usage = "berth login [-u USER] [-p PASSWORD | --password-stdin] [SERVER]")]
+    Login(login::LoginArgs),
+    /// Log out of a registry (forget the credentials berthd keeps for it).
+    Logout(login::LogoutArgs),
     /// Print a shell completion script (clap_complete).
     Completion {
         /// The shell to complete for.
@@ -324,9 +396,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .into_inner();
             println!("{}", client::info_json(&status)?);
         }
-        Command::Pull { image, creds } => {
+        Command::Pull {
+            image,
+            creds,
+            quiet,
+        } => {
             let auth = images::auth(creds.as_deref())?;
-            images::pull(&mut images(None).await?, image, auth).await?;
+            images::pull(&connect, image, auth, *quiet).await?;
         }
         Command::Images {
             filter,
@@ -344,9 +420,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut client = images(Some(timeout)).await?;
             images::list(&mut client, filter.as_deref(), *quiet, columns, output).await?;
         }
-        Command::Rmi { images: names } => {
+        Command::Rmi {
+            images: names,
+            prune: false,
+        } => {
             images::remove(&mut images(Some(timeout)).await?, names).await?;
         }
+        Command::Rmi { prune: true, .. } => prune::rmi_prune(&connect).await?,
         Command::Inspect { target, output } => {
             inspect::inspect(&connect, target, output).await?;
         }
@@ -377,7 +457,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stopp { ids } => {
             pods::stop(&mut client::runtime(endpoint, timeout).await?, ids).await?;
         }
-        Command::Rmp { ids, force } => {
+        Command::Rmp {
+            all: true, force, ..
+        } => {
+            prune::rmp_all(&mut connect.runtime().await?, *force).await?;
+        }
+        Command::Rmp { ids, force, .. } => {
             pods::remove(&mut client::runtime(endpoint, timeout).await?, ids, *force).await?;
         }
         Command::Inspectp { id, output } => {
@@ -385,7 +470,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Create(args) => containers::create(&connect, args).await?,
         Command::Run(args) => return run::run(&connect, args).await,
-        Command::Start { ids } => containers::start(&mut connect.runtime().await?, ids).await?,
+        Command::Start(args) => return ctrops::start(&connect, args).await,
         Command::Stop(args) => containers::stop(&connect, args).await?,
         Command::Rm(args) => containers::rm(&mut connect.runtime().await?, args).await?,
         Command::Ps(args) => ps::ps(&connect, args).await?,
@@ -398,115 +483,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Attach(args) => return exec::attach(&connect, args).await,
         Command::PortForward(args) => portforward::port_forward(&connect, args).await?,
         Command::Stats(args) => stats::stats(&mut connect.runtime().await?, args).await?,
+        Command::Events(args) => {
+            events::events(&mut connect.runtime_for(None).await?, args).await?
+        }
+        Command::Statsp(args) => podstats::statsp(&mut connect.runtime().await?, args).await?,
+        Command::Metricsp(args) => podstats::metricsp(&mut connect.runtime().await?, args).await?,
+        Command::System { command } => prune::system(&connect, command).await?,
+        Command::Play(args) => return play::play(&connect, args).await,
+        Command::Commit(args) => archive::commit(&connect, args).await?,
+        Command::Save(args) => archive::save(&connect, args).await?,
+        Command::Load(args) => archive::load(&connect, args).await?,
+        Command::Kill(args) => ctrops::kill(&connect, args).await?,
+        Command::Wait(args) => ctrops::wait(&connect, args).await?,
+        Command::Top(args) => ctrops::top(&connect, args).await?,
+        Command::Cp(args) => cp::cp(&connect, args).await?,
+        Command::Volume { command } => volume::volume(&connect, command).await?,
+        Command::Login(args) => login::login(&connect, args).await?,
+        Command::Logout(args) => login::logout(&connect, args).await?,
         Command::Completion { .. } | Command::Man { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
-mod tests {
-    use clap::CommandFactory;
-
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
-        Cli::try_parse_from(std::iter::once("berth").chain(args.iter().copied())).map(|c| c.command)
-    }
-
-    #[test]
-    fn the_cli_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn flags_after_the_image_belong_to_the_command() {
-        let Ok(Command::Run(run)) = parse(&[
-            "run",
-            "-d",
-            "--rm",
-            "-e",
-            "A=1",
-            "-p",
-            "8080:80",
-            "--net",
-            "host",
-            "busybox",
-            "sh",
-            "-c",
-            "echo -n hi",
-            "-d",
-        ]) else {
-            panic!("run did not parse");
-        };
-        assert!(run.detach && run.rm && run.net == "host");
-        assert_eq!(run.ports, ["8080:80"]);
-        assert_eq!(run.container.image(), "busybox");
-        assert_eq!(run.container.command(), ["sh", "-c", "echo -n hi", "-d"]);
-        let Ok(Command::Create(create)) = parse(&[
-            "create", "--pod", "p1", "-v", "/a:/b:ro", "-m", "16m", "--cpus", "0.5", "-u", "1000",
-            "-t", "-i", "-w", "/w", "--label", "k=v", "--name", "web", "img", "--help",
-        ]) else {
-            panic!("create did not parse");
-        };
-        assert_eq!(create.pod.as_deref(), Some("p1"));
-        assert_eq!(create.container.memory, Some(16 << 20));
-        assert_eq!(create.container.command(), ["--help"]);
-        let Ok(Command::Run(run)) = parse(&["run", "busybox", "-H", "x"]) else {
-            panic!("run did not parse");
-        };
-        assert_eq!(run.container.command(), ["-H", "x"]);
-        assert!(parse(&["run", "-d"]).is_err(), "no image");
-        let Ok(Command::Exec(exec)) = parse(&["exec", "c1", "ls", "-l"]) else {
-            panic!("exec did not parse");
-        };
-        assert_eq!(exec.container_and_command, ["c1", "ls", "-l"]);
-        assert!(parse(&["exec", "c1"]).is_err(), "no command");
-        let Ok(Command::Exec(exec)) = parse(&["exec", "-it", "c1", "sh", "-i"]) else {
-            panic!("exec -it did not parse");
-        };
-        assert!(exec.interactive && exec.tty);
-        assert_eq!(exec.container_and_command, ["c1", "sh", "-i"]);
-        let Ok(Command::Attach(attach)) = parse(&["attach", "--no-stdin", "c1"]) else {
-            panic!("attach did not parse");
-        };
-        assert!(attach.no_stdin && attach.container == "c1");
-        let Ok(Command::PortForward(pf)) = parse(&["port-forward", "web", "8080", ":80"]) else {
-            panic!("port-forward did not parse");
-        };
-        assert_eq!(pf.pod, "web");
-        assert_eq!(
-            pf.ports,
-            [
-                portforward::PortSpec {
-                    local: 8080,
-                    remote: 8080
-                },
-                portforward::PortSpec {
-                    local: 0,
-                    remote: 80
-                }
-            ]
-        );
-        assert!(parse(&["port-forward", "web"]).is_err(), "no port");
-        assert!(parse(&["port-forward", "web", "80:x"]).is_err());
-    }
-
-    #[test]
-    fn bad_values_are_refused_by_the_parser() {
-        assert!(parse(&["run", "--memory", "16x", "busybox"]).is_err());
-        assert!(parse(&["run", "--cpus", "0", "busybox"]).is_err());
-        assert!(parse(&["run", "-v", "/a", "busybox"]).is_err());
-        assert!(parse(&["run", "--net", "none", "busybox"]).is_err());
-        assert!(parse(&["ps", "--state", "sleeping"]).is_err());
-        assert!(parse(&["logs", "--tail", "x", "c"]).is_err());
-        assert!(parse(&["stop"]).is_err());
-        let Ok(Command::Stop(stop)) = parse(&["stop", "-t", "3", "a", "b"]) else {
-            panic!("stop did not parse");
-        };
-        assert_eq!((stop.time, stop.ids.len()), (3, 2));
-        let Ok(Command::Stop(stop)) = parse(&["stop", "a"]) else {
-            panic!("stop did not parse");
-        };
-        assert_eq!(stop.time, 10);
-    }
-}
+#[path = "main_tests.rs"]
+mod tests;

@@ -1,7 +1,7 @@
 //! `berth pods`: pod sandboxes as crictl lists them, with crictl's filters.
 
+use berth_cri_api::v1 as cri;
 use clap::{Args, ValueEnum};
-use k8s_cri::v1 as cri;
 use serde_json::{Value, json};
 
 use crate::output::OutputArgs;

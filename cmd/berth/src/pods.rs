@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, bail};
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::Channel;
 
 pub type Runtime = RuntimeServiceClient<Channel>;
@@ -67,8 +67,9 @@ pub(crate) fn labels(specs: &[String]) -> anyhow::Result<HashMap<String, String>
         .collect()
 }
 
-/// A random uid (UUID v4 form) for a pod started by hand (kubelet would pass the pod object's uid).
-fn uid() -> String {
+/// A random uid (UUID v4 form) for a pod started by hand or by `berth play` (kubelet would pass
+/// the pod object's uid).
+pub(crate) fn uid() -> String {
     let (a, b) = (crate::flags::random(), crate::flags::random());
     format!(
         "{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}",

@@ -11,9 +11,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_cri_api::v1 as cri;
 use clap::Args;
 use futures_util::{SinkExt, StreamExt};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;

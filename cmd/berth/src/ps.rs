@@ -2,8 +2,8 @@
 
 use std::collections::HashMap;
 
+use berth_cri_api::v1 as cri;
 use clap::{Args, ValueEnum};
-use k8s_cri::v1 as cri;
 use serde_json::{Value, json};
 
 use crate::client::Connect;

@@ -10,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use berth_cri_api::v1 as cri;
 use clap::Args;
 use clap::builder::PossibleValuesParser;
-use k8s_cri::v1 as cri;
 
 use crate::client::{self, Connect};
 use crate::containers::{self, Runtime};
@@ -31,6 +31,9 @@ pub struct RunArgs {
     /// Remove the container and its pod once it has exited.
     #[arg(long)]
     pub rm: bool,
+    /// Pull without showing progress.
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Publish a port, HOST:CONTAINER[/tcp|udp|sctp]; repeatable.
     #[arg(
         long = "port",
@@ -174,17 +177,13 @@ pub async fn run(connect: &Connect, args: &RunArgs) -> anyhow::Result<ExitCode> 
     let pod = args.pod(&name);
     pod.config()?;
     let mut runtime = connect.runtime().await?;
-    crate::images::ensure(&mut connect.images(None).await?, args.container.image()).await?;
+    crate::images::ensure(connect, args.container.image(), args.quiet).await?;
+    // Named volumes (-v NAME:/path) before the pod: a bad one leaves nothing behind.
+    let container = crate::volume::resolve_mounts(connect, &args.container).await?;
 
     let (pod_id, sandbox) = pods::start(&mut runtime, &pod).await?;
-    let created = containers::create_in(
-        &mut runtime,
-        &pod_id,
-        sandbox.clone(),
-        &args.container,
-        &name,
-    )
-    .await;
+    let created =
+        containers::create_in(&mut runtime, &pod_id, sandbox.clone(), &container, &name).await;
     let id = match created {
         Ok(id) => id,
         Err(e) => {

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
 use clap::Args;
-use k8s_cri::v1 as cri;
 
 use crate::containers::{self, Runtime};
 
@@ -169,6 +169,7 @@ mod tests {
                 ..Default::default()
             }),
             swap: None,
+            io: None,
         };
         assert_eq!(
             stats_row(&s),

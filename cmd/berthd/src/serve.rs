@@ -179,6 +179,9 @@ pub async fn serve(
         .add_service(service.runtime_server())
         .add_service(service.image_server())
         .add_service(service.images_progress_server())
+        .add_service(service.volumes_server().context("opening the volumes")?)
+        .add_service(service.registries_server())
+        .add_service(service.containers_server())
         .serve_with_incoming_shutdown(incoming, stopping(stop_rx.clone()));
 
     tokio::spawn(wait_for_signal(stop_tx));

@@ -240,6 +240,7 @@ class Run:
         self.check(mine[0].metadata.name == "sleeper", f"ListContainers: metadata name ({mine[0].metadata.name!r})")
         self.check(mine[0].image_ref == image_ref, f"ListContainers: image_ref is the pulled one ({mine[0].image_ref!r})")
         self.check(mine[0].labels.get("container") == "sleeper", f"ListContainers: labels ({dict(mine[0].labels)})")
+        self.streaming_lists(c, listed)
         stats = self.call(
             "ContainerStats", c.runtime.ContainerStats, pb.ContainerStatsRequest(container_id=self.container_id)
         ).stats
@@ -261,6 +262,75 @@ class Run:
         self.check(code == grpc.StatusCode.NOT_FOUND, f"RemoveContainer: ContainerStatus answers NOT_FOUND ({code})")
         self.call("RemoveContainer", c.runtime.RemoveContainer, pb.RemoveContainerRequest(container_id=self.container_id))
         self.check(True, "RemoveContainer: OK again on a removed container")
+
+    def streaming_lists(self, c, listed):
+        """cri-api v0.36 (kubelet 1.36, CRIListStreaming): each Stream* call sends its unary twin's
+        items in messages of at least one item; then UpdatePodSandboxResources (in-place resize)."""
+        pb = self.pb
+
+        def streamed(name, fn, request, field):
+            try:
+                messages = list(fn(request, timeout=TIMEOUT))
+            except grpc.RpcError as e:
+                raise CheckFailed(f"{name}: {e.code()}: {e.details()}")
+            self.check(all(len(getattr(m, field)) > 0 for m in messages), f"{name}: no empty message")
+            return [item for m in messages for item in getattr(m, field)]
+
+        by_pod = pb.ContainerFilter(pod_sandbox_id=self.pod_id)
+        items = streamed("StreamContainers", c.runtime.StreamContainers, pb.StreamContainersRequest(filter=by_pod), "containers")
+        self.check(
+            sorted(x.id for x in items) == sorted(x.id for x in listed),
+            f"StreamContainers: the containers ListContainers lists ({[x.id for x in items]})",
+        )
+        items = streamed(
+            "StreamPodSandboxes",
+            c.runtime.StreamPodSandboxes,
+            pb.StreamPodSandboxesRequest(filter=pb.PodSandboxFilter(id=self.pod_id)),
+            "pod_sandboxes",
+        )
+        self.check([x.id for x in items] == [self.pod_id], f"StreamPodSandboxes: the pod, by id ({[x.id for x in items]})")
+        items = streamed("StreamImages", c.images.StreamImages, pb.StreamImagesRequest(), "images")
+        listed_images = self.call("ListImages", c.images.ListImages, pb.ListImagesRequest()).images
+        self.check(
+            sorted(x.id for x in items) == sorted(x.id for x in listed_images),
+            f"StreamImages: the images ListImages lists ({len(items)})",
+        )
+        items = streamed(
+            "StreamContainerStats",
+            c.runtime.StreamContainerStats,
+            pb.StreamContainerStatsRequest(filter=pb.ContainerStatsFilter(pod_sandbox_id=self.pod_id)),
+            "container_stats",
+        )
+        self.check(
+            [x.attributes.id for x in items] == [self.container_id],
+            f"StreamContainerStats: the container's stats ({[x.attributes.id for x in items]})",
+        )
+        items = streamed(
+            "StreamPodSandboxStats",
+            c.runtime.StreamPodSandboxStats,
+            pb.StreamPodSandboxStatsRequest(filter=pb.PodSandboxStatsFilter(id=self.pod_id)),
+            "pod_sandbox_stats",
+        )
+        self.check([x.attributes.id for x in items] == [self.pod_id], "StreamPodSandboxStats: the pod's stats")
+        items = streamed(
+            "StreamPodSandboxMetrics",
+            c.runtime.StreamPodSandboxMetrics,
+            pb.StreamPodSandboxMetricsRequest(),
+            "pod_sandbox_metrics",
+        )
+        self.check(
+            self.pod_id in [x.pod_sandbox_id for x in items],
+            f"StreamPodSandboxMetrics: the pod's metrics ({[x.pod_sandbox_id for x in items]})",
+        )
+        self.call(
+            "UpdatePodSandboxResources",
+            c.runtime.UpdatePodSandboxResources,
+            pb.UpdatePodSandboxResourcesRequest(
+                pod_sandbox_id=self.pod_id,
+                resources=pb.LinuxContainerResources(cpu_shares=512, memory_limit_in_bytes=256 << 20),
+            ),
+        )
+        self.check(True, "UpdatePodSandboxResources: OK for a ready pod")
 
     def check_events(self, received):
         pb = self.pb

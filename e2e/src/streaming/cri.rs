@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::image_service_client::ImageServiceClient;
+use berth_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use hyper_util::rt::TokioIo;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// A gRPC channel to a CRI unix socket.
@@ -48,6 +48,8 @@ pub async fn exec_url(
         stdin: streams.stdin,
         stdout: streams.stdout,
         stderr: streams.stderr && !streams.tty,
+        // kubelet 1.36 passes the API server's audit id; Berth logs it with the session.
+        audit_request_id: "e2e-exec".into(),
     })
     .await
     .map(|r| r.into_inner().url)
@@ -65,6 +67,7 @@ pub async fn attach_url(
         tty: streams.tty,
         stdout: streams.stdout,
         stderr: streams.stderr && !streams.tty,
+        audit_request_id: "e2e-attach".into(),
     })
     .await
     .map(|r| r.into_inner().url)

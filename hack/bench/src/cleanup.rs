@@ -16,7 +16,7 @@ pub struct CleanupArgs {
 }
 
 pub async fn run(a: CleanupArgs) -> Result<bool> {
-    use k8s_cri::v1::{
+    use berth_cri_api::v1::{
         ListContainersRequest, ListPodSandboxRequest, RemoveContainerRequest,
         RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
     };

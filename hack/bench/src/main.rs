@@ -21,8 +21,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
+use berth_cri_api::v1::VersionRequest;
 use clap::{Args, Parser, Subcommand};
-use k8s_cri::v1::VersionRequest;
 
 use crate::client::Clients;
 use crate::report::{BenchReport, RssSelection, RuntimeInfo, StartupReport};

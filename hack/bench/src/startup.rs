@@ -7,8 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_cri::v1::VersionRequest;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use berth_cri_api::v1::VersionRequest;
+use berth_cri_api::v1::runtime_service_client::RuntimeServiceClient;
 use tokio::process::{Child, Command};
 
 use crate::client;

@@ -19,7 +19,7 @@ pub use model::{
     LogLevel, MetricsConfig, RuntimeConfig, RuntimeHandler, SeccompConfig, SeccompDefault,
     StreamingConfig,
 };
-pub use registry::{Mirror, RegistryConfig, RegistryHost, check_headers};
+pub use registry::{DEFAULT_AUTH_FILE, Mirror, RegistryConfig, RegistryHost, check_headers};
 
 /// The full default configuration as documented TOML (what `berthd config default` prints).
 ///

@@ -65,6 +65,7 @@ pub fn load(explicit: Option<&Path>, overrides: &Overrides) -> Result<Loaded, Co
         message,
     })?;
     apply(&mut config, overrides);
+    crate::registry::resolve_auth_file(&mut config);
     validate(&config).map_err(|(key, message)| ConfigError::Invalid {
         sources: describe(&files),
         key,

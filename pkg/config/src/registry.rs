@@ -17,7 +17,21 @@ pub struct RegistryConfig {
     /// and `<dir>/_default/hosts.toml`, read at start and on every reload. A host with a table of
     /// its own under `hosts` that sets mirrors, TLS or headers ignores its directory.
     pub config_path: Option<PathBuf>,
+    /// Where `berth login` keeps credentials, in docker's config.json format (`auths`), read at
+    /// each pull that brings none. Unset in a file: `<root>/auth.json` (filled in by `load`).
+    pub auth_file: Option<PathBuf>,
     pub hosts: BTreeMap<String, RegistryHost>,
+}
+
+/// The file name of `auth_file` under the root when none is configured.
+pub const DEFAULT_AUTH_FILE: &str = "auth.json";
+
+/// Gives `registry.auth_file` its default, which depends on `root` (so it is set once the files
+/// and flags have decided the root).
+pub(crate) fn resolve_auth_file(config: &mut crate::Config) {
+    if config.registry.auth_file.is_none() {
+        config.registry.auth_file = Some(config.root.join(DEFAULT_AUTH_FILE));
+    }
 }
 
 impl RegistryConfig {
@@ -284,6 +298,14 @@ pub(crate) fn validate(config: &RegistryConfig) -> Result<(), (String, String)> 
         return Err((
             "registry.config_path".into(),
             format!("{} must be an absolute path", dir.display()),
+        ));
+    }
+    if let Some(file) = &config.auth_file
+        && !file.is_absolute()
+    {
+        return Err((
+            "registry.auth_file".into(),
+            format!("{} must be an absolute path", file.display()),
         ));
     }
     for (host, entry) in &config.hosts {

@@ -91,7 +91,10 @@ async fn create_named(
         })?;
         ImageConfig::from_json(&json)?
     };
-    let stop_signal = image_config.stop_signal_number()?;
+    let stop_signal = match config.stop_signal {
+        Some(signal) => signal,
+        None => image_config.stop_signal_number()?,
+    };
     let handler_name = sandbox.runtime_handler.clone();
     let handler = inner.deps.handlers.get(&handler_name).ok_or_else(|| {
         ContainerError::FailedPrecondition(format!(

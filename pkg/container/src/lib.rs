@@ -7,12 +7,14 @@
 //! idempotent; on start, [`ContainerService::recover`] reconciles the records with what the
 //! monitors and the runtime report (see `recover.rs`).
 
+mod copy;
 mod create;
 mod error;
 mod events;
 mod exec;
 mod filter;
 mod ids;
+mod kill;
 mod lifecycle;
 mod logs;
 mod metrics;
@@ -20,9 +22,13 @@ mod monitors;
 mod record;
 mod recover;
 mod removal;
+mod resolve;
 mod runtime;
 mod signal;
 mod stdio;
+mod tarin;
+mod tarout;
+mod top;
 mod userns;
 mod watch;
 
@@ -39,15 +45,19 @@ use berth_store::Store;
 pub use berth_spec::{
     ContainerConfig, Device, Mount, PidMode, Propagation, ResolvedUser, Resources, Security,
 };
+pub use copy::PathStat;
 pub use error::ContainerError;
 pub use events::{ContainerEvent, ContainerEventKind, EVENT_BUFFER};
 pub use exec::{Attached, ExecOptions, ExecProcess, ExecSyncOutput};
 pub use filter::ContainerFilter;
+pub use kill::parse_signal;
 pub use logs::{CLI_LOG_DIR_ANNOTATION, CLI_LOG_ROOT};
 pub use metrics::ContainerMetrics;
 pub use record::{ContainerRecord, ContainerState, Phase};
 pub use runtime::OciRuntime;
 pub use stdio::{PipeReader, PipeWriter, Pty};
+pub use tarin::CopyStats;
+pub use top::ProcessInfo;
 
 /// One configured RuntimeClass handler.
 #[derive(Debug, Clone)]

@@ -6,7 +6,7 @@ use berth_container::{
     ContainerConfig, ContainerFilter, ContainerRecord, ContainerState, Device, Mount, Propagation,
     Resources,
 };
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use crate::error::CriError;
 use crate::security::{SecurityInputs, container_security};
@@ -74,6 +74,7 @@ pub(crate) fn create_request(
             tty: config.tty,
             resources: resources(linux.resources),
             security: container_security(linux.security_context, security)?,
+            stop_signal: crate::signal::to_number(config.stop_signal)?,
         },
     ))
 }
@@ -245,6 +246,9 @@ pub(crate) fn status_to_cri(
                     .collect(),
             }),
         }),
+        // The signal StopContainer sends first: the CRI config's, else the image's STOPSIGNAL,
+        // else SIGTERM (kubelet 1.33+ shows it).
+        stop_signal: crate::signal::from_number(r.stop_signal) as i32,
     };
     cri::ContainerStatusResponse {
         status: Some(status),
@@ -304,6 +308,21 @@ pub(crate) fn filter(f: Option<cri::ContainerFilter>) -> Result<ContainerFilter,
         sandbox_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
         labels: sorted(f.label_selector),
     })
+}
+
+/// ListContainers and StreamContainers: the containers `filter` selects, as CRI lists them.
+pub(crate) fn list(
+    shared: &crate::Shared,
+    filter: Option<cri::ContainerFilter>,
+) -> Result<Vec<cri::Container>, CriError> {
+    let filter = self::filter(filter)?;
+    Ok(shared
+        .deps
+        .containers
+        .list(&filter)
+        .iter()
+        .map(container_to_cri)
+        .collect())
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub enum CriError {
     Container(Box<ContainerError>),
     #[error(transparent)]
     Stats(Box<StatsError>),
+    #[error(transparent)]
+    Volume(#[from] berth_volume::VolumeError),
     #[error("{0}")]
     Internal(String),
 }
@@ -56,6 +58,7 @@ impl CriError {
             CriError::Sandbox(e) => sandbox_code(e),
             CriError::Container(e) => container_code(e),
             CriError::Stats(e) => stats_code(e),
+            CriError::Volume(e) => volume_code(e),
             CriError::Internal(_) => Code::Internal,
         }
     }
@@ -144,6 +147,17 @@ fn stats_code(e: &StatsError) -> Code {
         StatsError::Container(e) => container_code(e),
         StatsError::Sandbox(e) => sandbox_code(e),
         StatsError::Network(_) => Code::Internal,
+    }
+}
+
+fn volume_code(e: &berth_volume::VolumeError) -> Code {
+    use berth_volume::VolumeError;
+    match e {
+        VolumeError::InvalidArgument(_) => Code::InvalidArgument,
+        VolumeError::AlreadyExists(_) => Code::AlreadyExists,
+        VolumeError::NotFound(_) => Code::NotFound,
+        VolumeError::InUse { .. } => Code::FailedPrecondition,
+        VolumeError::Io { .. } => Code::Internal,
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use berth_container::{ContainerEvent, ContainerEventKind, ContainerFilter};
+use berth_cri_api::v1 as cri;
 use futures_core::Stream;
-use k8s_cri::v1 as cri;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;

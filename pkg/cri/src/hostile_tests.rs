@@ -9,8 +9,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth_config::SeccompDefault;
+use berth_cri_api::v1 as cri;
 use berth_spec::HostLsm;
-use k8s_cri::v1 as cri;
 use prost::Message;
 
 use crate::security::SecurityInputs;

@@ -1,6 +1,6 @@
 //! The object ids a request names, recorded on its tracing span.
 
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 /// Ids carried by one request; empty strings are left off the span.
 #[derive(Debug, Default, Clone, Copy)]
@@ -66,6 +66,12 @@ no_ids!(
     RuntimeConfigRequest,
     ListImagesRequest,
     ImageFsInfoRequest,
+    StreamPodSandboxesRequest,
+    StreamContainersRequest,
+    StreamContainerStatsRequest,
+    StreamPodSandboxStatsRequest,
+    StreamPodSandboxMetricsRequest,
+    StreamImagesRequest,
 );
 
 container_id!(
@@ -88,6 +94,7 @@ sandbox_id!(
     PodSandboxStatusRequest,
     PortForwardRequest,
     PodSandboxStatsRequest,
+    UpdatePodSandboxResourcesRequest,
 );
 
 image_spec!(PullImageRequest, ImageStatusRequest, RemoveImageRequest);

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::image_service_server::ImageService;
 use berth_image::ImageView;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::image_service_server::ImageService;
 use tonic::{Request, Response, Status};
 
 use crate::ImageApi;
 use crate::error::CriError;
+use crate::list_stream::{self, ListStream};
 
 fn image_name(spec: Option<&cri::ImageSpec>) -> Result<&str, CriError> {
     match spec.map(|s| s.image.trim()) {
@@ -35,6 +36,18 @@ fn to_cri(view: &ImageView) -> cri::Image {
         }),
         pinned: view.pinned,
     }
+}
+
+/// ListImages and StreamImages: the images `filter` names (all without one).
+fn list(shared: &crate::Shared, filter: Option<cri::ImageFilter>) -> Vec<cri::Image> {
+    let filter = filter.and_then(|f| f.image).map(|s| s.image);
+    shared
+        .deps
+        .images
+        .list(filter.as_deref())
+        .iter()
+        .map(to_cri)
+        .collect()
 }
 
 pub(crate) fn credentials(
@@ -110,15 +123,25 @@ impl ImageService for ImageApi {
         let shared = &self.shared;
         shared
             .rpc("ListImages", request, |req| async move {
-                let filter = req.filter.and_then(|f| f.image).map(|s| s.image);
-                let images = shared
-                    .deps
-                    .images
-                    .list(filter.as_deref())
-                    .iter()
-                    .map(to_cri)
-                    .collect();
+                let images = list(shared, req.filter);
                 Ok(cri::ListImagesResponse { images })
+            })
+            .await
+    }
+
+    type StreamImagesStream = ListStream<cri::StreamImagesResponse>;
+
+    async fn stream_images(
+        &self,
+        request: Request<cri::StreamImagesRequest>,
+    ) -> Result<Response<Self::StreamImagesStream>, Status> {
+        let shared = &self.shared;
+        shared
+            .rpc("StreamImages", request, |req| async move {
+                let images = list(shared, req.filter);
+                Ok(list_stream::stream(images, |images| {
+                    cri::StreamImagesResponse { images }
+                }))
             })
             .await
     }

@@ -5,31 +5,37 @@
 //! per-method metrics (all in [`instrument`]). The work itself lives in the capability crates.
 
 mod containers;
+mod containers_api;
 mod error;
 mod events;
 #[cfg(test)]
 mod hostile_tests;
 mod ids;
+mod image_archive_api;
 mod image_service;
 mod inflight;
 mod instrument;
+mod list_stream;
 mod pods;
 mod pull_progress;
+mod registries_api;
 mod runtime_service;
 mod security;
+mod signal;
 mod stats;
 mod status;
 mod streaming;
+mod volumes_api;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_config::Config;
+use berth_cri_api::v1::image_service_server::ImageServiceServer;
+use berth_cri_api::v1::runtime_service_server::RuntimeServiceServer;
 use berth_metrics::Metrics;
 use berth_network::PodCidrStore;
 use berth_store::Store;
-use k8s_cri::v1::image_service_server::ImageServiceServer;
-use k8s_cri::v1::runtime_service_server::RuntimeServiceServer;
 
 pub use error::CriError;
 pub use streaming::StreamingBackend;
@@ -142,8 +148,8 @@ pub const KUBELET_API_VERSION: &str = "0.1.0";
 #[doc(hidden)]
 pub mod fuzzing {
     use berth_config::SeccompDefault;
+    use berth_cri_api::v1 as cri;
     use berth_spec::HostLsm;
-    use k8s_cri::v1 as cri;
 
     use crate::security::SecurityInputs;
     use crate::{containers, pods};

@@ -2,11 +2,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use berth_cri_api::v1 as cri;
 use berth_sandbox::{
     DnsConfig, IdMapping, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol,
     Resources, SandboxConfig, SandboxFilter, SandboxRecord, SandboxState, UserNamespaceMappings,
 };
-use k8s_cri::v1 as cri;
 
 use crate::error::CriError;
 
@@ -40,7 +40,7 @@ fn mode_to_cri(mode: NamespaceMode) -> i32 {
 }
 
 /// CRI marks "unset" with 0 (or an empty string) in these fields.
-fn resources(r: Option<cri::LinuxContainerResources>) -> Resources {
+pub(crate) fn resources(r: Option<cri::LinuxContainerResources>) -> Resources {
     let Some(r) = r else {
         return Resources::default();
     };
@@ -370,6 +370,20 @@ pub(crate) fn filter(filter: Option<cri::PodSandboxFilter>) -> SandboxFilter {
         }),
         labels: sorted(f.label_selector),
     }
+}
+
+/// ListPodSandbox and StreamPodSandboxes: the pods `filter` selects, as CRI lists them.
+pub(crate) fn list(
+    shared: &crate::Shared,
+    filter: Option<cri::PodSandboxFilter>,
+) -> Vec<cri::PodSandbox> {
+    shared
+        .deps
+        .sandboxes
+        .list(&self::filter(filter))
+        .iter()
+        .map(sandbox_to_cri)
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 
 use berth_api::images::v1 as api;
 use berth_api::images::v1::images_server::{Images, ImagesServer};
+use berth_cri_api::v1 as cri;
 use berth_image::{LayerState, ProgressWatcher, PullOutcome, PullProgress};
-use k8s_cri::v1 as cri;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -136,6 +136,29 @@ fn credentials(
 impl Images for ImageApi {
     type PullWithProgressStream = ProgressStream;
     type WatchPullStream = ProgressStream;
+    type SaveStream = crate::image_archive_api::SaveStream;
+
+    // Commit, Save and Load: in image_archive_api.rs.
+    async fn commit(
+        &self,
+        request: Request<api::CommitRequest>,
+    ) -> Result<Response<api::CommitResponse>, Status> {
+        crate::image_archive_api::commit(self, request).await
+    }
+
+    async fn save(
+        &self,
+        request: Request<api::SaveRequest>,
+    ) -> Result<Response<Self::SaveStream>, Status> {
+        crate::image_archive_api::save(self, request).await
+    }
+
+    async fn load(
+        &self,
+        request: Request<tonic::Streaming<api::Chunk>>,
+    ) -> Result<Response<api::LoadResponse>, Status> {
+        crate::image_archive_api::load(self, request).await
+    }
 
     async fn pull_with_progress(
         &self,

@@ -4,12 +4,13 @@
 use std::pin::Pin;
 use std::time::Duration;
 
+use berth_cri_api::v1 as cri;
+use berth_cri_api::v1::runtime_service_server::RuntimeService;
 use futures_core::Stream;
-use k8s_cri::v1 as cri;
-use k8s_cri::v1::runtime_service_server::RuntimeService;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
+use crate::list_stream::{self, ListStream};
 use crate::security::SecurityInputs;
 use crate::{KUBELET_API_VERSION, RUNTIME_API_VERSION, RUNTIME_NAME, RUNTIME_VERSION, RuntimeApi};
 use crate::{containers, pods, stats};
@@ -25,6 +26,11 @@ macro_rules! runtime_service {
         impl RuntimeService for RuntimeApi {
             type GetContainerEventsStream =
                 Pin<Box<dyn Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+            type StreamPodSandboxesStream = ListStream<cri::StreamPodSandboxesResponse>;
+            type StreamContainersStream = ListStream<cri::StreamContainersResponse>;
+            type StreamContainerStatsStream = ListStream<cri::StreamContainerStatsResponse>;
+            type StreamPodSandboxStatsStream = ListStream<cri::StreamPodSandboxStatsResponse>;
+            type StreamPodSandboxMetricsStream = ListStream<cri::StreamPodSandboxMetricsResponse>;
 
             $($real)*
 
@@ -173,15 +179,44 @@ runtime_service! {
             let shared = &self.shared;
             shared
                 .rpc("ListPodSandbox", request, |req| async move {
-                    let filter = pods::filter(req.filter);
-                    let items = shared
+                    let items = pods::list(shared, req.filter);
+                    Ok(cri::ListPodSandboxResponse { items })
+                })
+                .await
+        }
+
+        async fn stream_pod_sandboxes(
+            &self,
+            request: Request<cri::StreamPodSandboxesRequest>,
+        ) -> Result<Response<Self::StreamPodSandboxesStream>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("StreamPodSandboxes", request, |req| async move {
+                    let items = pods::list(shared, req.filter);
+                    Ok(list_stream::stream(items, |pod_sandboxes| {
+                        cri::StreamPodSandboxesResponse { pod_sandboxes }
+                    }))
+                })
+                .await
+        }
+
+        async fn update_pod_sandbox_resources(
+            &self,
+            request: Request<cri::UpdatePodSandboxResourcesRequest>,
+        ) -> Result<Response<cri::UpdatePodSandboxResourcesResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("UpdatePodSandboxResources", request, |req| async move {
+                    shared
                         .deps
                         .sandboxes
-                        .list(&filter)
-                        .iter()
-                        .map(pods::sandbox_to_cri)
-                        .collect();
-                    Ok(cri::ListPodSandboxResponse { items })
+                        .update_resources(
+                            &req.pod_sandbox_id,
+                            pods::resources(req.resources),
+                            pods::resources(req.overhead),
+                        )
+                        .await?;
+                    Ok(cri::UpdatePodSandboxResourcesResponse {})
                 })
                 .await
         }
@@ -258,15 +293,23 @@ runtime_service! {
             let shared = &self.shared;
             shared
                 .rpc("ListContainers", request, |req| async move {
-                    let filter = containers::filter(req.filter)?;
-                    let containers = shared
-                        .deps
-                        .containers
-                        .list(&filter)
-                        .iter()
-                        .map(containers::container_to_cri)
-                        .collect();
+                    let containers = containers::list(shared, req.filter)?;
                     Ok(cri::ListContainersResponse { containers })
+                })
+                .await
+        }
+
+        async fn stream_containers(
+            &self,
+            request: Request<cri::StreamContainersRequest>,
+        ) -> Result<Response<Self::StreamContainersStream>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("StreamContainers", request, |req| async move {
+                    let items = containers::list(shared, req.filter)?;
+                    Ok(list_stream::stream(items, |containers| {
+                        cri::StreamContainersResponse { containers }
+                    }))
                 })
                 .await
         }
@@ -341,6 +384,11 @@ runtime_service! {
             let deps = &self.shared.deps;
             self.shared
                 .rpc("Exec", request, |req| async move {
+                    // kubelet 1.36 names the API server audit event behind the session, so that
+                    // what runs in the container can be traced back to who asked.
+                    if !req.audit_request_id.is_empty() {
+                        tracing::info!(audit_request_id = %req.audit_request_id, "streaming session requested");
+                    }
                     crate::streaming::exec_url(&deps.containers, &deps.streaming, req)
                 })
                 .await
@@ -353,6 +401,11 @@ runtime_service! {
             let deps = &self.shared.deps;
             self.shared
                 .rpc("Attach", request, |req| async move {
+                    // kubelet 1.36 names the API server audit event behind the session, so that
+                    // what runs in the container can be traced back to who asked.
+                    if !req.audit_request_id.is_empty() {
+                        tracing::info!(audit_request_id = %req.audit_request_id, "streaming session requested");
+                    }
                     crate::streaming::attach_url(&deps.containers, &deps.streaming, req)
                 })
                 .await
@@ -411,6 +464,53 @@ runtime_service! {
             let stats = &self.shared.deps.stats;
             self.shared
                 .rpc("PodSandboxStats", request, |req| stats::pod_sandbox_stats(stats, req))
+                .await
+        }
+
+        async fn stream_container_stats(
+            &self,
+            request: Request<cri::StreamContainerStatsRequest>,
+        ) -> Result<Response<Self::StreamContainerStatsStream>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("StreamContainerStats", request, |req| async move {
+                    let list = cri::ListContainerStatsRequest { filter: req.filter };
+                    let items = stats::list_container_stats(stats, list).await?.stats;
+                    Ok(list_stream::stream(items, |container_stats| {
+                        cri::StreamContainerStatsResponse { container_stats }
+                    }))
+                })
+                .await
+        }
+
+        async fn stream_pod_sandbox_stats(
+            &self,
+            request: Request<cri::StreamPodSandboxStatsRequest>,
+        ) -> Result<Response<Self::StreamPodSandboxStatsStream>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("StreamPodSandboxStats", request, |req| async move {
+                    let list = cri::ListPodSandboxStatsRequest { filter: req.filter };
+                    let items = stats::list_pod_sandbox_stats(stats, list).await?.stats;
+                    Ok(list_stream::stream(items, |pod_sandbox_stats| {
+                        cri::StreamPodSandboxStatsResponse { pod_sandbox_stats }
+                    }))
+                })
+                .await
+        }
+
+        async fn stream_pod_sandbox_metrics(
+            &self,
+            request: Request<cri::StreamPodSandboxMetricsRequest>,
+        ) -> Result<Response<Self::StreamPodSandboxMetricsStream>, Status> {
+            let stats = &self.shared.deps.stats;
+            self.shared
+                .rpc("StreamPodSandboxMetrics", request, |_| async move {
+                    let items = stats::list_pod_sandbox_metrics(stats).await?.pod_metrics;
+                    Ok(list_stream::stream(items, |pod_sandbox_metrics| {
+                        cri::StreamPodSandboxMetricsResponse { pod_sandbox_metrics }
+                    }))
+                })
                 .await
         }
 

@@ -7,11 +7,11 @@
 
 use berth_config::SeccompDefault as ConfigSeccompDefault;
 use berth_container::{PidMode, Security};
+use berth_cri_api::v1 as cri;
 use berth_spec::{
     HostLsm, ProfileRequest, SeccompDefault, SeccompRequest, SelinuxOptions, SpecError,
     SupplementalGroupsPolicy, apparmor_request, pod_seccomp, select_seccomp,
 };
-use k8s_cri::v1 as cri;
 
 use crate::error::CriError;
 

@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
+use berth_cri_api::v1 as cri;
 use berth_stats::{ContainerUsage, CpuUsage, InterfaceUsage, MetricKind, PodUsage, StatsService};
-use k8s_cri::v1 as cri;
 
 use crate::error::CriError;
 
@@ -144,6 +144,8 @@ fn cpu_to_cri(ts: i64, cpu: &CpuUsage) -> cri::CpuUsage {
         timestamp: ts,
         usage_core_nano_seconds: value(cpu.usage_core_ns),
         usage_nano_cores: cpu.usage_nano_cores.and_then(value),
+        // Pressure stall information (cri-api 1.34+) is not read yet.
+        psi: None,
     }
 }
 
@@ -156,6 +158,7 @@ fn memory_to_cri(ts: i64, m: &berth_cgroup::MemoryStats) -> cri::MemoryUsage {
         rss_bytes: value(m.rss_bytes),
         page_faults: value(m.page_faults),
         major_page_faults: value(m.major_page_faults),
+        psi: None,
     }
 }
 
@@ -190,6 +193,7 @@ pub(crate) fn container_to_cri(u: &ContainerUsage) -> cri::ContainerStats {
             },
             swap_usage_bytes: value(m.swap_usage_bytes.unwrap_or(0)),
         }),
+        io: None,
     }
 }
 
@@ -231,6 +235,8 @@ pub(crate) fn pod_to_cri(u: &PodUsage) -> cri::PodSandboxStats {
                 process_count: value(n),
             }),
             containers: u.containers.iter().map(container_to_cri).collect(),
+            // IO pressure (cri-api 1.34+) is not read yet.
+            io: None,
         }),
         windows: None,
     }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use crate::Shared;
 
@@ -74,6 +74,9 @@ impl Shared {
             features: Some(cri::RuntimeFeatures {
                 // Strict and Merge are honoured and ContainerStatus reports the user.
                 supplemental_groups_policy: true,
+                // Not claimed: a user-namespaced pod on the node's network is not tested here,
+                // and kubelet refuses such pods when this is false.
+                user_namespaces_host_network: false,
             }),
         }
     }

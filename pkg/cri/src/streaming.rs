@@ -8,10 +8,10 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use berth_container::{ContainerService, ContainerState, ExecOptions, Pty};
+use berth_cri_api::v1 as cri;
 use berth_monitor_api::AttachEvent;
 use berth_sandbox::{SandboxService, SandboxState};
 use berth_streaming::{AttachTarget, Backend, BoxFuture, ExecTarget, Process, StreamingServer};
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::error::CriError;

@@ -86,6 +86,8 @@ async fn collect(inner: &Arc<Inner>) -> Result<(), ImageError> {
                 }
             }
             chains.extend(record.layers.iter().map(|l| l.chain_id.clone()));
+            // Layer blobs kept by commit and load (pulled layers have none).
+            blobs.extend(record.layers.iter().map(|l| l.digest.clone()));
         }
         (blobs, chains)
     };

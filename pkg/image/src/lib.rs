@@ -9,11 +9,19 @@
 //!   fetches of the same layer or blob, are coalesced.
 //! - [`ImageService::pull_with_progress`] is the same pull with a [`ProgressWatcher`] of its
 //!   progress per layer; [`ImageService::watch_pull`] watches a pull someone else started.
+//! - [`ImageService::commit`] makes a container's writable layer a new image;
+//!   [`ImageService::save`] writes images as an OCI image-layout tar and [`ImageService::load`]
+//!   reads layouts and docker archives, verified and unpacked as pulls are.
 //! - Metadata lives in the store (`berth-store`); an in-memory catalog answers lookups.
 
+mod archive_import;
+mod archive_load;
+mod archive_save;
+mod archive_util;
 mod catalog;
 mod channel_reader;
 mod coalesce;
+mod commit;
 mod content;
 mod decompress;
 mod digest;
@@ -35,6 +43,9 @@ use berth_registry::{Credentials, Reference};
 use berth_snapshot::Snapshotter;
 use berth_store::Store;
 
+pub use archive_import::{ArchiveChunk, LoadedImage};
+pub use archive_save::SAVE_CHUNK;
+pub use commit::{CommitOptions, Committed};
 pub use content::ContentStore;
 pub use digest::Digest;
 pub use error::ImageError;
@@ -162,6 +173,12 @@ impl ImageService {
     /// Replaces the pinned image list (`image.pinned`, on a configuration reload).
     pub fn set_pinned(&self, pinned: Vec<String>) {
         *self.inner.pinned.write().unwrap_or_else(|p| p.into_inner()) = pinned;
+    }
+
+    /// The registry client pulls use now (after any reload): `berth login` checks and stores
+    /// credentials through it.
+    pub fn registry_client(&self) -> berth_registry::Client {
+        self.inner.registry()
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {

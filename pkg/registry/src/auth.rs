@@ -194,7 +194,10 @@ pub(crate) async fn fetch_token(
             if !service.is_empty() {
                 q.push(("service", service));
             }
-            q.push(("scope", scope));
+            // No scope at all for a login check (docker login's token request).
+            if !scope.is_empty() {
+                q.push(("scope", scope));
+            }
             let mut r = http.get(url).query(&q);
             if let Some(Credentials::Basic { username, password }) = other {
                 r = r.header(

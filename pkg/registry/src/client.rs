@@ -6,6 +6,7 @@ use std::sync::Arc;
 use berth_config::hosts_dir::DEFAULT_NAMESPACE;
 
 use crate::auth::AuthCache;
+use crate::auth_file::AuthFile;
 use crate::blob::BlobStream;
 use crate::config::{CATCH_ALL, RegistryConfig};
 use crate::credentials::Credentials;
@@ -36,6 +37,8 @@ pub(crate) struct Inner {
     /// The one for `TlsKey::default()` (system roots, verified).
     default_http: reqwest::Client,
     pub auth: AuthCache,
+    /// `registry.auth_file`: `berth login`'s credentials (read per pull, stat-cached).
+    pub auth_file: Option<AuthFile>,
 }
 
 impl std::fmt::Debug for Client {
@@ -91,6 +94,7 @@ impl Client {
                 http,
                 default_http,
                 auth: AuthCache::default(),
+                auth_file: config.auth_file.clone().map(AuthFile::new),
             }),
         })
     }
@@ -133,20 +137,21 @@ impl Client {
         self.plan(registry).endpoints(registry)
     }
 
-    /// The credentials used for `registry`: the request's, else the
-    /// configured ones. They are also sent to the host's mirrors, which the
-    /// operator configured and so trusts.
-    fn credentials<'a>(
-        &'a self,
-        registry: &str,
-        creds: Option<&'a Credentials>,
-    ) -> Option<&'a Credentials> {
-        creds.or_else(|| {
+    /// The credentials used for `registry`: the request's, else `berth login`'s (the auth
+    /// file), else the configured ones (`[registry.hosts]`). A login is an explicit act for that
+    /// exact registry, newer than the configuration, and `berth logout` falls back to the
+    /// configured ones. They are also sent to the host's mirrors, which the operator configured
+    /// and so trusts.
+    fn credentials(&self, registry: &str, creds: Option<&Credentials>) -> Option<Credentials> {
+        if let Some(c) = creds {
+            return Some(c.clone());
+        }
+        self.stored_credentials(registry).or_else(|| {
             self.inner
                 .plans
                 .get(registry)
                 .or_else(|| self.inner.plans.get(CATCH_ALL))
-                .and_then(|p| p.credentials.as_ref())
+                .and_then(|p| p.credentials.clone())
         })
     }
 
@@ -168,6 +173,7 @@ impl Client {
         creds: Option<&Credentials>,
     ) -> Result<Manifest, RegistryError> {
         let creds = self.credentials(&reference.registry, creds);
+        let creds = creds.as_ref();
         let mut endpoints = self.endpoints(&reference.registry)?;
         if reference.digest.is_none() {
             // A tag is resolved only by endpoints trusted to (containerd's `resolve`).
@@ -219,6 +225,7 @@ impl Client {
     ) -> Result<BlobStream, RegistryError> {
         Digest::parse(digest)?;
         let creds = self.credentials(&reference.registry, creds);
+        let creds = creds.as_ref();
         let mut endpoints = self.endpoints(&reference.registry)?;
         if let Some(p) = preferred {
             endpoints.retain(|e| e.url() != p.url());

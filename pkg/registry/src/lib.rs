@@ -21,6 +21,7 @@
 //! gRPC codes.
 
 mod auth;
+pub mod auth_file;
 mod blob;
 mod client;
 pub mod config;
@@ -30,12 +31,14 @@ mod endpoint;
 mod error;
 mod fetch;
 mod hosts_dir;
+mod login;
 pub mod manifest;
 mod platform;
 mod reference;
 mod tls;
 mod transport;
 
+pub use auth_file::{AuthFile, StoredLogin, normalize_server};
 pub use blob::BlobStream;
 pub use client::Client;
 pub use config::{Mirror, RegistryConfig, RegistryHost};
@@ -44,6 +47,7 @@ pub use digest::{Algorithm, Digest, DigestVerifier, sha256_digest};
 pub use endpoint::{DOCKER_HUB_ENDPOINT, Endpoint, is_loopback};
 pub use error::RegistryError;
 pub use fetch::Manifest;
+pub use login::LoggedIn;
 pub use manifest::{
     ContainerConfig, Descriptor, History, ImageConfig, ImageIndex, ImageManifest, ManifestKind,
     Platform, RootFs, parse_config, parse_manifest,

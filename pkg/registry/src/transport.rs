@@ -38,7 +38,7 @@ fn same_origin(a: &Url, b: &Url) -> bool {
 impl Client {
     /// GET `req.url`, following redirects. `auth` is sent only to URLs of
     /// the same origin as the original.
-    async fn get_following(
+    pub(crate) async fn get_following(
         &self,
         req: &Request<'_>,
         auth: Option<&str>,

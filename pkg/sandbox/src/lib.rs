@@ -20,6 +20,7 @@ mod lifecycle;
 mod net;
 mod port_forward;
 mod record;
+mod resize;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -51,6 +51,7 @@
 mod create;
 mod digest;
 mod error;
+mod layer_tar;
 mod meta;
 mod mount;
 mod path;
@@ -61,6 +62,7 @@ mod usage;
 
 pub use digest::{chain_id, validate_digest};
 pub use error::SnapshotError;
+pub use layer_tar::{IdMap, IdRange, LayerTarStats, write_layer_tar, write_layer_tar_mapped};
 pub use mount::{RootfsMount, unmount};
 pub use snapshotter::{
     DEFAULT_MAX_UNPACKED_BYTES, Options, SnapshotInfo, Snapshotter, UnpackedLayer, upper_dir,

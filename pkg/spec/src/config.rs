@@ -31,6 +31,11 @@ pub struct ContainerConfig {
     pub tty: bool,
     pub resources: Resources,
     pub security: Security,
+    /// The signal StopContainer sends first when the CRI config names one (kubelet 1.33+,
+    /// `ContainerConfig.stop_signal`); None: the image's STOPSIGNAL, else SIGTERM. Absent in
+    /// records written before it existed.
+    #[serde(default)]
+    pub stop_signal: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

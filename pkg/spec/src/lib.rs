@@ -135,7 +135,10 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     let env = process::env(config, input.image, input.sandbox.hostname)?;
     let cwd = process::cwd(config, input.image)?;
     let user = user::resolve(input.rootfs, security, &input.image.user, input.image_name)?;
-    let stop_signal = input.image.stop_signal_number()?;
+    let stop_signal = match config.stop_signal {
+        Some(signal) => signal,
+        None => input.image.stop_signal_number()?,
+    };
     let oom = config.resources.oom_score_adj;
     if !(-1000..=1000).contains(&oom) {
         return Err(SpecError::invalid(format!(

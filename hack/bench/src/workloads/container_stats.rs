@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::containers::prepare;
 use super::pods::{pod_config, remove_run, run_id};

@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::in_pod::OnePod;
 use super::pods::{RUN_LABEL, log_directory, pod_config, remove_run, run_id, run_request};

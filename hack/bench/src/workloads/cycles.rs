@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::containers::{
     CREATE, REMOVEP, RUNP, START, STATUS, STOPP, container_config, pod_with_container, prepare,

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 use serde_json::Value;
 
 use super::Recorder;

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::containers::{
     CREATE, READY_TIMEOUT, REMOVE, STOP, STOP_TIMEOUT_SECS, container_config, create_recorded,

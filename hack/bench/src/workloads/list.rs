@@ -3,7 +3,7 @@
 //! measures the fixed cost of each list; populate the runtime first to
 //! measure scaling. UNIMPLEMENTED answers are reported as "unsupported".
 
-use k8s_cri::v1::{ListContainersRequest, ListImagesRequest, ListPodSandboxRequest};
+use berth_cri_api::v1::{ListContainersRequest, ListImagesRequest, ListPodSandboxRequest};
 
 use super::{BoxFut, Recorder, Workload};
 use crate::client::Clients;

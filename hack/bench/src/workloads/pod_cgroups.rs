@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 /// The parent of the bench's pod cgroups (a child of each hierarchy's root).
 pub const PARENT: &str = "berth-bench.kubepods";

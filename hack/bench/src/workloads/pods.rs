@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::{BoxFut, Recorder, Workload};
 use crate::client::Clients;

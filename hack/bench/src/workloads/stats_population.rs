@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::containers::{container_config, create_request};
 use super::pods::run_request;

@@ -2,7 +2,7 @@
 //! polls every few seconds. Measures the cost of computing runtime and
 //! network conditions.
 
-use k8s_cri::v1::StatusRequest;
+use berth_cri_api::v1::StatusRequest;
 
 use super::{BoxFut, Recorder, Workload};
 use crate::client::Clients;

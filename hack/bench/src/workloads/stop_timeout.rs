@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use k8s_cri::v1 as cri;
+use berth_cri_api::v1 as cri;
 
 use super::containers::{CREATE, REMOVE, START, STOP, discard_container};
 use super::in_pod::{OnePod, stop_timed};

@@ -36,11 +36,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use berth_cri_api::v1 as cri;
 use berth_e2e::streaming::{
     ExecOptions, ExecSession as Session, ExecStatus, SpdyPortForwarder, SpdyVersion, StreamOptions,
     Transport,
 };
-use k8s_cri::v1 as cri;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::containers::container_config;
@@ -244,6 +244,7 @@ impl Workload for ExecSessionSetup {
                 stdin: false,
                 stdout: true,
                 stderr: true,
+                audit_request_id: String::new(),
             };
             let t0 = Instant::now();
             let Some(resp) = rec.call(EXEC, clients.runtime.exec(req)).await else {

@@ -1,7 +1,7 @@
 //! `version`: RuntimeService.Version, the cheapest CRI round trip. Measures
 //! the fixed cost of the gRPC stack and the daemon's request path.
 
-use k8s_cri::v1::VersionRequest;
+use berth_cri_api::v1::VersionRequest;
 
 use super::{BoxFut, Recorder, Workload};
 use crate::client::Clients;
