@@ -2,7 +2,8 @@
 //! grpcio-tools from proto/cri/api.proto (cri-api v0.36) (`hack/peers.sh python`). It dials `unix:<socket>`,
 //! so grpcio (>= 1.57) sends the percent-encoded socket path as the HTTP/2 `:authority`, and runs a
 //! pod and a container through kubelet's calls (`e2e/peers/grpc-python/cri_client.py`), then Version
-//! over the other unix target forms.
+//! over the other unix target forms. On the way it calls every one of cri-api v0.36's 41 RPCs and
+//! fails if any is missing or answers UNIMPLEMENTED.
 
 use berth_e2e::Berthd;
 use berth_e2e::peers::*;
@@ -24,6 +25,7 @@ async fn grpcio_runs_a_pod_and_a_container() {
             "GetContainerEvents: CREATED, STARTED, STOPPED, DELETED in order",
             "Version over unix:///path",
             "Version over unix:/path",
+            "every one of the 41 CRI RPCs answered (missing: [])",
         ],
     )
     .await;

@@ -100,10 +100,11 @@ async fn cpu_burner_uses_about_one_core() {
         (2_900_000_000..4_000_000_000).contains(&elapsed),
         "samples ~3 s apart: {elapsed} ns"
     );
-    // About one core; the floor leaves room for the other test CI runs beside this one on two
-    // cores (the /proc check above is what pins the accounting down exactly).
+    // About one core at most; the floor is low because on two cores the tests CI runs beside
+    // this one (and builds) can take most of the CPU for seconds (0.32 cores seen once under a
+    // load average of 10). The /proc check above is what pins the accounting down exactly.
     assert!(
-        (0.5..=1.4).contains(&cores),
+        (0.2..=1.4).contains(&cores),
         "usage_core_nano_seconds grew by about the elapsed time: {used} ns in {elapsed} ns"
     );
     // The rate is exactly the growth over the interval between the two samples' timestamps.

@@ -77,8 +77,10 @@ pub async fn serve(
     let registry =
         berth_registry::Client::new(config.registry.clone()).context("configuring registries")?;
     let image_metrics = berth_image::ImageMetrics::register(metrics.registry())?;
+    let image_store = config.image.store_dir(&config.root);
+    create_private_dir(image_store)?;
     let images = berth_image::ImageService::open(
-        &config.root,
+        image_store,
         config.image.clone(),
         registry,
         store.clone(),

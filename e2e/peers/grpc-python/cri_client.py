@@ -49,6 +49,8 @@ class Run:
         self.passed = []
         self.pod_id = None
         self.container_id = None
+        # Every RPC this run called and got an answer other than UNIMPLEMENTED from.
+        self.answered = set()
 
     def check(self, cond, what):
         if not cond:
@@ -58,9 +60,21 @@ class Run:
 
     def call(self, name, fn, *a, **kw):
         try:
-            return fn(*a, timeout=TIMEOUT, **kw)
+            answer = fn(*a, timeout=TIMEOUT, **kw)
         except grpc.RpcError as e:
             raise CheckFailed(f"{name}: gRPC error {e.code()}: {e.details()}") from None
+        self.answered.add(name.split(" ")[0])
+        return answer
+
+    def call_code(self, name, fn, request):
+        """Calls a unary RPC that may fail; returns (answer or None, status code)."""
+        try:
+            answer, code = fn(request, timeout=TIMEOUT), grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            answer, code = None, e.code()
+        if code != grpc.StatusCode.UNIMPLEMENTED:
+            self.answered.add(name)
+        return answer, code
 
     def pod_config(self):
         pb, a = self.pb, self.args
@@ -153,6 +167,7 @@ class Run:
             except grpc.RpcError as e:
                 received.put(e)
 
+        self.answered.add("GetContainerEvents")
         reader = threading.Thread(target=read_events, daemon=True)
         reader.start()
         try:
@@ -191,6 +206,11 @@ class Run:
             f"StopPodSandbox: OK or NOT_FOUND on a removed pod ({code})",
         )
         self.pod_id = None
+
+        self.call("RemoveImage", c.images.RemoveImage, pb.RemoveImageRequest(image=pb.ImageSpec(image=a.image)))
+        gone = self.call("ImageStatus", c.images.ImageStatus, pb.ImageStatusRequest(image=pb.ImageSpec(image=a.image)))
+        self.check(not gone.HasField("image"), "RemoveImage: ImageStatus no longer finds the image")
+        self.every_rpc_answered()
 
     def container_steps(self, c, sandbox_config, image_ref):
         pb, a = self.pb, self.args
@@ -241,6 +261,7 @@ class Run:
         self.check(mine[0].image_ref == image_ref, f"ListContainers: image_ref is the pulled one ({mine[0].image_ref!r})")
         self.check(mine[0].labels.get("container") == "sleeper", f"ListContainers: labels ({dict(mine[0].labels)})")
         self.streaming_lists(c, listed)
+        self.other_rpcs(c)
         stats = self.call(
             "ContainerStats", c.runtime.ContainerStats, pb.ContainerStatsRequest(container_id=self.container_id)
         ).stats
@@ -273,6 +294,7 @@ class Run:
                 messages = list(fn(request, timeout=TIMEOUT))
             except grpc.RpcError as e:
                 raise CheckFailed(f"{name}: {e.code()}: {e.details()}")
+            self.answered.add(name)
             self.check(all(len(getattr(m, field)) > 0 for m in messages), f"{name}: no empty message")
             return [item for m in messages for item in getattr(m, field)]
 
@@ -331,6 +353,81 @@ class Run:
             ),
         )
         self.check(True, "UpdatePodSandboxResources: OK for a ready pod")
+
+    def other_rpcs(self, c):
+        """The rest of cri-api v0.36's RPCs, against the running container and its pod."""
+        pb, cid, pid = self.pb, self.container_id, self.pod_id
+        self.call(
+            "UpdateContainerResources",
+            c.runtime.UpdateContainerResources,
+            pb.UpdateContainerResourcesRequest(
+                container_id=cid, linux=pb.LinuxContainerResources(cpu_shares=256, memory_limit_in_bytes=128 << 20)
+            ),
+        )
+        status = self.call("ContainerStatus", c.runtime.ContainerStatus, pb.ContainerStatusRequest(container_id=cid)).status
+        self.check(
+            status.resources.linux.memory_limit_in_bytes == 128 << 20,
+            f"UpdateContainerResources: ContainerStatus reports the new limit ({status.resources.linux.memory_limit_in_bytes})",
+        )
+        self.call("ReopenContainerLog", c.runtime.ReopenContainerLog, pb.ReopenContainerLogRequest(container_id=cid))
+        self.check(True, "ReopenContainerLog: OK for a running container")
+        for name, fn, request in (
+            ("Exec", c.runtime.Exec, pb.ExecRequest(container_id=cid, cmd=["sh"], stdin=True, stdout=True)),
+            ("Attach", c.runtime.Attach, pb.AttachRequest(container_id=cid, stdout=True, stderr=True)),
+            ("PortForward", c.runtime.PortForward, pb.PortForwardRequest(pod_sandbox_id=pid, port=[80])),
+        ):
+            url = self.call(name, fn, request).url
+            self.check(url.startswith("http://127.0.0.1:") or url.startswith("http://[::1]:"), f"{name}: a loopback streaming URL ({url!r})")
+        stats = self.call(
+            "ListContainerStats",
+            c.runtime.ListContainerStats,
+            pb.ListContainerStatsRequest(filter=pb.ContainerStatsFilter(id=cid)),
+        ).stats
+        self.check([s.attributes.id for s in stats] == [cid], "ListContainerStats: the container, by id")
+        pod_stats = self.call("PodSandboxStats", c.runtime.PodSandboxStats, pb.PodSandboxStatsRequest(pod_sandbox_id=pid)).stats
+        self.check(pod_stats.attributes.id == pid, "PodSandboxStats: the pod's stats")
+        listed = self.call(
+            "ListPodSandboxStats",
+            c.runtime.ListPodSandboxStats,
+            pb.ListPodSandboxStatsRequest(filter=pb.PodSandboxStatsFilter(id=pid)),
+        ).stats
+        self.check([s.attributes.id for s in listed] == [pid], "ListPodSandboxStats: the pod, by id")
+        descriptors = self.call("ListMetricDescriptors", c.runtime.ListMetricDescriptors, pb.ListMetricDescriptorsRequest()).descriptors
+        self.check(len(descriptors) > 0, f"ListMetricDescriptors: descriptors ({len(descriptors)})")
+        metrics = self.call("ListPodSandboxMetrics", c.runtime.ListPodSandboxMetrics, pb.ListPodSandboxMetricsRequest()).pod_metrics
+        self.check(pid in [m.pod_sandbox_id for m in metrics], "ListPodSandboxMetrics: the pod's metrics")
+        self.call(
+            "UpdateRuntimeConfig",
+            c.runtime.UpdateRuntimeConfig,
+            pb.UpdateRuntimeConfigRequest(runtime_config=pb.RuntimeConfig(network_config=pb.NetworkConfig(pod_cidr=""))),
+        )
+        self.check(True, "UpdateRuntimeConfig: OK")
+        fs = self.call("ImageFsInfo", c.images.ImageFsInfo, pb.ImageFsInfoRequest())
+        self.check(
+            len(fs.image_filesystems) == 1 and len(fs.container_filesystems) == 1,
+            f"ImageFsInfo: image and container filesystems ({len(fs.image_filesystems)}, {len(fs.container_filesystems)})",
+        )
+        # A checkpoint needs CRIU working on the host: OK, or FAILED_PRECONDITION saying why.
+        location = os.path.join(self.args.log_dir, "checkpoint.tar")
+        _, code = self.call_code(
+            "CheckpointContainer",
+            c.runtime.CheckpointContainer,
+            pb.CheckpointContainerRequest(container_id=cid, location=location, timeout=60),
+        )
+        self.check(
+            code in (grpc.StatusCode.OK, grpc.StatusCode.FAILED_PRECONDITION),
+            f"CheckpointContainer: OK or FAILED_PRECONDITION, not UNIMPLEMENTED ({code})",
+        )
+        if os.path.exists(location):
+            os.remove(location)
+
+    def every_rpc_answered(self):
+        """Done when every RPC of both services has been called and none said UNIMPLEMENTED."""
+        methods = set()
+        for service in ("RuntimeService", "ImageService"):
+            methods |= {m.name for m in self.pb.DESCRIPTOR.services_by_name[service].methods}
+        missing = sorted(methods - self.answered)
+        self.check(not missing, f"every one of the {len(methods)} CRI RPCs answered (missing: {missing})")
 
     def check_events(self, received):
         pb = self.pb

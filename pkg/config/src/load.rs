@@ -295,6 +295,14 @@ pub(crate) fn validate(config: &Config) -> Result<(), (String, String)> {
             "must be at least 1".into(),
         );
     }
+    if let Some(dir) = &config.image.store_dir
+        && !dir.is_absolute()
+    {
+        return fail(
+            "image.store_dir",
+            format!("{} must be an absolute path", dir.display()),
+        );
+    }
     if config.cni.plugin_timeout_secs == 0 {
         return fail("cni.plugin_timeout_secs", "must be at least 1".into());
     }

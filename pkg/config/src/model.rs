@@ -356,6 +356,18 @@ pub struct ImageConfig {
     /// writes): a pull whose layer goes over it fails and the partial snapshot is removed. Bounds
     /// decompression bombs; default 64 GiB.
     pub max_layer_unpacked_bytes: u64,
+    /// Where image content and layer snapshots live; None: the root dir. On a filesystem of its
+    /// own, pulls cannot fill the disk containers write to, and ImageFsInfo reports the image
+    /// and container filesystems apart (kubelet's split image filesystem).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_dir: Option<PathBuf>,
+}
+
+impl ImageConfig {
+    /// The directory holding image content and snapshots.
+    pub fn store_dir<'a>(&'a self, root: &'a Path) -> &'a Path {
+        self.store_dir.as_deref().unwrap_or(root)
+    }
 }
 
 impl Default for ImageConfig {
@@ -365,6 +377,7 @@ impl Default for ImageConfig {
             pull_stall_timeout_secs: 60,
             pinned: Vec::new(),
             max_layer_unpacked_bytes: 64 << 30,
+            store_dir: None,
         }
     }
 }

@@ -7,6 +7,7 @@
 //! idempotent; on start, [`ContainerService::recover`] reconciles the records with what the
 //! monitors and the runtime report (see `recover.rs`).
 
+mod checkpoint;
 mod copy;
 mod create;
 mod error;
@@ -170,6 +171,16 @@ impl ContainerService {
                 userns_problem,
             }),
         })
+    }
+
+    /// The directory holding the containers' writable layers (ImageFsInfo's container filesystem).
+    pub fn writable_layers_dir(&self) -> &std::path::Path {
+        &self.inner.layers
+    }
+
+    /// Space and inodes the writable layers use (walks them: call off the async runtime).
+    pub fn writable_layers_usage(&self) -> Result<berth_snapshot::Usage, ContainerError> {
+        Ok(berth_snapshot::dir_usage(&self.inner.layers)?)
     }
 
     /// Why pods with a user namespace (`hostUsers: false`) cannot run here, or None when they

@@ -50,6 +50,26 @@ fn list(shared: &crate::Shared, filter: Option<cri::ImageFilter>) -> Vec<cri::Im
         .collect()
 }
 
+/// `ImageSpec.runtime_handler` (KEP-4216): an unknown handler is refused, as the API asks. Every
+/// configured handler shares the one image store (same platform, same snapshotter), so a known
+/// handler's pull is the default pull; the check only keeps a typo from pulling silently.
+fn check_runtime_handler(
+    shared: &crate::Shared,
+    spec: Option<&cri::ImageSpec>,
+) -> Result<(), CriError> {
+    let handler = spec.map(|s| s.runtime_handler.as_str()).unwrap_or_default();
+    let handlers = &shared.deps.config.runtime.handlers;
+    if handler.is_empty() || handlers.contains_key(handler) {
+        return Ok(());
+    }
+    let known: Vec<&str> = handlers.keys().map(String::as_str).collect();
+    Err(CriError::InvalidArgument(format!(
+        "runtime handler {handler:?} is not configured (configured: {}); images are pulled for a \
+         handler only if [runtime.handlers.{handler}] exists",
+        known.join(", ")
+    )))
+}
+
 pub(crate) fn credentials(
     auth: Option<cri::AuthConfig>,
 ) -> Result<Option<berth_registry::Credentials>, CriError> {
@@ -74,6 +94,7 @@ impl ImageService for ImageApi {
         shared
             .rpc("PullImage", request, |req| async move {
                 let name = image_name(req.image.as_ref())?;
+                check_runtime_handler(shared, req.image.as_ref())?;
                 let creds = credentials(req.auth)?;
                 let record = shared.deps.images.pull(name, creds).await?;
                 Ok(cri::PullImageResponse {
@@ -168,24 +189,38 @@ impl ImageService for ImageApi {
         shared
             .rpc("ImageFsInfo", request, |_| async move {
                 let images = shared.deps.images.clone();
-                let usage = tokio::task::spawn_blocking(move || images.fs_usage())
-                    .await
-                    .map_err(|e| CriError::Internal(format!("fs usage task: {e}")))??;
-                let filesystem = cri::FilesystemUsage {
-                    timestamp: crate::now_ns(),
-                    fs_id: Some(cri::FilesystemIdentifier {
-                        mountpoint: shared.deps.images.mountpoint().display().to_string(),
-                    }),
-                    used_bytes: Some(cri::UInt64Value {
-                        value: usage.used_bytes,
-                    }),
-                    inodes_used: Some(cri::UInt64Value {
-                        value: usage.inodes_used,
-                    }),
-                };
+                let containers = shared.deps.containers.clone();
+                let (images_usage, layers_usage) = tokio::task::spawn_blocking(move || {
+                    (images.fs_usage(), containers.writable_layers_usage())
+                })
+                .await
+                .map_err(|e| CriError::Internal(format!("fs usage task: {e}")))?;
+                let images_usage = images_usage?;
+                let layers_usage = layers_usage?;
+                let timestamp = crate::now_ns();
+                let usage =
+                    |mountpoint: &std::path::Path, bytes: u64, inodes: u64| cri::FilesystemUsage {
+                        timestamp,
+                        fs_id: Some(cri::FilesystemIdentifier {
+                            mountpoint: mountpoint.display().to_string(),
+                        }),
+                        used_bytes: Some(cri::UInt64Value { value: bytes }),
+                        inodes_used: Some(cri::UInt64Value { value: inodes }),
+                    };
+                // Images (content and snapshots) and writable layers each on their own: kubelet
+                // compares the two mountpoints' devices to tell a split image filesystem
+                // (image.store_dir elsewhere) from a shared one, and evicts on each.
                 Ok(cri::ImageFsInfoResponse {
-                    image_filesystems: vec![filesystem],
-                    container_filesystems: Vec::new(),
+                    image_filesystems: vec![usage(
+                        shared.deps.images.mountpoint(),
+                        images_usage.used_bytes,
+                        images_usage.inodes_used,
+                    )],
+                    container_filesystems: vec![usage(
+                        shared.deps.containers.writable_layers_dir(),
+                        layers_usage.bytes,
+                        layers_usage.inodes,
+                    )],
                 })
             })
             .await

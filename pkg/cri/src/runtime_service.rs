@@ -544,8 +544,38 @@ runtime_service! {
                 .rpc("ListPodSandboxMetrics", request, |_| stats::list_pod_sandbox_metrics(stats))
                 .await
         }
+
+        async fn checkpoint_container(
+            &self,
+            request: Request<cri::CheckpointContainerRequest>,
+        ) -> Result<Response<cri::CheckpointContainerResponse>, Status> {
+            let shared = &self.shared;
+            shared
+                .rpc("CheckpointContainer", request, |req| async move {
+                    if req.container_id.is_empty() {
+                        return Err(CriError::InvalidArgument("container_id is required".into()));
+                    }
+                    if req.location.is_empty() {
+                        return Err(CriError::InvalidArgument(
+                            "location (the archive to write) is required".into(),
+                        ));
+                    }
+                    // Negative timeouts are nonsense; zero means the default, as in containerd.
+                    let timeout = u64::try_from(req.timeout)
+                        .map_err(|_| CriError::InvalidArgument(format!("timeout {} is negative", req.timeout)))?;
+                    shared
+                        .deps
+                        .containers
+                        .checkpoint(
+                            &req.container_id,
+                            std::path::Path::new(&req.location),
+                            Some(Duration::from_secs(timeout)),
+                        )
+                        .await?;
+                    Ok(cri::CheckpointContainerResponse {})
+                })
+                .await
+        }
     }
-    unimplemented {
-        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
-    }
+    unimplemented {}
 }

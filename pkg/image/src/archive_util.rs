@@ -232,10 +232,16 @@ pub(crate) async fn register(
 /// Now as unix nanoseconds and as RFC 3339 UTC (`2026-12-07T10:12:48Z`), as image configs say
 /// `created`.
 pub(crate) fn now() -> (i64, String) {
-    let since = std::time::SystemTime::now()
+    let ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() as i64;
+        .unwrap_or_default()
+        .as_nanos() as i64;
+    (ns, rfc3339(ns))
+}
+
+/// Unix nanoseconds as RFC 3339 UTC to the second (`2026-12-07T10:12:48Z`).
+pub fn rfc3339(unix_ns: i64) -> String {
+    let secs = unix_ns.div_euclid(1_000_000_000);
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Howard Hinnant's civil_from_days.
     let z = days + 719_468;
@@ -247,13 +253,12 @@ pub(crate) fn now() -> (i64, String) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let text = format!(
+    format!(
         "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    );
-    (since.as_nanos() as i64, text)
+    )
 }
 
 #[cfg(test)]
@@ -276,5 +281,15 @@ mod tests {
         assert_eq!(text.len(), 20);
         assert!(text.starts_with("20") && text.ends_with('Z'), "{text}");
         assert_eq!(&text[10..11], "T");
+    }
+
+    #[test]
+    fn rfc3339_of_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400_500_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            rfc3339(1_796_637_168 * 1_000_000_000),
+            "2026-12-07T09:52:48Z"
+        );
     }
 }

@@ -45,6 +45,7 @@ use berth_store::Store;
 
 pub use archive_import::{ArchiveChunk, LoadedImage};
 pub use archive_save::SAVE_CHUNK;
+pub use archive_util::rfc3339;
 pub use commit::{CommitOptions, Committed};
 pub use content::ContentStore;
 pub use digest::Digest;
