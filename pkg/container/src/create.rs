@@ -73,6 +73,8 @@ async fn create_named(
         return Ok(id);
     }
 
+    let mut config = config;
+    crate::image_volumes::resolve(&inner.deps.images, &mut config.mounts)?;
     let image = inner
         .deps
         .images
@@ -254,6 +256,7 @@ async fn prepare(
         let mount = snapshots.prepare_rootfs(&rec.snapshot, &rec.overlay_dir())?;
         mount.mount(&rootfs, false)?;
         berth_failpoint::fail("container/create/after-rootfs").map_err(ContainerError::Internal)?;
+        crate::image_volumes::mount_all(&snapshots, &rec.bundle, &mut rec.config.mounts)?;
         let volumes = rec.rw_dir.join("volumes");
         std::fs::create_dir_all(&volumes).map_err(ContainerError::io("create", &volumes))?;
         let cgroups_path = sandbox
@@ -346,6 +349,7 @@ pub(crate) async fn remove_files(record: &ContainerRecord) -> Result<(), Contain
         if rootfs.exists() {
             berth_snapshot::unmount(&rootfs)?;
         }
+        crate::image_volumes::unmount_all(&bundle)?;
         monitors::remove_dir(&bundle)?;
         monitors::remove_dir(&rw_dir)
     })

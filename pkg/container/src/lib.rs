@@ -15,6 +15,7 @@ mod events;
 mod exec;
 mod filter;
 mod ids;
+mod image_volumes;
 mod kill;
 mod lifecycle;
 mod logs;
@@ -547,15 +548,14 @@ impl berth_image::SnapshotUsers for SnapshotHook {
             .0
             .records()
             .values()
-            .map(|r| r.snapshot.clone())
+            .flat_map(|r| std::iter::once(r.snapshot.clone()).chain(image_volumes::snapshots(r)))
             .collect();
         // A container being removed still has its rootfs mounted on the snapshot.
-        used.extend(
-            self.0
-                .removing_mut()
-                .values()
-                .map(|r| r.record.snapshot.clone()),
-        );
+        used.extend(self.0.removing_mut().values().flat_map(|r| {
+            std::iter::once(r.record.snapshot.clone())
+                .chain(image_volumes::snapshots(&r.record))
+                .collect::<Vec<_>>()
+        }));
         used
     }
 }

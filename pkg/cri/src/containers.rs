@@ -91,16 +91,13 @@ fn mount(m: cri::Mount) -> Result<Mount, CriError> {
             )));
         }
     };
-    if m.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
-        return Err(CriError::InvalidArgument(
-            "image volume mounts are not supported yet".into(),
-        ));
-    }
+    let image = crate::image_volumes::source(&m)?;
     Ok(Mount {
         container_path: m.container_path,
         host_path: m.host_path,
         readonly: m.readonly || m.recursive_read_only,
         propagation,
+        image,
     })
 }
 
@@ -206,6 +203,12 @@ pub(crate) fn status_to_cri(
                 Propagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer,
                 Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
             } as i32,
+            image: m.image.as_ref().map(crate::image_volumes::image_spec),
+            image_sub_path: m
+                .image
+                .as_ref()
+                .map(|i| i.sub_path.clone())
+                .unwrap_or_default(),
             ..Default::default()
         })
         .collect();

@@ -13,6 +13,7 @@ mod hostile_tests;
 mod ids;
 mod image_archive_api;
 mod image_service;
+mod image_volumes;
 mod inflight;
 mod instrument;
 mod list_stream;

@@ -55,6 +55,7 @@ mod layer_tar;
 mod meta;
 mod mount;
 mod path;
+mod readonly;
 mod snapshotter;
 mod sys;
 mod unpack;
@@ -64,6 +65,7 @@ pub use digest::{chain_id, validate_digest};
 pub use error::SnapshotError;
 pub use layer_tar::{IdMap, IdRange, LayerTarStats, write_layer_tar, write_layer_tar_mapped};
 pub use mount::{RootfsMount, unmount};
+pub use readonly::{ReadOnlyRootfs, SubPathError, resolve_sub_dir};
 pub use snapshotter::{
     DEFAULT_MAX_UNPACKED_BYTES, Options, SnapshotInfo, Snapshotter, UnpackedLayer, upper_dir,
 };

@@ -82,10 +82,13 @@ impl RootfsMount {
             };
             push_escaped(&mut out, dir);
         }
-        out.extend_from_slice(b",upperdir=");
-        push_escaped(&mut out, &self.upperdir);
-        out.extend_from_slice(b",workdir=");
-        push_escaped(&mut out, &self.workdir);
+        // No upper dir: a read-only overlay of the lower layers alone (image volumes).
+        if !self.upperdir.as_os_str().is_empty() {
+            out.extend_from_slice(b",upperdir=");
+            push_escaped(&mut out, &self.upperdir);
+            out.extend_from_slice(b",workdir=");
+            push_escaped(&mut out, &self.workdir);
+        }
         out
     }
 

@@ -461,30 +461,41 @@ impl Snapshotter {
     /// `rw_dir/work` are created if missing (and reused if present, so a container's writes
     /// survive a restart of berthd); the upper dir gets the owner and mode of the image's root
     /// directory so the merged `/` looks like the image's.
+    /// The diff dirs of snapshot `top_chain_id` and all its parents, top layer first.
+    pub(crate) fn chain_lowerdirs(
+        &self,
+        top_chain_id: &str,
+    ) -> Result<Vec<PathBuf>, SnapshotError> {
+        let index = self.read_index();
+        let mut lowerdirs = Vec::new();
+        let mut next = Some(top_chain_id.to_string());
+        while let Some(chain_id) = next {
+            let Some((id, meta)) = index.get(&chain_id) else {
+                return Err(SnapshotError::NotFound { chain_id });
+            };
+            if lowerdirs.len() > index.len() {
+                return Err(SnapshotError::Corrupt {
+                    path: self.inner.snapshots_dir.clone(),
+                    reason: format!("parent chain of {top_chain_id} loops"),
+                });
+            }
+            lowerdirs.push(self.inner.snapshots_dir.join(id.to_string()).join(DIFF_DIR));
+            next = meta.parent.clone();
+        }
+        Ok(lowerdirs)
+    }
+
+    /// The snapshots dir, which every lowerdir lives in (for relative overlay options).
+    pub(crate) fn snapshots_dir(&self) -> &Path {
+        &self.inner.snapshots_dir
+    }
+
     pub fn prepare_rootfs(
         &self,
         top_chain_id: &str,
         rw_dir: &Path,
     ) -> Result<RootfsMount, SnapshotError> {
-        let lowerdirs = {
-            let index = self.read_index();
-            let mut lowerdirs = Vec::new();
-            let mut next = Some(top_chain_id.to_string());
-            while let Some(chain_id) = next {
-                let Some((id, meta)) = index.get(&chain_id) else {
-                    return Err(SnapshotError::NotFound { chain_id });
-                };
-                if lowerdirs.len() > index.len() {
-                    return Err(SnapshotError::Corrupt {
-                        path: self.inner.snapshots_dir.clone(),
-                        reason: format!("parent chain of {top_chain_id} loops"),
-                    });
-                }
-                lowerdirs.push(self.inner.snapshots_dir.join(id.to_string()).join(DIFF_DIR));
-                next = meta.parent.clone();
-            }
-            lowerdirs
-        };
+        let lowerdirs = self.chain_lowerdirs(top_chain_id)?;
         let upperdir = upper_dir(rw_dir);
         let workdir = rw_dir.join("work");
         fs::create_dir_all(rw_dir).map_err(|e| SnapshotError::io("create directory", rw_dir, e))?;

@@ -44,6 +44,25 @@ pub struct Mount {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: Propagation,
+    /// An image volume (CRI `Mount.image`): the image's rootfs, read-only, instead of a host
+    /// path. CreateContainer sets `host_path` to where it mounted it (as containerd does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageSource>,
+}
+
+/// The image of an image volume, as requested and as resolved at CreateContainer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageSource {
+    /// The reference or ID the request named.
+    pub image: String,
+    /// A directory inside the image to mount instead of its root; empty for the root.
+    #[serde(default)]
+    pub sub_path: String,
+    /// Resolved: the image ID and the top snapshot mounted (kept from garbage collection).
+    #[serde(default)]
+    pub image_id: String,
+    #[serde(default)]
+    pub snapshot: String,
 }
 
 /// CRI's `MountPropagation`.

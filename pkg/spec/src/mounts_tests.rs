@@ -11,6 +11,7 @@ fn cri(container: &str, host: &Path, readonly: bool, propagation: Propagation) -
         host_path: host.to_string_lossy().into_owned(),
         readonly,
         propagation,
+        image: None,
     }
 }
 
