@@ -44,6 +44,10 @@ pub struct Mount {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: Propagation,
+    /// CRI `recursive_read_only`: submounts of the host path are read-only too (with `readonly`
+    /// and private propagation). Emitted as runc 1.2's `rro` option (see `mounts.rs`).
+    #[serde(default)]
+    pub recursive_read_only: bool,
 }
 
 /// CRI's `MountPropagation`.
