@@ -99,8 +99,10 @@ fn mount(m: cri::Mount) -> Result<Mount, CriError> {
     Ok(Mount {
         container_path: m.container_path,
         host_path: m.host_path,
-        readonly: m.readonly || m.recursive_read_only,
+        readonly: m.readonly,
         propagation,
+        // Checked (readonly, private, supported here) and made by berth-container.
+        recursive_read_only: m.recursive_read_only,
     })
 }
 
@@ -206,6 +208,7 @@ pub(crate) fn status_to_cri(
                 Propagation::HostToContainer => cri::MountPropagation::PropagationHostToContainer,
                 Propagation::Bidirectional => cri::MountPropagation::PropagationBidirectional,
             } as i32,
+            recursive_read_only: m.recursive_read_only,
             ..Default::default()
         })
         .collect();
