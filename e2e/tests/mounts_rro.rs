@@ -118,18 +118,29 @@ async fn recursive_read_only_mounts_make_submounts_read_only_too() {
     let tree = HostTree::new(&berthd.dir);
 
     // A plain read-only bind: the top is read-only, the tmpfs inside it is not.
-    let (plain_id, plain_status, plain_log) =
-        run_to_exit(&berthd, &pod, probe_container("plain", mount(&tree, true, false))).await;
+    let (plain_id, plain_status, plain_log) = run_to_exit(
+        &berthd,
+        &pod,
+        probe_container("plain", mount(&tree, true, false)),
+    )
+    .await;
     let plain = all_lines(&plain_log);
     assert_eq!(plain_status.exit_code, 0, "{plain:?}");
     assert!(plain.contains(&"/mnt/v read-only".into()), "{plain:?}");
     assert!(plain.contains(&"/mnt/v/sub writable".into()), "{plain:?}");
-    assert!(tree.sub().join("written").exists(), "the write reached the host");
+    assert!(
+        tree.sub().join("written").exists(),
+        "the write reached the host"
+    );
     std::fs::remove_file(tree.sub().join("written")).expect("removing sub/written");
 
     // Recursive read-only: both fail, the content is visible.
-    let (rro_id, rro_status, rro_log) =
-        run_to_exit(&berthd, &pod, probe_container("rro", mount(&tree, true, true))).await;
+    let (rro_id, rro_status, rro_log) = run_to_exit(
+        &berthd,
+        &pod,
+        probe_container("rro", mount(&tree, true, true)),
+    )
+    .await;
     let rro = all_lines(&rro_log);
     assert_eq!(rro_status.exit_code, 0, "{rro:?}");
     assert!(rro.contains(&"/mnt/v read-only".into()), "{rro:?}");
@@ -147,7 +158,10 @@ async fn recursive_read_only_mounts_make_submounts_read_only_too() {
     std::fs::write(tree.sub().join("host-write"), "").expect("the host submount stays writable");
 
     let (staging, mounts) = staged(&berthd, &rro_id).await;
-    assert!(!mounts.is_empty(), "a staged clone while the container exists");
+    assert!(
+        !mounts.is_empty(),
+        "a staged clone while the container exists"
+    );
     remove(&berthd, &rro_id).await.expect("RemoveContainer");
     gone(&staging).await;
 
@@ -196,9 +210,13 @@ async fn staged_clones_go_away_after_a_failed_create_and_across_a_restart() {
     restart_with(&mut berthd, "container/create/after-bundle=error")
         .await
         .expect("restarting berthd with a failpoint");
-    let err = create(&berthd, &pod, probe_container("failed", mount(&tree, true, true)))
-        .await
-        .expect_err("the failpoint fails CreateContainer");
+    let err = create(
+        &berthd,
+        &pod,
+        probe_container("failed", mount(&tree, true, true)),
+    )
+    .await
+    .expect_err("the failpoint fails CreateContainer");
     assert!(err.message().contains("failpoint"), "{err:?}");
     assert!(list(&berthd, None).await.is_empty());
     let left = mounts_under(&containers);
@@ -209,15 +227,25 @@ async fn staged_clones_go_away_after_a_failed_create_and_across_a_restart() {
     restart_with(&mut berthd, "")
         .await
         .expect("restarting berthd");
-    let id = create(&berthd, &pod, probe_container("kept", mount(&tree, true, true)))
-        .await
-        .expect("CreateContainer");
+    let id = create(
+        &berthd,
+        &pod,
+        probe_container("kept", mount(&tree, true, true)),
+    )
+    .await
+    .expect("CreateContainer");
     let (staging, mounts) = staged(&berthd, &id).await;
-    assert!(!mounts.is_empty(), "a staged clone for the created container");
+    assert!(
+        !mounts.is_empty(),
+        "a staged clone for the created container"
+    );
     restart_with(&mut berthd, "")
         .await
         .expect("restarting berthd");
-    assert!(!mounts_under(&staging).is_empty(), "kept across the restart");
+    assert!(
+        !mounts_under(&staging).is_empty(),
+        "kept across the restart"
+    );
     remove(&berthd, &id).await.expect("RemoveContainer");
     gone(&staging).await;
 
