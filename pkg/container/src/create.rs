@@ -9,7 +9,7 @@ use berth_spec::{ContainerConfig, ImageConfig, PidMode, SandboxInfo, SpecInput};
 
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
-use crate::{Inner, ids, monitors, userns};
+use crate::{Inner, ids, monitors, rro, userns};
 
 pub(crate) async fn create(
     inner: &Arc<Inner>,
@@ -17,6 +17,7 @@ pub(crate) async fn create(
     config: ContainerConfig,
 ) -> Result<String, ContainerError> {
     validate(&config)?;
+    rro::check(&config, inner.rro_problem.as_deref())?;
     let sandbox = inner
         .deps
         .sandboxes
@@ -297,6 +298,7 @@ async fn prepare(
             cgroup_unified: cgroups.unified(),
         };
         let mut built = berth_spec::build(&input)?;
+        rro::stage_binds(&mut built.spec, &rec.bundle)?;
         if let Some(userns) = &userns {
             // build() read the image's passwd and made the working dir with the container's
             // ids on the plain overlay; now the idmapped one replaces it (see userns.rs).
@@ -343,8 +345,10 @@ pub(crate) async fn remove_files(record: &ContainerRecord) -> Result<(), Contain
     let rw_dir = record.rw_dir.clone();
     tokio::task::spawn_blocking(move || -> Result<(), ContainerError> {
         // Idmapped bind sources and image layers of a pod with a user namespace (none for
-        // others): unmounted before anything is removed recursively.
+        // others), read-only clones of recursive_read_only sources: unmounted before anything
+        // is removed recursively.
         userns::unstage(&bundle.join(userns::BIND_STAGING))?;
+        userns::unstage(&bundle.join(rro::STAGING))?;
         userns::unstage(&rw_dir.join(userns::LAYER_STAGING))?;
         if rootfs.exists() {
             berth_snapshot::unmount(&rootfs)?;

@@ -25,6 +25,7 @@ mod record;
 mod recover;
 mod removal;
 mod resolve;
+mod rro;
 mod runtime;
 mod signal;
 mod stdio;
@@ -129,6 +130,8 @@ pub(crate) struct Inner {
     /// Why containers of pods with a user namespace cannot be made here (no idmapped mounts
     /// for the layers dir's filesystem or overlayfs layers); None when they can.
     userns_problem: Option<String>,
+    /// Why recursive read-only mounts cannot be made here (startup probe); None when they can.
+    rro_problem: Option<String>,
 }
 
 impl ContainerService {
@@ -157,6 +160,12 @@ impl ContainerService {
             None => tracing::info!("idmapped mounts work: pods may use user namespaces"),
             Some(p) => tracing::info!(problem = %p, "pods with user namespaces are refused"),
         }
+        // The same for every handler: Berth makes the read-only clones, the runtime only binds.
+        let rro_problem = berth_namespace::probe_recursive_read_only(&bundles).err();
+        match &rro_problem {
+            None => tracing::info!("recursive read-only mounts work"),
+            Some(p) => tracing::info!(problem = %p, "recursive read-only mounts are refused"),
+        }
         Ok(ContainerService {
             inner: Arc::new(Inner {
                 deps,
@@ -170,6 +179,7 @@ impl ContainerService {
                 removing: Mutex::new(removing),
                 events: events::Events::new(),
                 userns_problem,
+                rro_problem,
             }),
         })
     }
@@ -188,6 +198,12 @@ impl ContainerService {
     /// can (idmapped mounts probed at startup).
     pub fn user_namespaces_unsupported(&self) -> Option<String> {
         self.inner.userns_problem.clone()
+    }
+
+    /// Why CRI mounts with `recursive_read_only` cannot be made here, or None when they can
+    /// (probed at startup).
+    pub fn recursive_read_only_unsupported(&self) -> Option<String> {
+        self.inner.rro_problem.clone()
     }
 
     /// Waits up to `limit` for the cleanups of removed containers still running in the

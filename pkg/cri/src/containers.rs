@@ -95,9 +95,11 @@ fn mount(m: cri::Mount) -> Result<Mount, CriError> {
     Ok(Mount {
         container_path: m.container_path,
         host_path: m.host_path,
-        readonly: m.readonly || m.recursive_read_only,
+        readonly: m.readonly,
         propagation,
         image,
+        // Checked (readonly, private, supported here) and made by berth-container.
+        recursive_read_only: m.recursive_read_only,
     })
 }
 
@@ -209,6 +211,7 @@ pub(crate) fn status_to_cri(
                 .as_ref()
                 .map(|i| i.sub_path.clone())
                 .unwrap_or_default(),
+            recursive_read_only: m.recursive_read_only,
             ..Default::default()
         })
         .collect();

@@ -23,10 +23,17 @@ impl Shared {
             reason: network.reason.clone(),
             message: network.message.clone(),
         };
-        // True only when berthd's startup probe idmapped a directory and an overlay layer on
-        // its root dir's filesystem (kubelet then allows `hostUsers: false` pods here).
+        // True only when berthd's startup probes idmapped a directory and an overlay layer on
+        // its root dir's filesystem (kubelet then allows `hostUsers: false` pods here), and
+        // made a recursively read-only clone of a scratch tmpfs tree (kubelet then honours
+        // `recursiveReadOnly: Enabled`/`IfPossible`). Berth makes those mounts itself, so
+        // every handler gets the same answer.
         let features = Some(cri::RuntimeHandlerFeatures {
-            recursive_read_only_mounts: false,
+            recursive_read_only_mounts: self
+                .deps
+                .containers
+                .recursive_read_only_unsupported()
+                .is_none(),
             user_namespaces: self.deps.containers.user_namespaces_unsupported().is_none(),
         });
         // The empty name stands for the default handler, as kubelet expects.

@@ -17,24 +17,24 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use crate::NamespaceError;
 use crate::userns::{UserNamespaceMappings, cpath, new_user_namespace};
 
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
+pub(crate) const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 /// `MS_PRIVATE` as `mount_attr.propagation` wants it (u64 on every architecture).
-const MS_PRIVATE: u64 = 1 << 18;
+pub(crate) const MS_PRIVATE: u64 = 1 << 18;
 /// Bound on unmounts per path (an idmapped mount stacked on an overlay is two).
 const MAX_STACKED: usize = 16;
 
 /// `struct mount_attr` (linux/mount.h), version 0.
 #[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
+pub(crate) struct MountAttr {
+    pub(crate) attr_set: u64,
+    pub(crate) attr_clr: u64,
+    pub(crate) propagation: u64,
+    pub(crate) userns_fd: u64,
 }
 
-fn mount_err(path: &Path) -> impl Fn(Errno) -> NamespaceError + '_ {
+pub(crate) fn mount_err(path: &Path) -> impl Fn(Errno) -> NamespaceError + '_ {
     move |source| NamespaceError::Mount {
         path: path.to_path_buf(),
         source,

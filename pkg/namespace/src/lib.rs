@@ -55,6 +55,7 @@ mod loopback;
 mod mounts;
 mod netns;
 mod pin;
+mod rro;
 mod sysctl;
 mod userns;
 
@@ -65,6 +66,7 @@ pub use idmap::{mount_idmapped, open_user_namespace, probe_idmapped_mounts, unmo
 pub use mounts::prepare_ns_root;
 pub use netns::run_in_netns;
 pub use pin::{PinRequest, Pinned, USER_NS_FILE, is_pinned, pin, unpin};
+pub use rro::{mount_recursive_readonly, probe_recursive_read_only};
 pub use sysctl::{normalize_sysctl_name, validate_sysctls};
 pub use userns::{
     IdMapping, MAX_ID_RANGES, UserNamespaceMappings, map_file_contents, new_user_namespace,

@@ -48,6 +48,10 @@ pub struct Mount {
     /// path. CreateContainer sets `host_path` to where it mounted it (as containerd does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageSource>,
+    /// CRI `recursive_read_only`: submounts of the host path are read-only too (with `readonly`
+    /// and private propagation). Emitted as runc 1.2's `rro` option (see `mounts.rs`).
+    #[serde(default)]
+    pub recursive_read_only: bool,
 }
 
 /// The image of an image volume, as requested and as resolved at CreateContainer.

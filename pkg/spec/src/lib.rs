@@ -45,6 +45,7 @@ pub use defaults::DEFAULT_CAPABILITIES;
 pub use error::SpecError;
 pub use image::ImageConfig;
 pub use lsm::{APPARMOR_DEFAULT_PROFILE, HostLsm, SelinuxLabels, SelinuxOptions};
+pub use mounts::RECURSIVE_READ_ONLY;
 pub use process::oom_score_adj_clamped;
 pub use profiles::{
     ProfileRequest, SeccompDefault, SeccompRequest, apparmor_request, parse_seccomp_path,

@@ -16,6 +16,9 @@ use oci_spec::runtime::{Mount as OciMount, MountBuilder};
 use crate::rootfs::{clean_absolute, is_missing};
 use crate::{Propagation, SpecError, SpecInput};
 
+/// The OCI mount option of a recursively read-only mount (runc 1.2+, kernel 5.12+).
+pub const RECURSIVE_READ_ONLY: &str = "rro";
+
 /// The mounts, and the rootfs propagation the CRI mounts need (None: runc's default).
 #[derive(Debug)]
 pub(crate) struct MountPlan {
@@ -53,6 +56,12 @@ pub(crate) fn plan(input: &SpecInput) -> Result<MountPlan, SpecError> {
                 m.host_path
             )));
         }
+        if m.recursive_read_only && (!m.readonly || m.propagation != Propagation::Private) {
+            return Err(SpecError::invalid(format!(
+                "mount {:?}: recursive_read_only needs readonly and private propagation",
+                m.container_path
+            )));
+        }
         cri.push((dest, host, m));
     }
     let mut volumes = Vec::new();
@@ -81,10 +90,17 @@ pub(crate) fn plan(input: &SpecInput) -> Result<MountPlan, SpecError> {
                 "rshared"
             }
         };
+        let mut options = vec!["rbind".into(), propagation.into(), ro(m.readonly)];
+        // runc 1.2's recursive read-only option; berth-container replaces it with a read-only
+        // clone of the source for runtimes without it (a runtime that gets it unreplaced and
+        // does not know it fails the mount rather than leaving submounts writable).
+        if m.recursive_read_only {
+            options.push(RECURSIVE_READ_ONLY.into());
+        }
         binds.push(Bind {
             destination: dest,
             source,
-            options: vec!["rbind".into(), propagation.into(), ro(m.readonly)],
+            options,
         });
     }
     let taken = |binds: &[Bind], dest: &Path| binds.iter().any(|b| b.destination == dest);

@@ -12,6 +12,7 @@ fn cri(container: &str, host: &Path, readonly: bool, propagation: Propagation) -
         readonly,
         propagation,
         image: None,
+        recursive_read_only: false,
     }
 }
 
@@ -250,4 +251,29 @@ fn volume_names_are_readable_and_distinct() {
     );
     let long = format!("/{}", "x".repeat(300));
     assert!(volume_dir_name(Path::new(&long)).len() < 100);
+}
+
+#[test]
+fn recursive_read_only_mounts_get_rro_and_need_readonly_and_private() {
+    let mut f = Fixture::new();
+    let host = tempfile::tempdir().unwrap();
+    let rro = |readonly, propagation| Mount {
+        recursive_read_only: true,
+        ..cri("/rro", &host.path().join("rro"), readonly, propagation)
+    };
+    f.config.mounts = vec![rro(true, Propagation::Private)];
+    let plan = plan(&f.input()).unwrap();
+    assert_eq!(
+        options(find(&plan, "/rro")),
+        ["rbind", "rprivate", "ro", RECURSIVE_READ_ONLY]
+    );
+    for bad in [
+        rro(false, Propagation::Private),
+        rro(true, Propagation::HostToContainer),
+        rro(true, Propagation::Bidirectional),
+    ] {
+        let mut f = Fixture::new();
+        f.config.mounts = vec![bad];
+        assert!(super::plan(&f.input()).unwrap_err().is_invalid_argument());
+    }
 }
