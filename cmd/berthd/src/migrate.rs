@@ -345,9 +345,9 @@ fn cri_runtime(cri: &Table, version: i64, out: &mut Out) {
             "sandbox_image {image:?}: Berth has no pause container (pods hold their namespaces\nwithout one); nothing to configure"
         ));
     }
+    cdi(cri, version, out);
     for (key, what) in [
         ("enable_selinux", "SELinux labelling"),
-        ("enable_cdi", "CDI devices"),
         ("enable_unprivileged_ports", "unprivileged ports sysctl"),
         ("enable_unprivileged_icmp", "unprivileged ICMP sysctl"),
         ("restrict_oom_score_adj", "OOM score clamping"),
@@ -364,6 +364,27 @@ fn cri_runtime(cri: &Table, version: i64, out: &mut Out) {
         out.note(format!(
             "no equivalent: max_container_log_line_size = {n} (Berth does not split long lines)"
         ));
+    }
+}
+
+/// `enable_cdi` and `cdi_spec_dirs` as `[cdi]`. containerd 1.7 has CDI off unless enabled,
+/// 2.x on (as Berth): the migrated node keeps what it had.
+fn cdi(cri: &Table, version: i64, out: &mut Out) {
+    let enable = cri.get("enable_cdi").and_then(Value::as_bool);
+    if !enable.unwrap_or(version >= 3) {
+        let why = match enable {
+            Some(_) => "from enable_cdi",
+            None => "containerd 1.x runs without CDI unless enable_cdi = true",
+        };
+        out.set("cdi", "enabled", false, why);
+    }
+    if let Some(dirs) = cri.get("cdi_spec_dirs").and_then(Value::as_array) {
+        let dirs: Vec<Value> = dirs
+            .iter()
+            .filter_map(Value::as_str)
+            .map(Value::from)
+            .collect();
+        out.set("cdi", "spec_dirs", dirs, "from cdi_spec_dirs");
     }
 }
 

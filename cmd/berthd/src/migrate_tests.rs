@@ -73,6 +73,7 @@ state = "/run/containerd"
       config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"
   [plugins."io.containerd.cri.v1.runtime"]
     enable_cdi = true
+    cdi_spec_dirs = ["/etc/cdi", "/run/cdi", "/opt/vendor/cdi"]
     [plugins."io.containerd.cri.v1.runtime".cni]
       bin_dirs = ["/opt/cni/bin", "/usr/libexec/cni"]
       conf_dir = "/etc/cni/net.d"
@@ -140,6 +141,8 @@ fn containerd_1x_node() {
     assert!(hosts["lab.local"].insecure);
     assert_eq!(hosts["quay.io"].auth.as_deref(), Some("dTpw"));
     assert_eq!(hosts["*"].headers["X-Node"], "n1, rack2");
+    // containerd 1.x without enable_cdi: no CDI, and the migrated node keeps it so.
+    assert!(!c.cdi.enabled, "{out}");
     for note in ["no pause container", "enable_selinux", "/data/containerd"] {
         assert!(out.contains(note), "{note}: {out}");
     }
@@ -157,10 +160,13 @@ fn containerd_2x_node() {
         Some(Path::new("/etc/containerd/certs.d"))
     );
     assert_eq!(c.image.pull_stall_timeout_secs, 300);
+    assert!(c.cdi.enabled, "{out}");
+    assert_eq!(c.cdi.spec_dirs.len(), 3);
+    assert_eq!(c.cdi.spec_dirs[2], Path::new("/opt/vendor/cdi"));
     for note in [
         "pinned_images.sandbox",
         "Berth reads one directory",
-        "enable_cdi",
+        "from cdi_spec_dirs",
         "io.containerd.gc.v1.scheduler",
     ] {
         assert!(out.contains(note), "{note}: {out}");

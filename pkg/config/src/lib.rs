@@ -6,12 +6,14 @@
 //! caused it; the merged result is validated once more as a whole. berthd refuses to start on any error,
 //! so it never runs half-configured.
 
+mod cdi;
 mod error;
 pub mod hosts_dir;
 mod load;
 mod model;
 mod registry;
 
+pub use cdi::CdiConfig;
 pub use error::ConfigError;
 pub use load::{DEFAULT_CONFIG_PATH, Loaded, Overrides, load};
 pub use model::{

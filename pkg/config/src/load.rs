@@ -310,6 +310,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), (String, String)> {
         return fail("image.pull_stall_timeout_secs", "must be at least 1".into());
     }
     crate::registry::validate(&config.registry)?;
+    crate::cdi::validate(&config.cdi)?;
     if !config.cni.conf_dir.is_absolute() {
         return fail("cni.conf_dir", "must be an absolute path".into());
     }

@@ -31,6 +31,7 @@ pub struct Config {
     pub image: ImageConfig,
     pub registry: RegistryConfig,
     pub seccomp: SeccompConfig,
+    pub cdi: crate::CdiConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             image: ImageConfig::default(),
             registry: RegistryConfig::default(),
             seccomp: SeccompConfig::default(),
+            cdi: crate::CdiConfig::default(),
         }
     }
 }

@@ -75,6 +75,8 @@ pub(crate) fn create_request(
             resources: resources(linux.resources),
             security: container_security(linux.security_context, security)?,
             stop_signal: crate::signal::to_number(config.stop_signal)?,
+            // Resolved by the caller (crate::cdi), which reads the node's spec files.
+            cdi: Default::default(),
         },
     ))
 }

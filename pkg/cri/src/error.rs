@@ -39,6 +39,9 @@ pub enum CriError {
     Stats(Box<StatsError>),
     #[error(transparent)]
     Volume(#[from] berth_volume::VolumeError),
+    /// Every CDI error is about the request's devices or the node's spec files for them.
+    #[error(transparent)]
+    Cdi(#[from] berth_cdi::CdiError),
     #[error("{0}")]
     Internal(String),
 }
@@ -59,6 +62,7 @@ impl CriError {
             CriError::Container(e) => container_code(e),
             CriError::Stats(e) => stats_code(e),
             CriError::Volume(e) => volume_code(e),
+            CriError::Cdi(_) => Code::InvalidArgument,
             CriError::Internal(_) => Code::Internal,
         }
     }

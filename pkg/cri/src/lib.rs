@@ -4,6 +4,7 @@
 //! errors to gRPC status codes (all in [`error`]) and instruments every RPC with a tracing span and the
 //! per-method metrics (all in [`instrument`]). The work itself lives in the capability crates.
 
+mod cdi;
 mod containers;
 mod containers_api;
 mod error;

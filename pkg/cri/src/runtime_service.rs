@@ -239,7 +239,9 @@ runtime_service! {
                         lsm: &shared.lsm,
                         pod_seccomp: pod.as_ref().and_then(|p| p.seccomp_profile.as_deref()),
                     };
-                    let (sandbox_id, config) = containers::create_request(req, &inputs)?;
+                    let cdi = crate::cdi::resolve(&shared.deps.config.cdi, &req).await?;
+                    let (sandbox_id, mut config) = containers::create_request(req, &inputs)?;
+                    config.cdi = cdi;
                     let container_id = shared.deps.containers.create(&sandbox_id, config).await?;
                     Ok(cri::CreateContainerResponse { container_id })
                 })

@@ -36,6 +36,10 @@ pub struct ContainerConfig {
     /// records written before it existed.
     #[serde(default)]
     pub stop_signal: Option<i32>,
+    /// CDI devices, resolved at CreateContainer (the record keeps the edits: a restart does not
+    /// need the spec files). Absent in records written before CDI support.
+    #[serde(default)]
+    pub cdi: berth_cdi::Resolved,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -18,6 +18,7 @@
 
 mod annotations;
 mod caps;
+mod cdi;
 mod config;
 mod defaults;
 mod devices;
@@ -235,6 +236,8 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     spec.set_hooks(None);
     spec.set_annotations(Some(annotations::annotations(input)));
     spec.set_linux(Some(linux));
+    // CDI devices last: their edits override what Berth set (env, nodes, mounts).
+    cdi::apply(&mut spec, &config.cdi.edits)?;
 
     Ok(BuiltSpec {
         spec,
