@@ -117,6 +117,7 @@ mod tests {
                 readonly,
                 propagation,
                 recursive_read_only: true,
+                ..Default::default()
             }],
             ..Default::default()
         }
