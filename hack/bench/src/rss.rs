@@ -361,6 +361,14 @@ mod tests {
             .spawn()
             .unwrap();
         let me = std::process::id();
+        // spawn returns once the child is forked: until it has exec'd, its name is ours.
+        let comm = format!("/proc/{}/comm", child.id());
+        for _ in 0..200 {
+            if fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let names = vec!["sleep".to_string()];
         let found = helper_processes(&names, &[me], None);
         let ours: Vec<_> = found.iter().filter(|p| p.pid == child.id()).collect();
