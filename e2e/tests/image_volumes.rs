@@ -76,8 +76,8 @@ async fn remove_image(berthd: &Berthd, image: &str) -> Result<(), tonic::Status>
 async fn image_volumes_are_read_only_views_of_pulled_images() {
     let mut berthd = Berthd::start("imgvol").await.expect("starting berthd");
     pull(&berthd, &busybox()).await;
-    pull(&berthd, &layered()).await;
-    pull(&berthd, &single()).await;
+    let layered_id = pull(&berthd, &layered()).await;
+    let single_id = pull(&berthd, &single()).await;
     let pod = Pod::run(&berthd, "imgvol").await;
 
     // Refused, and nothing made: an image not pulled (NOT_FOUND), a sub path that leaves the
@@ -180,6 +180,8 @@ async fn image_volumes_are_read_only_views_of_pulled_images() {
             (
                 m.container_path.as_str(),
                 m.image.as_ref().map(|i| i.image.as_str()).unwrap_or(""),
+                // cri-api 1.33+: the image's digest, which kubelet shows as the volume's imageRef.
+                m.image.as_ref().map(|i| i.image_ref.as_str()).unwrap_or(""),
                 m.image_sub_path.as_str(),
                 m.readonly,
                 m.host_path.contains("/image-volumes/"),
@@ -189,9 +191,30 @@ async fn image_volumes_are_read_only_views_of_pulled_images() {
     assert_eq!(
         reported,
         [
-            ("/mnt/img", layered().as_str(), "", true, true),
-            ("/mnt/sub", layered().as_str(), "./data/", true, true),
-            ("/mnt/one", single().as_str(), "", true, true),
+            (
+                "/mnt/img",
+                layered().as_str(),
+                layered_id.as_str(),
+                "",
+                true,
+                true
+            ),
+            (
+                "/mnt/sub",
+                layered().as_str(),
+                layered_id.as_str(),
+                "./data/",
+                true,
+                true
+            ),
+            (
+                "/mnt/one",
+                single().as_str(),
+                single_id.as_str(),
+                "",
+                true,
+                true
+            ),
         ]
     );
 

@@ -43,6 +43,8 @@ pub(crate) fn image_spec(source: &ImageSource) -> cri::ImageSpec {
     cri::ImageSpec {
         image: source.image.clone(),
         user_specified_image: source.image.clone(),
+        // The image ID, as PullImage's image_ref names it (kubelet 1.33+ reports it).
+        image_ref: source.image_id.clone(),
         ..Default::default()
     }
 }
