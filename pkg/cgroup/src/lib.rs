@@ -31,7 +31,7 @@ pub use container::{INIT_CGROUP, MONITOR_CGROUP};
 pub use error::CgroupError;
 pub use pod::PodCgroup;
 pub use resources::{DEFAULT_CPU_PERIOD, PodResources};
-pub use stats::{CgroupStats, CpuStats, MemoryStats, PidsStats};
+pub use stats::{CgroupStats, CpuStats, MemoryStats, PidsStats, Pressure, PsiData, PsiStats};
 
 use hierarchy::Hierarchy;
 

@@ -32,6 +32,7 @@
 //! that should hold it is [`CgroupError::NotFound`], also when it disappears between two reads
 //! (the container was just deleted).
 
+mod psi;
 mod v1;
 mod v2;
 
@@ -46,6 +47,8 @@ use libcgroups::stats::parse_value;
 use crate::hierarchy::Kind;
 use crate::{CgroupError, Cgroups, PodCgroup};
 
+pub use psi::{Pressure, PsiData, PsiStats};
+
 /// One cgroup's usage, read at one moment. Each part is `None` when the host has no such
 /// controller for this cgroup (e.g. no pids hierarchy) — never an error.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,6 +56,9 @@ pub struct CgroupStats {
     pub cpu: Option<CpuStats>,
     pub memory: Option<MemoryStats>,
     pub pids: Option<PidsStats>,
+    /// Pressure stall information, from the cgroup2 hierarchy (also on hybrid hosts); `None`
+    /// without PSI or when the cgroup has no cgroup2 directory.
+    pub pressure: Option<Pressure>,
 }
 
 /// CPU time, cumulative since the cgroup was created. All times in nanoseconds.
@@ -158,12 +164,20 @@ impl Cgroups {
                     consulted = true;
                     let dir = Dir::new(h.mount.join(&rel));
                     v2::read(&dir, &mut stats)?;
+                    stats.pressure = psi::read(&dir)?;
                     continue;
                 }
                 // The unified hierarchy of a hybrid host (hierarchy.rs): cpu, memory and pids
                 // are bound to their v1 hierarchies there, and its core cpu.stat would only
-                // repeat cpuacct, so everything comes from the v1 ones.
-                Kind::V2 { managed: false } => continue,
+                // repeat cpuacct, so everything but pressure comes from the v1 ones. A cgroup
+                // the runtime did not place there has no pressure, which is not an error.
+                Kind::V2 { managed: false } => {
+                    let dir = Dir::new(h.mount.join(&rel));
+                    if dir.path.is_dir() {
+                        stats.pressure = psi::read(&dir)?;
+                    }
+                    continue;
+                }
             };
             let has = |c: &str| controllers.iter().any(|x| x == c);
             if !["cpu", "cpuacct", "memory", "pids"].iter().any(|c| has(c)) {

@@ -139,17 +139,43 @@ pub(crate) async fn list_pod_sandbox_metrics(
     Ok(cri::ListPodSandboxMetricsResponse { pod_metrics })
 }
 
-fn cpu_to_cri(ts: i64, cpu: &CpuUsage) -> cri::CpuUsage {
+/// PSI as CRI carries it: totals in nanoseconds (the kernel counts microseconds), averages in
+/// percent.
+fn psi_to_cri(p: Option<berth_cgroup::PsiStats>) -> Option<cri::PsiStats> {
+    let data = |d: berth_cgroup::PsiData| cri::PsiData {
+        total: d.total_us.saturating_mul(1000),
+        avg10: f64::from(d.avg10_centi) / 100.0,
+        avg60: f64::from(d.avg60_centi) / 100.0,
+        avg300: f64::from(d.avg300_centi) / 100.0,
+    };
+    p.map(|p| cri::PsiStats {
+        full: Some(data(p.full)),
+        some: Some(data(p.some)),
+    })
+}
+
+fn cpu_to_cri(ts: i64, cpu: &CpuUsage, pressure: Option<&berth_cgroup::Pressure>) -> cri::CpuUsage {
     cri::CpuUsage {
         timestamp: ts,
         usage_core_nano_seconds: value(cpu.usage_core_ns),
         usage_nano_cores: cpu.usage_nano_cores.and_then(value),
-        // Pressure stall information (cri-api 1.34+) is not read yet.
-        psi: None,
+        psi: psi_to_cri(pressure.and_then(|p| p.cpu)),
     }
 }
 
-fn memory_to_cri(ts: i64, m: &berth_cgroup::MemoryStats) -> cri::MemoryUsage {
+fn io_to_cri(ts: i64, pressure: Option<&berth_cgroup::Pressure>) -> Option<cri::IoUsage> {
+    let psi = psi_to_cri(pressure.and_then(|p| p.io))?;
+    Some(cri::IoUsage {
+        timestamp: ts,
+        psi: Some(psi),
+    })
+}
+
+fn memory_to_cri(
+    ts: i64,
+    m: &berth_cgroup::MemoryStats,
+    pressure: Option<&berth_cgroup::Pressure>,
+) -> cri::MemoryUsage {
     cri::MemoryUsage {
         timestamp: ts,
         working_set_bytes: value(m.working_set_bytes),
@@ -158,7 +184,7 @@ fn memory_to_cri(ts: i64, m: &berth_cgroup::MemoryStats) -> cri::MemoryUsage {
         rss_bytes: value(m.rss_bytes),
         page_faults: value(m.page_faults),
         major_page_faults: value(m.major_page_faults),
-        psi: None,
+        psi: psi_to_cri(pressure.and_then(|p| p.memory)),
     }
 }
 
@@ -175,8 +201,14 @@ pub(crate) fn container_to_cri(u: &ContainerUsage) -> cri::ContainerStats {
             labels: r.config.labels.clone().into_iter().collect(),
             annotations: r.config.annotations.clone().into_iter().collect(),
         }),
-        cpu: u.cpu.as_ref().map(|c| cpu_to_cri(ts, c)),
-        memory: u.memory.as_ref().map(|m| memory_to_cri(ts, m)),
+        cpu: u
+            .cpu
+            .as_ref()
+            .map(|c| cpu_to_cri(ts, c, u.pressure.as_ref())),
+        memory: u
+            .memory
+            .as_ref()
+            .map(|m| memory_to_cri(ts, m, u.pressure.as_ref())),
         writable_layer: u.writable_layer.as_ref().map(|fs| cri::FilesystemUsage {
             timestamp: ts,
             fs_id: Some(cri::FilesystemIdentifier {
@@ -193,7 +225,7 @@ pub(crate) fn container_to_cri(u: &ContainerUsage) -> cri::ContainerStats {
             },
             swap_usage_bytes: value(m.swap_usage_bytes.unwrap_or(0)),
         }),
-        io: None,
+        io: io_to_cri(ts, u.pressure.as_ref()),
     }
 }
 
@@ -223,8 +255,14 @@ pub(crate) fn pod_to_cri(u: &PodUsage) -> cri::PodSandboxStats {
             annotations: r.annotations.clone().into_iter().collect(),
         }),
         linux: Some(cri::LinuxPodSandboxStats {
-            cpu: u.cpu.as_ref().map(|c| cpu_to_cri(ts, c)),
-            memory: u.memory.as_ref().map(|m| memory_to_cri(ts, m)),
+            cpu: u
+                .cpu
+                .as_ref()
+                .map(|c| cpu_to_cri(ts, c, u.pressure.as_ref())),
+            memory: u
+                .memory
+                .as_ref()
+                .map(|m| memory_to_cri(ts, m, u.pressure.as_ref())),
             network: u.network.as_ref().map(|n| cri::NetworkUsage {
                 timestamp: ts,
                 default_interface: n.default.as_ref().map(interface_to_cri),
@@ -235,8 +273,7 @@ pub(crate) fn pod_to_cri(u: &PodUsage) -> cri::PodSandboxStats {
                 process_count: value(n),
             }),
             containers: u.containers.iter().map(container_to_cri).collect(),
-            // IO pressure (cri-api 1.34+) is not read yet.
-            io: None,
+            io: io_to_cri(ts, u.pressure.as_ref()),
         }),
         windows: None,
     }

@@ -71,6 +71,8 @@ pub struct ContainerUsage {
     pub memory: Option<MemoryStats>,
     pub processes: Option<u64>,
     pub writable_layer: Option<FsUsage>,
+    /// Pressure stall information of the container's cgroup.
+    pub pressure: Option<berth_cgroup::Pressure>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,8 @@ pub struct PodUsage {
     /// Processes of the pod's containers (the pod's monitor not counted).
     pub processes: Option<u64>,
     pub containers: Vec<ContainerUsage>,
+    /// Pressure stall information of the pod's cgroup.
+    pub pressure: Option<berth_cgroup::Pressure>,
 }
 
 pub struct StatsService {
@@ -210,9 +214,9 @@ impl StatsService {
             .filter_map(|c| c.processes)
             .reduce(|a, b| a + b);
         let key = format!("pod/{}", record.id);
-        let (cpu, memory) = match stats {
-            Some(s) => (self.cpu_usage(&key, timestamp_ns, &s), s.memory),
-            None => (None, None),
+        let (cpu, memory, pressure) = match stats {
+            Some(s) => (self.cpu_usage(&key, timestamp_ns, &s), s.memory, s.pressure),
+            None => (None, None, None),
         };
         PodUsage {
             record,
@@ -222,6 +226,7 @@ impl StatsService {
             network,
             processes,
             containers,
+            pressure,
         }
     }
 
@@ -255,13 +260,14 @@ impl StatsService {
                 None
             }
         };
-        let (cpu, memory, processes) = match stats {
+        let (cpu, memory, processes, pressure) = match stats {
             Some(s) => (
                 self.cpu_usage(&record.id, timestamp_ns, &s),
                 s.memory,
                 s.pids.map(|p| p.current),
+                s.pressure,
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         ContainerUsage {
             record,
@@ -270,6 +276,7 @@ impl StatsService {
             memory,
             processes,
             writable_layer,
+            pressure,
         }
     }
 
