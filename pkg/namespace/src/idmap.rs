@@ -53,6 +53,24 @@ pub fn mount_idmapped(
     userns: BorrowedFd<'_>,
     recursive: bool,
 ) -> Result<(), NamespaceError> {
+    let attr = MountAttr {
+        attr_set: MOUNT_ATTR_IDMAP,
+        attr_clr: 0,
+        propagation: MS_PRIVATE,
+        userns_fd: userns.as_raw_fd() as u64,
+    };
+    mount_clone_with(source, target, &attr, recursive)
+}
+
+/// Clones the mount at `source` (with everything mounted below it when `recursive`) as a
+/// detached tree, applies `attr` to the clone (to all of its mounts when `recursive`), and
+/// only then attaches it on `target`, so no process ever sees the clone without `attr`.
+pub(crate) fn mount_clone_with(
+    source: &Path,
+    target: &Path,
+    attr: &MountAttr,
+    recursive: bool,
+) -> Result<(), NamespaceError> {
     let src = cpath(source)?;
     let dst = cpath(target)?;
     let rec = if recursive {
@@ -74,12 +92,6 @@ pub fn mount_idmapped(
     }
     // SAFETY: open_tree returned a new fd.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
-        attr_clr: 0,
-        propagation: MS_PRIVATE,
-        userns_fd: userns.as_raw_fd() as u64,
-    };
     // SAFETY: mount_setattr on our tree fd with an empty path and a correctly sized attr.
     let r = unsafe {
         libc::syscall(
@@ -87,7 +99,7 @@ pub fn mount_idmapped(
             tree.as_raw_fd(),
             c"".as_ptr(),
             (libc::AT_EMPTY_PATH as libc::c_uint) | rec,
-            &raw const attr,
+            std::ptr::from_ref(attr),
             std::mem::size_of::<MountAttr>(),
         )
     };

@@ -8,17 +8,12 @@
 //! `rbind` of that clone into the container keeps every submount read-only.
 
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
-use nix::errno::Errno;
 use nix::mount::{MsFlags, mount};
 
 use crate::NamespaceError;
-use crate::idmap::{
-    MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE, MountAttr, OPEN_TREE_CLONE, mount_err, unmount_all,
-};
-use crate::userns::cpath;
+use crate::idmap::{MS_PRIVATE, MountAttr, mount_clone_with, unmount_all};
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 /// Name prefix of the probe's scratch dir (one per berthd process, in the dir probed).
@@ -31,58 +26,13 @@ const PROBE_PREFIX: &str = ".rro-probe-";
 /// changes at `source` and no process ever sees a writable copy. Fails with ENOSYS on kernels
 /// without the new mount API.
 pub fn mount_recursive_readonly(source: &Path, target: &Path) -> Result<(), NamespaceError> {
-    let src = cpath(source)?;
-    let dst = cpath(target)?;
-    let recursive = libc::AT_RECURSIVE as libc::c_uint;
-    // SAFETY: open_tree with a valid C string; the result is a fresh fd we own.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            src.as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive,
-        )
-    };
-    if fd < 0 {
-        return Err(mount_err(source)(Errno::last()));
-    }
-    // SAFETY: open_tree returned a new fd.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_RDONLY,
         attr_clr: 0,
         propagation: MS_PRIVATE,
         userns_fd: 0,
     };
-    // SAFETY: mount_setattr on our tree fd with an empty path and a correctly sized attr.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH as libc::c_uint) | recursive,
-            &raw const attr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(mount_err(source)(Errno::last()));
-    }
-    // SAFETY: move_mount of our detached tree onto a valid C string path.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            dst.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if r < 0 {
-        return Err(mount_err(target)(Errno::last()));
-    }
-    Ok(())
+    mount_clone_with(source, target, &attr, true)
 }
 
 /// Checks that [`mount_recursive_readonly`] works here: a scratch tmpfs with a tmpfs mounted
