@@ -128,14 +128,14 @@ impl ContainerService {
                 ))
             })?
             .map_err(ContainerError::io("wait for", &runtime.path))?;
-        // CRIU's log says why a dump failed; keep it in the archive either way.
+        // runc's own message names the step; CRIU's log says why the dump itself failed.
         let criu_log = work.join("dump.log");
         if !output.status.success() {
             let log = fs::read_to_string(&criu_log).unwrap_or_default();
             return Err(ContainerError::Runtime(format!(
                 "{} checkpoint failed: {}{}",
                 runtime.path.display(),
-                String::from_utf8_lossy(&output.stderr).trim(),
+                crate::runtime::error_text(&output.stderr),
                 last_error_line(&log)
                     .map(|l| format!(" (CRIU: {l})"))
                     .unwrap_or_default()

@@ -107,7 +107,7 @@ impl OciRuntime {
 }
 
 /// The runtime's message: runc prints `time=... level=error msg="..."` lines (or plain text).
-fn error_text(stderr: &[u8]) -> String {
+pub(crate) fn error_text(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
     let last = text
         .lines()
