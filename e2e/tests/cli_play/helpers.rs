@@ -258,7 +258,18 @@ spec:
   containers:
   - name: get
     image: {image}
-    command: [sh, -c, "wget -q -O /out/by-hostport.html http://127.0.0.1:{host_port}/index.html; wget -q -O /out/edge-by-name.html http://web:8080/index.html; echo edge-done; exec sleep 3600"]
+    # A fresh connection per try, each bounded (by `timeout`: busybox-static's `wget -T` segfaults):
+    # once in a CI run the first connection to the hostPort on 127.0.0.1 went unanswered and wget
+    # waited out the test. The pod's log shows any retry.
+    command:
+    - sh
+    - -c
+    - |
+      fetch() {{ for try in 1 2 3 4 5; do timeout 5 wget -q -O "$1" "$2" && return 0; echo "retry $2"; sleep 1; done; return 1; }}
+      fetch /out/by-hostport.html http://127.0.0.1:{host_port}/index.html
+      fetch /out/edge-by-name.html http://web:8080/index.html
+      echo edge-done
+      exec sleep 3600
     volumeMounts: [{{name: out, mountPath: /out}}]
   volumes:
   - name: out
