@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::error::CriError;
-use crate::ids::{Ids, RequestIds};
+use crate::ids::{Ids, RpcRequest};
 use crate::{CriService, Shared};
 
 /// Archive chunks queued towards an extraction: the client's pace, not memory, bounds it.
@@ -42,8 +42,9 @@ impl CriService {
 }
 
 macro_rules! container_ids {
-    ($($ty:ident),* $(,)?) => {
-        $(impl RequestIds for api::$ty {
+    ($($method:ident: $ty:ident),* $(,)?) => {
+        $(impl RpcRequest for api::$ty {
+            const METHOD: &'static str = concat!("berth.containers.v1.Containers/", stringify!($method));
             fn ids(&self) -> Ids<'_> {
                 Ids { container_id: &self.container_id, ..Ids::default() }
             }
@@ -51,10 +52,17 @@ macro_rules! container_ids {
     };
 }
 
-container_ids!(KillRequest, TopRequest, StatPathRequest, CopyFromRequest);
+container_ids!(
+    Kill: KillRequest,
+    Top: TopRequest,
+    StatPath: StatPathRequest,
+    CopyFrom: CopyFromRequest,
+);
 
 /// The container is named in the stream's first message, read inside the handler.
-impl RequestIds for Streaming<api::CopyToRequest> {}
+impl RpcRequest for Streaming<api::CopyToRequest> {
+    const METHOD: &'static str = "berth.containers.v1.Containers/CopyTo";
+}
 
 fn container_id(id: &str) -> Result<&str, CriError> {
     match id.trim() {
@@ -129,7 +137,7 @@ impl Containers for ContainersApi {
     ) -> Result<Response<api::KillResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.Kill", request, |req| async move {
+            .rpc(request, |req| async move {
                 let id = container_id(&req.container_id)?;
                 let (id, signal) = shared.deps.containers.kill(id, &req.signal).await?;
                 Ok(api::KillResponse {
@@ -146,7 +154,7 @@ impl Containers for ContainersApi {
     ) -> Result<Response<api::TopResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.Top", request, |req| async move {
+            .rpc(request, |req| async move {
                 let id = container_id(&req.container_id)?;
                 let (id, processes) = shared.deps.containers.top(id).await?;
                 Ok(api::TopResponse {
@@ -163,7 +171,7 @@ impl Containers for ContainersApi {
     ) -> Result<Response<api::StatPathResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.StatPath", request, |req| async move {
+            .rpc(request, |req| async move {
                 let id = container_id(&req.container_id)?;
                 let stat = shared
                     .deps
@@ -184,7 +192,7 @@ impl Containers for ContainersApi {
     ) -> Result<Response<CopyFromStream>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.CopyFrom", request, |req| async move {
+            .rpc(request, |req| async move {
                 let id = container_id(&req.container_id)?;
                 let (stat, mut chunks) = shared
                     .deps
@@ -224,7 +232,7 @@ impl Containers for ContainersApi {
     ) -> Result<Response<api::CopyToResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.CopyTo", request, |mut stream| async move {
+            .rpc(request, |mut stream| async move {
                 let mut first = match stream.next().await {
                     Some(Ok(first)) => first,
                     Some(Err(status)) => {

@@ -12,9 +12,6 @@ use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CriError {
-    /// The RPC exists in CRI but Berth does not implement it yet.
-    #[error("{method} is not implemented by berth {version} yet", version = crate::RUNTIME_VERSION)]
-    Unimplemented { method: &'static str },
     #[error("{0}")]
     InvalidArgument(String),
     #[error("{0}")]
@@ -49,7 +46,6 @@ pub enum CriError {
 impl CriError {
     fn code(&self) -> Code {
         match self {
-            CriError::Unimplemented { .. } => Code::Unimplemented,
             CriError::InvalidArgument(_) => Code::InvalidArgument,
             CriError::FailedPrecondition(_) => Code::FailedPrecondition,
             CriError::NotFound(_) => Code::NotFound,
@@ -243,15 +239,6 @@ pub(crate) fn code_name(code: Code) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unimplemented_names_the_method() {
-        let status = Status::from(CriError::Unimplemented {
-            method: "RunPodSandbox",
-        });
-        assert_eq!(status.code(), Code::Unimplemented);
-        assert!(status.message().contains("RunPodSandbox"));
-    }
 
     #[test]
     fn bad_cidr_is_invalid_argument() {

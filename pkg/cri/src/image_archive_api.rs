@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::ImageApi;
 use crate::error::CriError;
-use crate::ids::{Ids, RequestIds};
+use crate::ids::{Ids, RpcRequest};
 
 pub(crate) type SaveStream = ReceiverStream<Result<api::Chunk, Status>>;
 
@@ -22,7 +22,9 @@ const CHUNKS_QUEUED: usize = 4;
 /// How long the OCI runtime may take to pause or resume a container.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(30);
 
-impl RequestIds for api::CommitRequest {
+impl RpcRequest for api::CommitRequest {
+    const METHOD: &'static str = "berth.images.v1.Images/Commit";
+
     fn ids(&self) -> Ids<'_> {
         Ids {
             container_id: &self.container_id,
@@ -32,9 +34,14 @@ impl RequestIds for api::CommitRequest {
     }
 }
 
-impl RequestIds for api::SaveRequest {}
+impl RpcRequest for api::SaveRequest {
+    const METHOD: &'static str = "berth.images.v1.Images/Save";
+}
 
-impl RequestIds for Streaming<api::Chunk> {}
+/// Load's request: the archive's chunks.
+impl RpcRequest for Streaming<api::Chunk> {
+    const METHOD: &'static str = "berth.images.v1.Images/Load";
+}
 
 pub(crate) async fn commit(
     api: &ImageApi,
@@ -42,7 +49,7 @@ pub(crate) async fn commit(
 ) -> Result<Response<api::CommitResponse>, Status> {
     let shared = &api.shared;
     shared
-        .rpc("berth.Commit", request, |req| async move {
+        .rpc(request, |req| async move {
             let container = shared.deps.containers.get(&req.container_id)?;
             if shared.deps.images.status(&container.image_id).is_none() {
                 return Err(CriError::NotFound(format!(
@@ -158,7 +165,7 @@ pub(crate) async fn save(
 ) -> Result<Response<SaveStream>, Status> {
     let shared = &api.shared;
     shared
-        .rpc("berth.Save", request, |req| async move {
+        .rpc(request, |req| async move {
             if req.references.is_empty() {
                 return Err(CriError::InvalidArgument(
                     "name at least one image to save".into(),
@@ -202,7 +209,7 @@ pub(crate) async fn load(
 ) -> Result<Response<api::LoadResponse>, Status> {
     let shared = &api.shared;
     shared
-        .rpc("berth.Load", request, |mut stream| async move {
+        .rpc(request, |mut stream| async move {
             let (tx, rx) = mpsc::channel::<berth_image::ArchiveChunk>(CHUNKS_QUEUED);
             let feeding = tokio::spawn(async move {
                 loop {

@@ -92,7 +92,7 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::PullImageResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("PullImage", request, |req| async move {
+            .rpc(request, |req| async move {
                 let name = image_name(req.image.as_ref())?;
                 check_runtime_handler(shared, req.image.as_ref())?;
                 let creds = credentials(req.auth)?;
@@ -110,7 +110,7 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::ImageStatusResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("ImageStatus", request, |req| async move {
+            .rpc(request, |req| async move {
                 let name = image_name(req.image.as_ref())?;
                 // CRI: an unknown image is an empty response, not an error.
                 let Some(view) = shared.deps.images.status(name) else {
@@ -143,7 +143,7 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::ListImagesResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("ListImages", request, |req| async move {
+            .rpc(request, |req| async move {
                 let images = list(shared, req.filter);
                 Ok(cri::ListImagesResponse { images })
             })
@@ -158,7 +158,7 @@ impl ImageService for ImageApi {
     ) -> Result<Response<Self::StreamImagesStream>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("StreamImages", request, |req| async move {
+            .rpc(request, |req| async move {
                 let images = list(shared, req.filter);
                 Ok(list_stream::stream(images, |images| {
                     cri::StreamImagesResponse { images }
@@ -173,7 +173,7 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::RemoveImageResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("RemoveImage", request, |req| async move {
+            .rpc(request, |req| async move {
                 let name = image_name(req.image.as_ref())?;
                 shared.deps.images.remove(name).await?;
                 Ok(cri::RemoveImageResponse {})
@@ -187,7 +187,7 @@ impl ImageService for ImageApi {
     ) -> Result<Response<cri::ImageFsInfoResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("ImageFsInfo", request, |_| async move {
+            .rpc(request, |_| async move {
                 let images = shared.deps.images.clone();
                 let containers = shared.deps.containers.clone();
                 let (images_usage, layers_usage) = tokio::task::spawn_blocking(move || {

@@ -8,21 +8,21 @@ use tracing::{Instrument, field};
 
 use crate::Shared;
 use crate::error::{CriError, code_name};
-use crate::ids::RequestIds;
+use crate::ids::RpcRequest;
 
 impl Shared {
-    /// Runs `handler` for one RPC, instrumented.
+    /// Runs `handler` for one RPC, instrumented under the request type's method name.
     pub(crate) async fn rpc<Req, Resp, F, Fut>(
         &self,
-        method: &'static str,
         request: Request<Req>,
         handler: F,
     ) -> Result<Response<Resp>, Status>
     where
-        Req: RequestIds,
+        Req: RpcRequest,
         F: FnOnce(Req) -> Fut,
         Fut: Future<Output = Result<Resp, CriError>>,
     {
+        let method = Req::METHOD;
         let _inflight = self.inflight.enter();
         let request = request.into_inner();
         let span = tracing::info_span!(
@@ -68,20 +68,5 @@ impl Shared {
             Err(s) => tracing::warn!(code = code_name(s.code()), message = s.message(), "failed"),
         }
         result.map(Response::new)
-    }
-
-    /// An RPC Berth does not implement yet: instrumented like any other, answered UNIMPLEMENTED.
-    /// Unused while every cri-api v0.36 RPC is implemented; `runtime_service!`'s `unimplemented`
-    /// list calls it for RPCs a newer proto adds before Berth implements them.
-    #[allow(dead_code)]
-    pub(crate) async fn unimplemented<Req: RequestIds, Resp>(
-        &self,
-        method: &'static str,
-        request: Request<Req>,
-    ) -> Result<Response<Resp>, Status> {
-        self.rpc(method, request, |_| async move {
-            Err(CriError::Unimplemented { method })
-        })
-        .await
     }
 }

@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
-use crate::ids::{Ids, RequestIds};
+use crate::ids::{Ids, RpcRequest};
 use crate::{CriService, ImageApi};
 
 /// Messages queued per stream beyond the one being sent: the watcher already drops stale states,
@@ -21,7 +21,9 @@ const STREAM_BUFFER: usize = 1;
 
 type ProgressStream = ReceiverStream<Result<api::PullProgress, Status>>;
 
-impl RequestIds for api::PullRequest {
+impl RpcRequest for api::PullRequest {
+    const METHOD: &'static str = "berth.images.v1.Images/PullWithProgress";
+
     fn ids(&self) -> Ids<'_> {
         Ids {
             image: &self.image,
@@ -30,7 +32,9 @@ impl RequestIds for api::PullRequest {
     }
 }
 
-impl RequestIds for api::WatchPullRequest {
+impl RpcRequest for api::WatchPullRequest {
+    const METHOD: &'static str = "berth.images.v1.Images/WatchPull";
+
     fn ids(&self) -> Ids<'_> {
         Ids {
             image: &self.image,
@@ -166,7 +170,7 @@ impl Images for ImageApi {
     ) -> Result<Response<ProgressStream>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.PullWithProgress", request, |req| async move {
+            .rpc(request, |req| async move {
                 let name = image_name(&req.image)?;
                 let creds = credentials(req.auth)?;
                 let (watcher, pulling) = shared.deps.images.pull_with_progress(name, creds);
@@ -194,7 +198,7 @@ impl Images for ImageApi {
     ) -> Result<Response<ProgressStream>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.WatchPull", request, |req| async move {
+            .rpc(request, |req| async move {
                 let name = image_name(&req.image)?;
                 let watcher =
                     shared.deps.images.watch_pull(name)?.ok_or_else(|| {

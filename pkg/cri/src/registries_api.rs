@@ -13,12 +13,18 @@ use berth_registry::RegistryError;
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
-use crate::ids::RequestIds;
+use crate::ids::RpcRequest;
 use crate::{CriService, Shared};
 
-impl RequestIds for api::LoginRequest {}
-impl RequestIds for api::LogoutRequest {}
-impl RequestIds for api::ListLoginsRequest {}
+impl RpcRequest for api::LoginRequest {
+    const METHOD: &'static str = "berth.registries.v1.Registries/Login";
+}
+impl RpcRequest for api::LogoutRequest {
+    const METHOD: &'static str = "berth.registries.v1.Registries/Logout";
+}
+impl RpcRequest for api::ListLoginsRequest {
+    const METHOD: &'static str = "berth.registries.v1.Registries/List";
+}
 
 /// The registries half (tonic needs one type per service).
 #[derive(Clone)]
@@ -51,7 +57,7 @@ impl Registries for RegistriesApi {
     ) -> Result<Response<api::LoginResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.Login", request, |req| async move {
+            .rpc(request, |req| async move {
                 let client = shared.deps.images.registry_client();
                 let logged_in = client
                     .login(&req.server, &req.username, &req.password)
@@ -71,7 +77,7 @@ impl Registries for RegistriesApi {
     ) -> Result<Response<api::LogoutResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.Logout", request, |req| async move {
+            .rpc(request, |req| async move {
                 let client = shared.deps.images.registry_client();
                 let (server, removed) =
                     tokio::task::spawn_blocking(move || client.logout(&req.server))
@@ -89,7 +95,7 @@ impl Registries for RegistriesApi {
     ) -> Result<Response<api::ListLoginsResponse>, Status> {
         let shared = &self.shared;
         shared
-            .rpc("berth.ListLogins", request, |_| async move {
+            .rpc(request, |_| async move {
                 let client = shared.deps.images.registry_client();
                 let (logins, path) = client.logins().map_err(registry)?;
                 Ok(api::ListLoginsResponse {

@@ -13,14 +13,24 @@ use berth_volume::{LabelFilter, MountUser, MountUsers, Volume, VolumeError, Volu
 use tonic::{Request, Response, Status};
 
 use crate::error::CriError;
-use crate::ids::RequestIds;
+use crate::ids::RpcRequest;
 use crate::{CriService, Shared};
 
-impl RequestIds for api::CreateVolumeRequest {}
-impl RequestIds for api::InspectVolumeRequest {}
-impl RequestIds for api::ListVolumesRequest {}
-impl RequestIds for api::RemoveVolumeRequest {}
-impl RequestIds for api::PruneVolumesRequest {}
+impl RpcRequest for api::CreateVolumeRequest {
+    const METHOD: &'static str = "berth.volumes.v1.Volumes/Create";
+}
+impl RpcRequest for api::InspectVolumeRequest {
+    const METHOD: &'static str = "berth.volumes.v1.Volumes/Inspect";
+}
+impl RpcRequest for api::ListVolumesRequest {
+    const METHOD: &'static str = "berth.volumes.v1.Volumes/List";
+}
+impl RpcRequest for api::RemoveVolumeRequest {
+    const METHOD: &'static str = "berth.volumes.v1.Volumes/Remove";
+}
+impl RpcRequest for api::PruneVolumesRequest {
+    const METHOD: &'static str = "berth.volumes.v1.Volumes/Prune";
+}
 
 /// The volumes half (tonic needs one type per service).
 #[derive(Clone)]
@@ -112,7 +122,7 @@ impl VolumesRpc for VolumesApi {
     ) -> Result<Response<api::CreateVolumeResponse>, Status> {
         let volumes = self.volumes.clone();
         self.shared
-            .rpc("berth.CreateVolume", request, |req| async move {
+            .rpc(request, |req| async move {
                 let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
                 let name = req.name;
                 let volume = blocking(move || volumes.create(Some(&name), labels)).await?;
@@ -129,7 +139,7 @@ impl VolumesRpc for VolumesApi {
     ) -> Result<Response<api::InspectVolumeResponse>, Status> {
         let volumes = self.volumes.clone();
         self.shared
-            .rpc("berth.InspectVolume", request, |req| async move {
+            .rpc(request, |req| async move {
                 let volume = blocking(move || volumes.inspect(&req.name)).await?;
                 Ok(api::InspectVolumeResponse {
                     volume: Some(to_api(volume)),
@@ -144,7 +154,7 @@ impl VolumesRpc for VolumesApi {
     ) -> Result<Response<api::ListVolumesResponse>, Status> {
         let volumes = self.volumes.clone();
         self.shared
-            .rpc("berth.ListVolumes", request, |req| async move {
+            .rpc(request, |req| async move {
                 let filters = filters(req.filters)?;
                 let list = blocking(move || Ok(volumes.list(&filters))).await?;
                 Ok(api::ListVolumesResponse {
@@ -160,7 +170,7 @@ impl VolumesRpc for VolumesApi {
     ) -> Result<Response<api::RemoveVolumeResponse>, Status> {
         let volumes = self.volumes.clone();
         self.shared
-            .rpc("berth.RemoveVolume", request, |req| async move {
+            .rpc(request, |req| async move {
                 let reclaimed_bytes = blocking(move || volumes.remove(&req.name)).await?;
                 Ok(api::RemoveVolumeResponse { reclaimed_bytes })
             })
@@ -173,7 +183,7 @@ impl VolumesRpc for VolumesApi {
     ) -> Result<Response<api::PruneVolumesResponse>, Status> {
         let volumes = self.volumes.clone();
         self.shared
-            .rpc("berth.PruneVolumes", request, |req| async move {
+            .rpc(request, |req| async move {
                 let filters = filters(req.filters)?;
                 let pruned = blocking(move || volumes.prune(&filters)).await?;
                 Ok(api::PruneVolumesResponse {
