@@ -127,7 +127,11 @@ runtime_service! {
             shared
                 .rpc("RunPodSandbox", request, |req| async move {
                     let config = pods::sandbox_config(req)?;
-                    let pod_sandbox_id = shared.deps.sandboxes.run(config).await?;
+                    let pod_sandbox_id = shared
+                        .deps
+                        .sandboxes
+                        .run(config, shared.deps.containers.pod_hook())
+                        .await?;
                     Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
                 })
                 .await
@@ -140,7 +144,11 @@ runtime_service! {
             let shared = &self.shared;
             shared
                 .rpc("StopPodSandbox", request, |req| async move {
-                    shared.deps.sandboxes.stop(&req.pod_sandbox_id).await?;
+                    shared
+                        .deps
+                        .sandboxes
+                        .stop(&req.pod_sandbox_id, shared.deps.containers.pod_hook())
+                        .await?;
                     Ok(cri::StopPodSandboxResponse {})
                 })
                 .await
@@ -153,7 +161,11 @@ runtime_service! {
             let shared = &self.shared;
             shared
                 .rpc("RemovePodSandbox", request, |req| async move {
-                    shared.deps.sandboxes.remove(&req.pod_sandbox_id).await?;
+                    shared
+                        .deps
+                        .sandboxes
+                        .remove(&req.pod_sandbox_id, shared.deps.containers.pod_hook())
+                        .await?;
                     Ok(cri::RemovePodSandboxResponse {})
                 })
                 .await
