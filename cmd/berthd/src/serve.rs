@@ -28,7 +28,6 @@ const REMOVAL_DRAIN: Duration = Duration::from_secs(5);
 /// services whose links to each other keep it alive until broken.
 pub struct Shutdown {
     store: Store,
-    sandboxes: berth_sandbox::SandboxService,
     images: berth_image::ImageService,
 }
 
@@ -37,12 +36,10 @@ impl Shutdown {
     /// runtime has shut down: its tasks (calls past the grace period, exit watchers, event
     /// fan-outs) hold clones of the services and so of the store.
     pub fn close(self) {
-        // The container layer and the pod and image layers point at each other; without breaking
-        // those cycles the store would never drop, redb would never record a clean shutdown, and
-        // every start would repair the file as after a crash.
-        self.sandboxes.clear_containers();
+        // The container layer and the image layer point at each other; without breaking that
+        // cycle the store would never drop, redb would never record a clean shutdown, and every
+        // start would repair the file as after a crash.
         self.images.clear_snapshot_users();
-        drop(self.sandboxes);
         drop(self.images);
         let path = self.store.path().to_path_buf();
         match self.store.close() {
@@ -98,7 +95,6 @@ pub async fn serve(
         container_metrics,
     )?;
     containers.register_state_metrics(metrics.registry())?;
-    sandboxes.set_containers(containers.pod_hook());
     images.set_snapshot_users(containers.snapshot_users());
     crate::notify::status("recovering pods and containers");
     containers.recover().await;
@@ -158,7 +154,6 @@ pub async fn serve(
     let removals = containers.clone();
     let shutdown = Shutdown {
         store: store.clone(),
-        sandboxes: sandboxes.clone(),
         images: images.clone(),
     };
     let service = CriService::new(Dependencies {

@@ -374,7 +374,8 @@ impl ContainerService {
         registry.register(Box::new(collector))
     }
 
-    /// What the sandbox layer calls to stop and remove a pod's containers.
+    /// What the pod sandbox operations (RunPodSandbox, StopPodSandbox, RemovePodSandbox) are
+    /// given to ask about, stop and remove a pod's containers.
     pub fn pod_hook(&self) -> Arc<dyn PodContainers> {
         Arc::new(PodHook(self.inner.clone()))
     }

@@ -7,6 +7,8 @@
 mod cidr;
 pub mod cni;
 mod readiness;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cidr::{Cidr, PodCidrStore, PodCidrs};
 pub use cni::{

@@ -14,6 +14,7 @@ mod config;
 mod error;
 mod files;
 mod filter;
+mod host;
 mod ids;
 mod init;
 mod lifecycle;
@@ -21,12 +22,16 @@ mod net;
 mod port_forward;
 mod record;
 mod resize;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use berth_store::Store;
+
+use crate::host::Host;
 
 pub use config::{
     DnsConfig, IdMapping, NamespaceMode, NamespaceOptions, PodMetadata, PortMapping, Protocol,
@@ -60,6 +65,10 @@ impl SandboxDeps {
 
 /// A pod's containers, as the container layer manages them: StopPodSandbox must stop them before
 /// the network goes, RemovePodSandbox must remove them before the namespaces and cgroup go.
+///
+/// Passed to each [`SandboxService`] operation that needs it rather than attached to the service
+/// after construction: the container layer is built on this service, and an operation that could
+/// run without its containers (a forgotten wire) would stop a pod while they still run.
 pub trait PodContainers: Send + Sync {
     fn stop_all<'a>(
         &'a self,
@@ -82,7 +91,13 @@ pub struct SandboxService {
 }
 
 pub(crate) struct Inner {
-    deps: SandboxDeps,
+    store: Store,
+    cni: berth_network::Cni,
+    /// Configured runtime handlers, and the one used when a pod names none.
+    handlers: Vec<String>,
+    default_handler: String,
+    /// Namespaces, /dev/shm, cgroups and the init process.
+    host: Host,
     dir: PathBuf,
     /// Write-through cache of the store's sandbox records: lists and status never touch disk.
     records: RwLock<BTreeMap<String, SandboxRecord>>,
@@ -91,18 +106,38 @@ pub(crate) struct Inner {
     creating: tokio::sync::Mutex<HashMap<PodMetadata, Arc<tokio::sync::Mutex<()>>>>,
     /// One lock per sandbox: stop, remove and status updates of one pod never interleave.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    containers: RwLock<Option<Arc<dyn PodContainers>>>,
 }
 
 impl SandboxService {
     /// Loads the sandboxes recorded in the store. Pods whose network namespace vanished (a reboot
     /// empties the state dir) report NOTREADY; kubelet then stops and removes them.
     pub fn open(deps: SandboxDeps) -> Result<SandboxService, SandboxError> {
-        let dir = deps.state_dir.join("sandboxes");
+        let SandboxDeps {
+            state_dir,
+            store,
+            cni,
+            cgroups,
+            handlers,
+            default_handler,
+            init_binary,
+        } = deps;
+        let host = Host::linux(cgroups, init_binary);
+        SandboxService::open_on(&state_dir, store, cni, handlers, default_handler, host)
+    }
+
+    /// [`SandboxService::open`] on the given host (the unit tests' fakes).
+    fn open_on(
+        state_dir: &Path,
+        store: Store,
+        cni: berth_network::Cni,
+        handlers: Vec<String>,
+        default_handler: String,
+        host: Host,
+    ) -> Result<SandboxService, SandboxError> {
+        let dir = state_dir.join("sandboxes");
         files::create_dir(&dir)?;
 
-        let records: BTreeMap<String, SandboxRecord> = deps
-            .store
+        let records: BTreeMap<String, SandboxRecord> = store
             .list::<SandboxRecord>()?
             .into_iter()
             .map(|r| (r.id.clone(), r))
@@ -114,47 +149,40 @@ impl SandboxService {
         }
         Ok(SandboxService {
             inner: Arc::new(Inner {
-                deps,
+                store,
+                cni,
+                handlers,
+                default_handler,
+                host,
                 dir,
                 records: RwLock::new(records),
                 creating: tokio::sync::Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
-                containers: RwLock::new(None),
             }),
         })
     }
 
-    /// Lets the container layer stop a pod's containers when the pod stops.
-    pub fn set_containers(&self, containers: Arc<dyn PodContainers>) {
-        *self
-            .inner
-            .containers
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = Some(containers);
-    }
-
-    /// Forgets the container layer again. The container layer holds this service and this
-    /// service holds it back through [`SandboxService::set_containers`]: berthd breaks that cycle
-    /// at shutdown so that both (and the metadata store they share) are really dropped.
-    pub fn clear_containers(&self) {
-        *self
-            .inner
-            .containers
-            .write()
-            .unwrap_or_else(|p| p.into_inner()) = None;
-    }
-
     /// RunPodSandbox. Returns the new sandbox's ID, or the existing one's for a retry.
-    pub async fn run(&self, config: SandboxConfig) -> Result<String, SandboxError> {
+    /// `containers`: asked whether pods with a user namespace can run, and used to clear out a
+    /// sandbox a crash left half-made.
+    pub async fn run(
+        &self,
+        config: SandboxConfig,
+        containers: Arc<dyn PodContainers>,
+    ) -> Result<String, SandboxError> {
         let inner = self.inner.clone();
-        detached(async move { lifecycle::run(&inner, config).await }).await
+        detached(async move { lifecycle::run(&inner, config, containers.as_ref()).await }).await
     }
 
-    /// StopPodSandbox: containers stopped, network torn down, NOTREADY. Idempotent.
-    pub async fn stop(&self, id_or_prefix: &str) -> Result<(), SandboxError> {
+    /// StopPodSandbox: `containers` stopped, network torn down, NOTREADY. Idempotent.
+    pub async fn stop(
+        &self,
+        id_or_prefix: &str,
+        containers: Arc<dyn PodContainers>,
+    ) -> Result<(), SandboxError> {
         let id = self.resolve(id_or_prefix)?;
         let inner = self.inner.clone();
-        detached(async move { lifecycle::stop(&inner, &id).await }).await
+        detached(async move { lifecycle::stop(&inner, &id, containers.as_ref()).await }).await
     }
 
     /// PortForward: a connection to `port` on the pod's loopback, made in its network namespace.
@@ -167,15 +195,20 @@ impl SandboxService {
         port_forward::connect(&record, port).await
     }
 
-    /// RemovePodSandbox: everything the pod created is gone. Removing an unknown sandbox succeeds.
-    pub async fn remove(&self, id_or_prefix: &str) -> Result<(), SandboxError> {
+    /// RemovePodSandbox: everything the pod created is gone, `containers` first. Removing an
+    /// unknown sandbox succeeds.
+    pub async fn remove(
+        &self,
+        id_or_prefix: &str,
+        containers: Arc<dyn PodContainers>,
+    ) -> Result<(), SandboxError> {
         let id = match self.resolve(id_or_prefix) {
             Ok(id) => id,
             Err(SandboxError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
         let inner = self.inner.clone();
-        detached(async move { lifecycle::remove(&inner, &id).await }).await
+        detached(async move { lifecycle::remove(&inner, &id, containers.as_ref()).await }).await
     }
 
     /// The sandbox an ID or unique ID prefix names.
@@ -246,7 +279,7 @@ impl Inner {
 
     /// Writes the record to the store (durably), then to the cache.
     async fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
-        let store = self.deps.store.clone();
+        let store = self.store.clone();
         let to_write = record.clone();
         tokio::task::spawn_blocking(move || store.put(&to_write))
             .await
@@ -256,19 +289,12 @@ impl Inner {
     }
 
     async fn delete(&self, id: &str) -> Result<(), SandboxError> {
-        let store = self.deps.store.clone();
+        let store = self.store.clone();
         let key = id.to_string();
         tokio::task::spawn_blocking(move || store.delete::<SandboxRecord>(&key))
             .await
             .map_err(|e| SandboxError::Internal(format!("store task: {e}")))??;
         self.records_mut().remove(id);
         Ok(())
-    }
-
-    fn containers(&self) -> Option<Arc<dyn PodContainers>> {
-        self.containers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
     }
 }

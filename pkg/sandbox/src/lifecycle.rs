@@ -7,7 +7,7 @@ use berth_namespace::NsKind;
 use crate::config::{NamespaceMode, SandboxConfig};
 use crate::error::SandboxError;
 use crate::record::{Phase, SandboxRecord};
-use crate::{Inner, bandwidth, files, ids, init, net};
+use crate::{Inner, PodContainers, bandwidth, files, ids, net};
 
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
@@ -17,7 +17,11 @@ fn now_ns() -> i64 {
 }
 
 /// Checks everything that can be checked before any side effect, so bad input changes nothing.
-fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxError> {
+fn validate(
+    inner: &Inner,
+    config: &mut SandboxConfig,
+    containers: &dyn PodContainers,
+) -> Result<(), SandboxError> {
     let m = &config.metadata;
     if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
         return Err(SandboxError::InvalidArgument(
@@ -25,12 +29,12 @@ fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxErro
         ));
     }
     if config.runtime_handler.is_empty() {
-        config.runtime_handler = inner.deps.default_handler.clone();
+        config.runtime_handler = inner.default_handler.clone();
     }
-    if !inner.deps.handlers.contains(&config.runtime_handler) {
+    if !inner.handlers.contains(&config.runtime_handler) {
         return Err(SandboxError::UnknownHandler {
             handler: config.runtime_handler.clone(),
-            known: inner.deps.handlers.join(", "),
+            known: inner.handlers.join(", "),
         });
     }
     let ns = &config.namespaces;
@@ -59,28 +63,15 @@ fn validate(inner: &Inner, config: &mut SandboxConfig) -> Result<(), SandboxErro
     }
     bandwidth::from_annotations(&config.annotations)?;
     if let Some(maps) = &config.userns {
-        validate_userns(inner, ns, maps)?;
+        check_userns(ns, maps, || containers.user_namespaces_unsupported())?;
     }
     Ok(())
 }
 
 /// A pod user namespace: valid mappings, no host namespace (kubelet forbids those with
 /// `hostUsers: false` too: a host namespace is owned by the host's user namespace, so the
-/// pod's root could not use it), and a node that can idmap the pod's files.
-fn validate_userns(
-    inner: &Inner,
-    ns: &crate::NamespaceOptions,
-    maps: &crate::UserNamespaceMappings,
-) -> Result<(), SandboxError> {
-    let problem = || match inner.containers() {
-        Some(c) => c.user_namespaces_unsupported(),
-        None => Some("no container layer is attached".into()),
-    };
-    check_userns(ns, maps, problem)
-}
-
-/// [`validate_userns`] without the service: `node_problem` says why this node cannot (asked
-/// last, after the request's own errors).
+/// pod's root could not use it), and a node that can idmap the pod's files: `node_problem` says
+/// why this node cannot (asked last, after the request's own errors).
 fn check_userns(
     ns: &crate::NamespaceOptions,
     maps: &crate::UserNamespaceMappings,
@@ -132,8 +123,9 @@ fn node_hostname() -> String {
 pub(crate) async fn run(
     inner: &Arc<Inner>,
     mut config: SandboxConfig,
+    containers: &dyn PodContainers,
 ) -> Result<String, SandboxError> {
-    validate(inner, &mut config)?;
+    validate(inner, &mut config, containers)?;
     // Kubelet retries with the same metadata: the retry waits here for the first call and then
     // finds its sandbox.
     let slot = inner
@@ -155,14 +147,14 @@ pub(crate) async fn run(
             // berthd died during it. The retry must not get that half-made pod: replace it.
             Some((id, Phase::Creating)) => {
                 tracing::info!(sandbox_id = %id, "RunPodSandbox retry: replacing the sandbox a crash left half-made");
-                remove(inner, &id).await?;
-                create(inner, config.clone()).await
+                remove(inner, &id, containers).await?;
+                create(inner, config.clone(), containers).await
             }
             Some((id, _)) => {
                 tracing::info!(sandbox_id = %id, "RunPodSandbox retry: returning the existing sandbox");
                 Ok(id)
             }
-            None => create(inner, config.clone()).await,
+            None => create(inner, config.clone(), containers).await,
         }
     };
     let mut creating = inner.creating.lock().await;
@@ -172,13 +164,17 @@ pub(crate) async fn run(
     result
 }
 
-async fn create(inner: &Arc<Inner>, config: SandboxConfig) -> Result<String, SandboxError> {
+async fn create(
+    inner: &Arc<Inner>,
+    config: SandboxConfig,
+    containers: &dyn PodContainers,
+) -> Result<String, SandboxError> {
     let id = ids::generate()?;
     // Listed (NOTREADY) from its first record write on: a Stop or Remove of it waits until this
     // RunPodSandbox has finished or rolled back.
     let lock = inner.lock_for(&id);
     let guard = lock.lock().await;
-    let created = create_locked(inner, config, id.clone()).await;
+    let created = create_locked(inner, config, id.clone(), containers).await;
     if created.is_err() {
         inner.forget_lock(&id);
     }
@@ -190,6 +186,7 @@ async fn create_locked(
     inner: &Arc<Inner>,
     config: SandboxConfig,
     id: String,
+    containers: &dyn PodContainers,
 ) -> Result<String, SandboxError> {
     let started = std::time::Instant::now();
     let dir = inner.dir.join(&id);
@@ -198,7 +195,7 @@ async fn create_locked(
     } else {
         config.hostname.clone()
     };
-    let cgroup = inner.deps.cgroups.pod_cgroup(&config.cgroup_parent, &id)?;
+    let cgroup = inner.host.cgroups.pod_cgroup(&config.cgroup_parent, &id)?;
     let mut record = SandboxRecord {
         id: id.clone(),
         metadata: config.metadata.clone(),
@@ -233,7 +230,7 @@ async fn create_locked(
         Ok(()) => {
             record.phase = Phase::Created;
             if let Err(e) = inner.save(&record).await {
-                undo(inner, &record).await;
+                undo(inner, &record, containers).await;
                 return Err(e);
             }
             tracing::info!(
@@ -247,7 +244,7 @@ async fn create_locked(
         }
         Err(e) => {
             tracing::warn!(sandbox_id = %id, error = %e, "RunPodSandbox failed; rolling back");
-            undo(inner, &record).await;
+            undo(inner, &record, containers).await;
             Err(e)
         }
     }
@@ -280,8 +277,9 @@ async fn setup(
         let hostname = (!host_network).then_some(record.hostname.clone());
         let sysctls = config.sysctls.clone();
         let userns = config.userns.clone();
+        let service = inner.clone();
         let pinned = tokio::task::spawn_blocking(move || {
-            berth_namespace::pin(&berth_namespace::PinRequest {
+            service.host.namespaces.pin(&berth_namespace::PinRequest {
                 dir: &ns_dir,
                 kinds: &kinds,
                 hostname: hostname.as_deref(),
@@ -291,22 +289,22 @@ async fn setup(
         })
         .await
         .map_err(|e| SandboxError::Internal(format!("namespace task: {e}")))??;
-        record.netns = pinned.path(NsKind::Net).map(Into::into);
-        record.utsns = pinned.path(NsKind::Uts).map(Into::into);
-        record.ipcns = pinned.path(NsKind::Ipc).map(Into::into);
-        record.userns_path = pinned.user().map(Into::into);
+        record.netns = pinned.net;
+        record.utsns = pinned.uts;
+        record.ipcns = pinned.ipc;
+        record.userns_path = pinned.user;
     }
     phases.mark("namespaces");
     berth_failpoint::fail("sandbox/run/after-namespaces").map_err(SandboxError::Internal)?;
     if !host_ipc {
-        record.shm = Some(files::mount_shm(&record.dir)?);
+        record.shm = Some(inner.host.shm.mount(&record.dir)?);
     }
     // The directories Berth is about to make (only those are Berth's to remove) are recorded
     // before the first mkdir: a crash inside `ensure`, which makes one per hierarchy, would
     // otherwise leave them behind for good. kubelet normally makes the pod cgroup itself, so
     // this write costs kubelet's pods nothing.
     let planned = match record.cgroup.as_mut() {
-        Some(cgroup) => inner.deps.cgroups.plan(cgroup)?,
+        Some(cgroup) => inner.host.cgroups.plan(cgroup)?,
         None => false,
     };
     if planned {
@@ -314,17 +312,16 @@ async fn setup(
     }
     if let Some(cgroup) = record.cgroup.as_mut() {
         let resources = net::cgroup_resources(&config.resources, &config.overhead);
-        inner.deps.cgroups.ensure(cgroup, &resources)?;
+        inner.host.cgroups.ensure(cgroup, &resources)?;
     }
     phases.mark("shm+cgroup");
     berth_failpoint::fail("sandbox/run/after-cgroup").map_err(SandboxError::Internal)?;
     if config.namespaces.pid == NamespaceMode::Pod {
-        let binary = inner.deps.init_binary.clone();
         let procs = match &record.cgroup {
-            Some(cgroup) => inner.deps.cgroups.init_procs_files(cgroup)?,
+            Some(cgroup) => inner.host.cgroups.init_procs_files(cgroup)?,
             None => Vec::new(),
         };
-        record.init = Some(init::start(&binary, &procs)?);
+        record.init = Some(inner.host.inits.start(&procs)?);
         phases.mark("init");
     }
     // One durable write for all of the above (each record write is an fsync, and RunPodSandbox
@@ -389,8 +386,8 @@ impl std::fmt::Display for Phases {
 }
 
 /// Undoes a failed RunPodSandbox completely, including its record.
-async fn undo(inner: &Arc<Inner>, record: &SandboxRecord) {
-    if let Err(e) = teardown(inner, record, true).await {
+async fn undo(inner: &Arc<Inner>, record: &SandboxRecord, containers: &dyn PodContainers) {
+    if let Err(e) = teardown(inner, record, true, containers).await {
         tracing::warn!(sandbox_id = %record.id, error = %e, "rolling back a failed RunPodSandbox");
         return;
     }
@@ -402,13 +399,15 @@ async fn undo(inner: &Arc<Inner>, record: &SandboxRecord) {
 /// Stop: the containers, then the network (CNI DEL with the persisted result; a broken CNI is
 /// logged, never fatal). The namespaces stay pinned until Remove: nothing runs in them any more,
 /// and kubelet may still inspect the stopped pod.
-async fn stop_steps(inner: &Arc<Inner>, record: &mut SandboxRecord) -> Result<(), SandboxError> {
-    if let Some(containers) = inner.containers() {
-        containers.stop_all(&record.id).await?;
-    }
+async fn stop_steps(
+    inner: &Arc<Inner>,
+    record: &mut SandboxRecord,
+    containers: &dyn PodContainers,
+) -> Result<(), SandboxError> {
+    containers.stop_all(&record.id).await?;
     berth_failpoint::fail("sandbox/stop/after-containers").map_err(SandboxError::Internal)?;
     if let Some(init) = &record.init {
-        init::stop(init);
+        inner.host.inits.stop(init);
     }
     if record.network.is_some() || record.network_pending {
         match net::teardown(inner, record).await {
@@ -424,7 +423,11 @@ async fn stop_steps(inner: &Arc<Inner>, record: &mut SandboxRecord) -> Result<()
     Ok(())
 }
 
-pub(crate) async fn stop(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxError> {
+pub(crate) async fn stop(
+    inner: &Arc<Inner>,
+    id: &str,
+    containers: &dyn PodContainers,
+) -> Result<(), SandboxError> {
     let lock = inner.lock_for(id);
     let _guard = lock.lock().await;
     let Some(mut record) = inner.records().get(id).cloned() else {
@@ -433,7 +436,7 @@ pub(crate) async fn stop(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxErro
     if record.phase == Phase::Stopped {
         return Ok(());
     }
-    stop_steps(inner, &mut record).await?;
+    stop_steps(inner, &mut record, containers).await?;
     berth_failpoint::fail("sandbox/stop/after-cni").map_err(SandboxError::Internal)?;
     record.phase = Phase::Stopped;
     inner.save(&record).await?;
@@ -448,40 +451,43 @@ async fn teardown(
     inner: &Arc<Inner>,
     record: &SandboxRecord,
     network_too: bool,
+    containers: &dyn PodContainers,
 ) -> Result<(), SandboxError> {
     let mut record = record.clone();
     if network_too {
-        stop_steps(inner, &mut record).await?;
+        stop_steps(inner, &mut record, containers).await?;
     }
     berth_failpoint::fail("sandbox/remove/after-stop").map_err(SandboxError::Internal)?;
-    if let Some(containers) = inner.containers() {
-        containers.remove_all(&record.id).await?;
-    }
+    containers.remove_all(&record.id).await?;
     berth_failpoint::fail("sandbox/remove/after-containers").map_err(SandboxError::Internal)?;
     // By path, not by record: a crash may have come before the record said it was mounted.
-    files::unmount_shm(&record.dir.join(files::SHM))?;
+    inner.host.shm.unmount(&record.dir.join(files::SHM))?;
     berth_failpoint::fail("sandbox/remove/after-shm").map_err(SandboxError::Internal)?;
-    berth_namespace::unpin(&record.dir.join("ns"))?;
+    inner.host.namespaces.unpin(&record.dir.join("ns"))?;
     berth_failpoint::fail("sandbox/remove/after-unpin").map_err(SandboxError::Internal)?;
     if let Some(init) = &record.init {
         // Stop only signals it; its cgroup cannot go while it is still exiting.
-        init::stop_and_wait(init).await?;
+        inner.host.inits.stop_and_wait(init).await?;
     }
     if let Some(cgroup) = &record.cgroup {
-        inner.deps.cgroups.remove(cgroup)?;
+        inner.host.cgroups.remove(cgroup)?;
     }
     berth_failpoint::fail("sandbox/remove/after-cgroup").map_err(SandboxError::Internal)?;
     files::remove_dir(&record.dir)
 }
 
-pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxError> {
+pub(crate) async fn remove(
+    inner: &Arc<Inner>,
+    id: &str,
+    containers: &dyn PodContainers,
+) -> Result<(), SandboxError> {
     let lock = inner.lock_for(id);
     let _guard = lock.lock().await;
     let Some(mut record) = inner.records().get(id).cloned() else {
         return Ok(());
     };
     if record.phase != Phase::Stopped {
-        stop_steps(inner, &mut record).await?;
+        stop_steps(inner, &mut record, containers).await?;
     }
     if record.network.is_some() || record.network_pending {
         // The CNI DEL failed at stop, where it is only logged so that a broken plugin never
@@ -492,7 +498,7 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), SandboxEr
         record.network_pending = false;
         inner.save(&record).await?;
     }
-    teardown(inner, &record, false).await?;
+    teardown(inner, &record, false, containers).await?;
     berth_failpoint::fail("sandbox/remove/before-delete").map_err(SandboxError::Internal)?;
     inner.delete(id).await?;
     drop(_guard);

@@ -34,7 +34,7 @@ pub(crate) async fn setup(
     netns: &Path,
 ) -> Result<berth_network::PodNetwork, SandboxError> {
     let req = request(record, Some(netns));
-    Ok(inner.deps.cni.setup(&req).await?)
+    Ok(inner.cni.setup(&req).await?)
 }
 
 /// CNI DEL with the persisted ADD result (and the network config it was made with). A netns that
@@ -46,7 +46,7 @@ pub(crate) async fn teardown(
     let netns = record
         .netns
         .as_deref()
-        .filter(|ns| berth_namespace::is_pinned(ns));
+        .filter(|ns| inner.host.namespaces.is_pinned(ns));
     // After ADD, the request as it was then (with the pod CIDR it used) is in the blob.
     let req = match &record.network {
         Some(network) => {
@@ -56,11 +56,7 @@ pub(crate) async fn teardown(
         }
         None => request(record, netns),
     };
-    Ok(inner
-        .deps
-        .cni
-        .teardown(&req, record.network.as_ref())
-        .await?)
+    Ok(inner.cni.teardown(&req, record.network.as_ref()).await?)
 }
 
 pub(crate) fn cgroup_resources(

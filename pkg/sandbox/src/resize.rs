@@ -40,7 +40,7 @@ impl SandboxService {
             let wanted = net::cgroup_resources(&resources, &overhead);
             // `ensure` creates nothing for a cgroup that exists; should a directory have gone
             // missing, the record learns what was made again, so removal finds it.
-            if inner.deps.cgroups.ensure(cgroup, &wanted)? {
+            if inner.host.cgroups.ensure(cgroup, &wanted)? {
                 inner.save(&record).await?;
             }
             tracing::info!(sandbox_id = %id, "pod resources updated");

@@ -12,7 +12,11 @@ pub(super) async fn run(
     req: cri::RunPodSandboxRequest,
 ) -> Result<cri::RunPodSandboxResponse, CriError> {
     let config = pods::sandbox_config(req)?;
-    let pod_sandbox_id = shared.deps.sandboxes.run(config).await?;
+    let pod_sandbox_id = shared
+        .deps
+        .sandboxes
+        .run(config, shared.deps.containers.pod_hook())
+        .await?;
     Ok(cri::RunPodSandboxResponse { pod_sandbox_id })
 }
 
@@ -20,7 +24,11 @@ pub(super) async fn stop(
     shared: &Shared,
     req: cri::StopPodSandboxRequest,
 ) -> Result<cri::StopPodSandboxResponse, CriError> {
-    shared.deps.sandboxes.stop(&req.pod_sandbox_id).await?;
+    shared
+        .deps
+        .sandboxes
+        .stop(&req.pod_sandbox_id, shared.deps.containers.pod_hook())
+        .await?;
     Ok(cri::StopPodSandboxResponse {})
 }
 
@@ -28,7 +36,11 @@ pub(super) async fn remove(
     shared: &Shared,
     req: cri::RemovePodSandboxRequest,
 ) -> Result<cri::RemovePodSandboxResponse, CriError> {
-    shared.deps.sandboxes.remove(&req.pod_sandbox_id).await?;
+    shared
+        .deps
+        .sandboxes
+        .remove(&req.pod_sandbox_id, shared.deps.containers.pod_hook())
+        .await?;
     Ok(cri::RemovePodSandboxResponse {})
 }
 

@@ -1,6 +1,10 @@
-//! Running one plugin binary (spec section "Execution protocol").
+//! Running one plugin binary (spec section "Execution protocol"), behind [`PluginExecutor`]: the
+//! seam between the CNI runtime's protocol logic (chaining, rollback of a failed ADD, DEL with
+//! the persisted result) and the processes it starts, so that logic is testable without plugins.
 
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -15,8 +19,10 @@ const MAX_OUTPUT: u64 = 16 << 20;
 
 /// One plugin call: what to run and what to hand it.
 #[derive(Clone, Copy)]
-pub(crate) struct Call<'a> {
+pub struct PluginCall<'a> {
+    /// The plugin binary, found in the bin dirs.
     pub path: &'a Path,
+    /// The plugin's type (its binary's name), for errors and logs.
     pub plugin: &'a str,
     pub command: Command,
     pub env: &'a [(String, String)],
@@ -24,12 +30,33 @@ pub(crate) struct Call<'a> {
     pub timeout: Duration,
 }
 
+/// Runs CNI plugins: returns the plugin's stdout when it succeeded, its error otherwise.
+pub trait PluginExecutor: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        call: PluginCall<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, CniError>> + Send + 'a>>;
+}
+
+/// The real executor: runs the plugin binary as a child process (see [`run`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessExecutor;
+
+impl PluginExecutor for ProcessExecutor {
+    fn run<'a>(
+        &'a self,
+        call: PluginCall<'a>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, CniError>> + Send + 'a>> {
+        Box::pin(run(call))
+    }
+}
+
 /// Runs the plugin and returns its stdout when it exits 0.
 ///
 /// The plugin runs in a process group of its own so that on timeout the whole group is killed: a
 /// plugin that hangs is usually waiting on a child (bridge runs host-local as one), and killing only
 /// the direct child would leave that holding the stdout pipe open.
-pub(crate) async fn run(call: Call<'_>) -> Result<Vec<u8>, CniError> {
+async fn run(call: PluginCall<'_>) -> Result<Vec<u8>, CniError> {
     let mut child = tokio::process::Command::new(call.path)
         .env_clear()
         .envs(call.env.iter().map(|(k, v)| (k, v)))
@@ -105,7 +132,7 @@ async fn read_all<R: AsyncRead + Unpin>(pipe: Option<R>) -> Option<Vec<u8>> {
     Some(buf)
 }
 
-fn failure(call: &Call<'_>, status: ExitStatus, out: &[u8], err: &[u8]) -> CniError {
+fn failure(call: &PluginCall<'_>, status: ExitStatus, out: &[u8], err: &[u8]) -> CniError {
     if let Ok(e) = serde_json::from_slice::<PluginError>(out) {
         return CniError::Plugin {
             plugin: call.plugin.to_string(),
@@ -141,7 +168,7 @@ mod tests {
 
     /// `run`, retried while the kernel says "text file busy": another test thread may fork while
     /// a script is being written, and its child holds the write fd until it execs.
-    async fn run(call: Call<'_>) -> Result<Vec<u8>, CniError> {
+    async fn run(call: PluginCall<'_>) -> Result<Vec<u8>, CniError> {
         for _ in 0..100 {
             match super::run(call).await {
                 Err(CniError::PluginExec { source, .. })
@@ -155,8 +182,8 @@ mod tests {
         super::run(call).await
     }
 
-    fn call<'a>(path: &'a Path, env: &'a [(String, String)], timeout: Duration) -> Call<'a> {
-        Call {
+    fn call<'a>(path: &'a Path, env: &'a [(String, String)], timeout: Duration) -> PluginCall<'a> {
+        PluginCall {
             path,
             plugin: "plugin",
             command: Command::Add,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cni::config::{NetworkConfigList, PluginConfig, find_plugin};
-use crate::cni::exec::{self, Call};
+use crate::cni::exec::{PluginCall, PluginExecutor};
 use crate::cni::result::CniResult;
 use crate::cni::runtime_config::{CapabilityArgs, plugin_stdin};
 use crate::cni::version::{PluginVersions, SUPPORTED_VERSIONS, Version};
@@ -26,6 +26,7 @@ pub(crate) struct ListCall<'a> {
     pub env: &'a PluginEnv,
     pub caps: &'a CapabilityArgs,
     pub timeout: Duration,
+    pub executor: &'a dyn PluginExecutor,
 }
 
 impl ListCall<'_> {
@@ -44,15 +45,16 @@ impl ListCall<'_> {
             container_id = %self.env.container_id,
             "invoking CNI plugin"
         );
-        exec::run(Call {
-            path: &path,
-            plugin: plugin.plugin_type(),
-            command,
-            env: &env,
-            stdin: &stdin,
-            timeout: self.timeout,
-        })
-        .await
+        self.executor
+            .run(PluginCall {
+                path: &path,
+                plugin: plugin.plugin_type(),
+                command,
+                env: &env,
+                stdin: &stdin,
+                timeout: self.timeout,
+            })
+            .await
     }
 
     /// Each plugin in order, each getting the previous one's result; the last result is the list's.
@@ -133,6 +135,7 @@ fn parse_result(plugin: &PluginConfig, out: &[u8]) -> Result<AddResult, CniError
 
 /// Asks a plugin which spec versions it speaks.
 pub(crate) async fn plugin_versions(
+    executor: &dyn PluginExecutor,
     bin_dirs: &[PathBuf],
     plugin_type: &str,
     timeout: Duration,
@@ -148,15 +151,16 @@ pub(crate) async fn plugin_versions(
     .vars(Command::Version);
     let latest = SUPPORTED_VERSIONS.last().copied().unwrap_or("1.0.0");
     let stdin = serde_json::json!({ "cniVersion": latest }).to_string();
-    let out = exec::run(Call {
-        path: &path,
-        plugin: plugin_type,
-        command: Command::Version,
-        env: &env,
-        stdin: stdin.as_bytes(),
-        timeout,
-    })
-    .await?;
+    let out = executor
+        .run(PluginCall {
+            path: &path,
+            plugin: plugin_type,
+            command: Command::Version,
+            env: &env,
+            stdin: stdin.as_bytes(),
+            timeout,
+        })
+        .await?;
     serde_json::from_slice(&out).map_err(|e| CniError::PluginOutput {
         plugin: plugin_type.to_string(),
         command: Command::Version,
@@ -168,12 +172,13 @@ pub(crate) async fn plugin_versions(
 /// Checks, by VERSION, that every plugin of the list speaks the list's version; plugins that do not
 /// otherwise fail ADD with a generic "incompatible CNI versions" error that does not say which.
 pub(crate) async fn validate_versions(
+    executor: &dyn PluginExecutor,
     list: &NetworkConfigList,
     bin_dirs: &[PathBuf],
     timeout: Duration,
 ) -> Result<(), CniError> {
     for plugin in list.plugins() {
-        let versions = plugin_versions(bin_dirs, plugin.plugin_type(), timeout).await?;
+        let versions = plugin_versions(executor, bin_dirs, plugin.plugin_type(), timeout).await?;
         if !versions.supports(list.cni_version()) {
             return Err(CniError::IncompatibleVersion {
                 plugin: plugin.plugin_type().to_string(),

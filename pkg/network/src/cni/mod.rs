@@ -19,8 +19,12 @@ mod version;
 pub use args::{Command, DEFAULT_IFNAME, PluginEnv, PodArgs, check_container_id, cni_args};
 pub use config::{NetworkConfigList, PluginConfig, SelectedNetwork, find_plugin, load_network};
 pub use error::CniError;
+pub use exec::{PluginCall, PluginExecutor, ProcessExecutor};
 pub use metrics::CniMetrics;
 pub use network::{Cni, PodNetwork, PodNetworkRequest};
 pub use result::{CniResult, Interface, IpConfig, PluginError, ResultDns, Route};
 pub use runtime_config::{Bandwidth, CapabilityArgs, Dns, PortMapping, Protocol};
 pub use version::{PluginVersions, SUPPORTED_VERSIONS, Version};
+
+#[cfg(test)]
+mod tests;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::PodCidrStore;
 use crate::cni::args::{DEFAULT_IFNAME, PodArgs, check_container_id, cni_args};
 use crate::cni::config::{NetworkConfigList, SelectedNetwork, load_network};
+use crate::cni::exec::{PluginExecutor, ProcessExecutor};
 use crate::cni::list::{self, ListCall};
 use crate::cni::runtime_config::{Bandwidth, CapabilityArgs, Dns, PortMapping};
 use crate::cni::version::PluginVersions;
@@ -67,6 +68,8 @@ pub struct Cni {
     timeout: Duration,
     metrics: Option<CniMetrics>,
     pod_cidrs: Option<Arc<PodCidrStore>>,
+    /// Runs the plugins: [`ProcessExecutor`] unless [`Cni::with_executor`] replaced it.
+    executor: Arc<dyn PluginExecutor>,
 }
 
 impl Cni {
@@ -79,7 +82,14 @@ impl Cni {
             timeout,
             metrics: None,
             pod_cidrs: None,
+            executor: Arc::new(ProcessExecutor),
         }
+    }
+
+    /// Runs plugins through `executor` instead of as child processes (tests: canned results).
+    pub fn with_executor(mut self, executor: Arc<dyn PluginExecutor>) -> Cni {
+        self.executor = executor;
+        self
     }
 
     pub fn with_metrics(mut self, metrics: CniMetrics) -> Cni {
@@ -109,12 +119,24 @@ impl Cni {
     /// [`Cni::network`], plus asking every plugin by VERSION whether it speaks the list's version.
     pub async fn validate(&self) -> Result<SelectedNetwork, CniError> {
         let selected = self.network()?;
-        list::validate_versions(&selected.list, &self.bin_dirs, self.timeout).await?;
+        list::validate_versions(
+            self.executor.as_ref(),
+            &selected.list,
+            &self.bin_dirs,
+            self.timeout,
+        )
+        .await?;
         Ok(selected)
     }
 
     pub async fn plugin_versions(&self, plugin_type: &str) -> Result<PluginVersions, CniError> {
-        list::plugin_versions(&self.bin_dirs, plugin_type, self.timeout).await
+        list::plugin_versions(
+            self.executor.as_ref(),
+            &self.bin_dirs,
+            plugin_type,
+            self.timeout,
+        )
+        .await
     }
 
     /// ADD on the current configuration. On failure, whatever the list had set up is deleted again.
@@ -254,7 +276,7 @@ impl Cni {
     }
 
     fn list_call<'a>(
-        &self,
+        &'a self,
         list: &'a NetworkConfigList,
         env: &'a PluginEnv,
         caps: &'a CapabilityArgs,
@@ -264,6 +286,7 @@ impl Cni {
             env,
             caps,
             timeout: self.timeout,
+            executor: self.executor.as_ref(),
         }
     }
 
