@@ -37,11 +37,10 @@ impl Shutdown {
     /// runtime has shut down: its tasks (calls past the grace period, exit watchers, event
     /// fan-outs) hold clones of the services and so of the store.
     pub fn close(self) {
-        // The container layer and the pod and image layers point at each other; without breaking
-        // those cycles the store would never drop, redb would never record a clean shutdown, and
-        // every start would repair the file as after a crash.
+        // The container layer and the pod layer point at each other; without breaking that
+        // cycle the store would never drop, redb would never record a clean shutdown, and every
+        // start would repair the file as after a crash.
         self.sandboxes.clear_containers();
-        self.images.clear_snapshot_users();
         drop(self.sandboxes);
         drop(self.images);
         let path = self.store.path().to_path_buf();
@@ -99,7 +98,6 @@ pub async fn serve(
     )?;
     containers.register_state_metrics(metrics.registry())?;
     sandboxes.set_containers(containers.pod_hook());
-    images.set_snapshot_users(containers.snapshot_users());
     crate::notify::status("recovering pods and containers");
     containers.recover().await;
     // Freed memory goes back to the kernel after bursts of calls (see malloc.rs).
