@@ -17,7 +17,7 @@ use berth_registry::{Credentials, Reference};
 use tokio::sync::Semaphore;
 
 use crate::progress::{Joined, ProgressWatcher, PullTracker};
-use crate::record::{ImageRecord, record};
+use crate::record::{ImageRecord, LayerRecord, record};
 use crate::{ImageError, Inner, PullFuture};
 
 use layers::Plan;
@@ -107,8 +107,7 @@ async fn pull_uncoalesced(
         resolve::resolve(inner, source.as_ref(), &reference, credentials.as_ref()).await?;
 
     progress.resolved(resolved.manifest_digest.as_str(), &resolved.layers);
-    let chain_ids: Vec<String> = resolved.layers.iter().map(|l| l.chain_id.clone()).collect();
-    lease(inner, &chain_ids, true);
+    let lease = Lease::take(inner, &resolved.layers);
     let plan = Arc::new(Plan {
         reference: reference.clone(),
         credentials,
@@ -124,7 +123,7 @@ async fn pull_uncoalesced(
         Ok(()) => store_and_record(inner, &reference, resolved).await,
         Err(e) => Err(e),
     };
-    lease(inner, &chain_ids, false);
+    drop(lease);
     let record = recorded?;
     tracing::info!(image = %reference, id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
     Ok(record)
@@ -153,14 +152,32 @@ async fn store_and_record(
     .await
 }
 
-/// Takes (or releases) the pull's hold on its chain IDs: garbage collection leaves them alone.
-fn lease(inner: &Inner, chain_ids: &[String], take: bool) {
-    let mut leases = inner.leases.lock().unwrap_or_else(|p| p.into_inner());
-    for id in chain_ids {
-        if take {
-            leases.push(id.clone());
-        } else if let Some(pos) = leases.iter().position(|l| l == id) {
-            leases.swap_remove(pos);
+/// A pull's hold on its chain IDs: garbage collection leaves them alone. Released on drop, so
+/// also when every caller went away and the pull's work was dropped mid-way.
+struct Lease<'a> {
+    inner: &'a Inner,
+    chain_ids: Vec<String>,
+}
+
+impl<'a> Lease<'a> {
+    fn take(inner: &'a Inner, layers: &[LayerRecord]) -> Lease<'a> {
+        let chain_ids: Vec<String> = layers.iter().map(|l| l.chain_id.clone()).collect();
+        inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend(chain_ids.iter().cloned());
+        Lease { inner, chain_ids }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        let mut leases = self.inner.leases.lock().unwrap_or_else(|p| p.into_inner());
+        for id in &self.chain_ids {
+            if let Some(pos) = leases.iter().position(|l| l == id) {
+                leases.swap_remove(pos);
+            }
         }
     }
 }
