@@ -24,11 +24,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// what is left.
 const REMOVAL_DRAIN: Duration = Duration::from_secs(5);
 
-/// What must outlive serving: the metadata store, closed once nothing else holds it, and the
-/// services whose links to each other keep it alive until broken.
+/// What must outlive serving: the metadata store, closed once nothing else holds it. (No service
+/// holds another that holds it back: pods and images are handed the container layer per call.)
 pub struct Shutdown {
     store: Store,
-    images: berth_image::ImageService,
 }
 
 impl Shutdown {
@@ -36,11 +35,6 @@ impl Shutdown {
     /// runtime has shut down: its tasks (calls past the grace period, exit watchers, event
     /// fan-outs) hold clones of the services and so of the store.
     pub fn close(self) {
-        // The container layer and the image layer point at each other; without breaking that
-        // cycle the store would never drop, redb would never record a clean shutdown, and every
-        // start would repair the file as after a crash.
-        self.images.clear_snapshot_users();
-        drop(self.images);
         let path = self.store.path().to_path_buf();
         match self.store.close() {
             Ok(()) => tracing::info!(path = %path.display(), "metadata store closed"),
@@ -95,7 +89,6 @@ pub async fn serve(
         container_metrics,
     )?;
     containers.register_state_metrics(metrics.registry())?;
-    images.set_snapshot_users(containers.snapshot_users());
     crate::notify::status("recovering pods and containers");
     containers.recover().await;
     // Freed memory goes back to the kernel after bursts of calls (see malloc.rs).
@@ -154,7 +147,6 @@ pub async fn serve(
     let removals = containers.clone();
     let shutdown = Shutdown {
         store: store.clone(),
-        images: images.clone(),
     };
     let service = CriService::new(Dependencies {
         config,

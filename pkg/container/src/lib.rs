@@ -379,11 +379,6 @@ impl ContainerService {
     pub fn pod_hook(&self) -> Arc<dyn PodContainers> {
         Arc::new(PodHook(self.inner.clone()))
     }
-
-    /// What image garbage collection asks for: snapshots containers are built on.
-    pub fn snapshot_users(&self) -> Arc<dyn berth_image::SnapshotUsers> {
-        Arc::new(SnapshotHook(self.inner.clone()))
-    }
 }
 
 /// Runs a lifecycle operation as a task of its own: a caller that goes away (kubelet's deadline)
@@ -557,18 +552,17 @@ impl PodContainers for PodHook {
     }
 }
 
-struct SnapshotHook(Arc<Inner>);
-
-impl berth_image::SnapshotUsers for SnapshotHook {
+/// What image garbage collection asks for: snapshots containers are built on.
+impl berth_image::SnapshotUsers for ContainerService {
     fn in_use(&self) -> HashSet<String> {
         let mut used: HashSet<String> = self
-            .0
+            .inner
             .records()
             .values()
             .flat_map(|r| std::iter::once(r.snapshot.clone()).chain(image_volumes::snapshots(r)))
             .collect();
         // A container being removed still has its rootfs mounted on the snapshot.
-        used.extend(self.0.removing_mut().values().flat_map(|r| {
+        used.extend(self.inner.removing_mut().values().flat_map(|r| {
             std::iter::once(r.record.snapshot.clone())
                 .chain(image_volumes::snapshots(&r.record))
                 .collect::<Vec<_>>()

@@ -175,7 +175,11 @@ impl ImageService for ImageApi {
         shared
             .rpc(request, |req| async move {
                 let name = image_name(req.image.as_ref())?;
-                shared.deps.images.remove(name).await?;
+                shared
+                    .deps
+                    .images
+                    .remove(name, &shared.deps.containers)
+                    .await?;
                 Ok(cri::RemoveImageResponse {})
             })
             .await

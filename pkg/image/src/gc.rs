@@ -6,7 +6,7 @@ use std::sync::Arc;
 use berth_registry::Reference;
 
 use crate::record::ImageRecord;
-use crate::{Digest, ImageError, Inner};
+use crate::{Digest, ImageError, Inner, SnapshotUsers};
 
 enum Removal {
     /// Drop one tag; the image stays.
@@ -15,7 +15,11 @@ enum Removal {
     Delete(String),
 }
 
-pub(crate) async fn remove(inner: &Arc<Inner>, query: &str) -> Result<(), ImageError> {
+pub(crate) async fn remove(
+    inner: &Arc<Inner>,
+    query: &str,
+    containers: &dyn SnapshotUsers,
+) -> Result<(), ImageError> {
     let _guard = inner.metadata.lock().await;
     let removal = {
         let catalog = inner.catalog();
@@ -64,7 +68,7 @@ pub(crate) async fn remove(inner: &Arc<Inner>, query: &str) -> Result<(), ImageE
             .await?;
             inner.catalog_mut().remove(&id);
             tracing::info!(image = %id, "removed image");
-            collect(inner).await?;
+            collect(inner, containers).await?;
         }
     }
     Ok(())
@@ -72,7 +76,7 @@ pub(crate) async fn remove(inner: &Arc<Inner>, query: &str) -> Result<(), ImageE
 
 /// Deletes content blobs and snapshots that no image references, no container uses and no pull in
 /// flight relies on. Snapshots go top-down (children before parents).
-async fn collect(inner: &Arc<Inner>) -> Result<(), ImageError> {
+async fn collect(inner: &Arc<Inner>, containers: &dyn SnapshotUsers) -> Result<(), ImageError> {
     let (wanted_blobs, wanted_chains) = {
         let catalog = inner.catalog();
         let mut blobs = HashSet::new();
@@ -100,14 +104,7 @@ async fn collect(inner: &Arc<Inner>) -> Result<(), ImageError> {
             .iter()
             .cloned(),
     );
-    if let Some(users) = inner
-        .users
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        protected.extend(users.in_use());
-    }
+    protected.extend(containers.in_use());
     let inner = inner.clone();
     blocking(move || {
         for digest in inner.content.list()? {

@@ -31,6 +31,7 @@ mod metrics;
 mod progress;
 mod pull;
 mod record;
+mod source;
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -59,6 +60,7 @@ pub use record::{ImageRecord, LayerRecord};
 use catalog::Catalog;
 use coalesce::Coalescer;
 use progress::PullTracker;
+use source::PullSource;
 
 /// Disk used by images: content plus snapshots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,7 +80,8 @@ pub struct ImageView {
 }
 
 /// Snapshots that must not be garbage-collected although no image references them (the containers
-/// built on them). The container layer implements this.
+/// built on them). The container layer implements this; whoever removes an image passes it, so
+/// garbage collection cannot run without knowing what containers use.
 pub trait SnapshotUsers: Send + Sync {
     fn in_use(&self) -> HashSet<String>;
 }
@@ -92,7 +95,7 @@ struct Inner {
     root: PathBuf,
     config: ImageConfig,
     /// Swapped whole on a configuration reload; each pull takes the one current when it starts.
-    registry: RwLock<berth_registry::Client>,
+    registry: RwLock<Registry>,
     /// `image.pinned`, replaced on a configuration reload.
     pinned: RwLock<Vec<String>>,
     content: ContentStore,
@@ -109,7 +112,24 @@ struct Inner {
     blobs: Coalescer<String, Result<Arc<Vec<u8>>, Arc<ImageError>>>,
     /// The progress of the pulls in flight, keyed like `pulls`.
     trackers: progress::Trackers,
-    users: RwLock<Option<Arc<dyn SnapshotUsers>>>,
+}
+
+/// The registry configuration in force.
+#[derive(Clone)]
+struct Registry {
+    /// What `berth login` checks and stores credentials through.
+    client: berth_registry::Client,
+    /// What pulls fetch through: `client` itself, except in the pull tests.
+    source: Arc<dyn PullSource>,
+}
+
+impl Registry {
+    fn of(client: berth_registry::Client) -> Registry {
+        Registry {
+            source: Arc::new(client.clone()),
+            client,
+        }
+    }
 }
 
 impl ImageService {
@@ -119,6 +139,18 @@ impl ImageService {
         root: &Path,
         config: ImageConfig,
         registry: berth_registry::Client,
+        store: Store,
+        metrics: ImageMetrics,
+    ) -> Result<ImageService, ImageError> {
+        ImageService::open_with(root, config, Registry::of(registry), store, metrics)
+    }
+
+    /// [`ImageService::open`] with the registry given whole: the pull tests' one fetches
+    /// through a fake.
+    fn open_with(
+        root: &Path,
+        config: ImageConfig,
+        registry: Registry,
         store: Store,
         metrics: ImageMetrics,
     ) -> Result<ImageService, ImageError> {
@@ -144,21 +176,8 @@ impl ImageService {
                 layers: Coalescer::default(),
                 blobs: Coalescer::default(),
                 trackers: progress::Trackers::default(),
-                users: RwLock::new(None),
             }),
         })
-    }
-
-    /// Lets the container layer protect the snapshots its containers use.
-    pub fn set_snapshot_users(&self, users: Arc<dyn SnapshotUsers>) {
-        *self.inner.users.write().unwrap_or_else(|p| p.into_inner()) = Some(users);
-    }
-
-    /// Forgets the container layer again: it holds this service and this service holds it back
-    /// through [`ImageService::set_snapshot_users`]; berthd breaks that cycle at shutdown so that
-    /// both (and the metadata store they share) are really dropped.
-    pub fn clear_snapshot_users(&self) {
-        *self.inner.users.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Replaces the registry client (a configuration reload). Pulls in flight keep the one they
@@ -168,7 +187,7 @@ impl ImageService {
             .inner
             .registry
             .write()
-            .unwrap_or_else(|p| p.into_inner()) = registry;
+            .unwrap_or_else(|p| p.into_inner()) = Registry::of(registry);
     }
 
     /// Replaces the pinned image list (`image.pinned`, on a configuration reload).
@@ -179,7 +198,7 @@ impl ImageService {
     /// The registry client pulls use now (after any reload): `berth login` checks and stores
     /// credentials through it.
     pub fn registry_client(&self) -> berth_registry::Client {
-        self.inner.registry()
+        self.inner.registry().client
     }
 
     pub fn snapshotter(&self) -> &Snapshotter {
@@ -260,9 +279,14 @@ impl ImageService {
 
     /// Removes what `query` names: a tag of a multi-tagged image only untags it; an ID, a repo
     /// digest or an image's last tag removes the image. Then frees content and snapshots no image or
-    /// container needs. Removing an absent image succeeds (CRI semantics).
-    pub async fn remove(&self, query: &str) -> Result<(), ImageError> {
-        gc::remove(&self.inner, query).await
+    /// container needs (`containers` says which snapshots containers use). Removing an absent
+    /// image succeeds (CRI semantics).
+    pub async fn remove(
+        &self,
+        query: &str,
+        containers: &dyn SnapshotUsers,
+    ) -> Result<(), ImageError> {
+        gc::remove(&self.inner, query, containers).await
     }
 
     /// Bytes and inodes used by content and snapshots, and the filesystem they live on.
@@ -290,8 +314,8 @@ impl Inner {
         self.catalog.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The current registry client (cheap to clone: shared pools and token cache).
-    fn registry(&self) -> berth_registry::Client {
+    /// The current registry (cheap to clone: shared pools and token cache).
+    fn registry(&self) -> Registry {
         self.registry
             .read()
             .unwrap_or_else(|p| p.into_inner())
