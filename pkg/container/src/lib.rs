@@ -13,7 +13,10 @@ mod create;
 mod error;
 mod events;
 mod exec;
+#[cfg(test)]
+mod fakes;
 mod filter;
+mod gates;
 mod ids;
 mod image_volumes;
 mod kill;
@@ -27,10 +30,13 @@ mod removal;
 mod resolve;
 mod rro;
 mod runtime;
+mod seams;
 mod signal;
 mod stdio;
 mod tarin;
 mod tarout;
+#[cfg(test)]
+mod tests;
 mod top;
 mod userns;
 mod watch;
@@ -110,11 +116,33 @@ pub struct ContainerService {
 /// kubelet's identity of a container: a retry with the same one finds the first container.
 type NameKey = (String, String, u32);
 
+/// What the service holds of [`ContainerDeps`]: the collaborators that need root or a real host
+/// behind the traits of `seams.rs`, so unit tests can give fakes.
+pub(crate) struct Deps {
+    pub(crate) store: Store,
+    pub(crate) images: Arc<dyn seams::ImageLookup>,
+    pub(crate) sandboxes: Arc<dyn seams::SandboxLookup>,
+    pub(crate) cgroups: Arc<dyn seams::CgroupOps>,
+    pub(crate) runtime: Arc<dyn seams::RuntimeCommands>,
+    pub(crate) rootfs: Arc<dyn seams::RootfsOps>,
+    pub(crate) handlers: BTreeMap<String, Handler>,
+    pub(crate) monitor_binary: PathBuf,
+    pub(crate) metrics: ContainerMetrics,
+}
+
+/// The startup probes' findings (see [`ContainerService::user_namespaces_unsupported`] and
+/// [`ContainerService::recursive_read_only_unsupported`]).
+pub(crate) struct Probes {
+    pub(crate) userns_problem: Option<String>,
+    pub(crate) rro_problem: Option<String>,
+}
+
 pub(crate) struct Inner {
-    deps: ContainerDeps,
+    deps: Deps,
     bundles: PathBuf,
     layers: PathBuf,
-    monitors: monitors::Monitors,
+    monitors: Arc<dyn seams::PodMonitors>,
+    gates: gates::PodGates,
     /// Write-through cache of the store's container records.
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     creating: tokio::sync::Mutex<HashMap<NameKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -142,16 +170,6 @@ impl ContainerService {
         for dir in [&bundles, &layers] {
             std::fs::create_dir_all(dir).map_err(ContainerError::io("create", dir))?;
         }
-        let (removing, records): (Vec<ContainerRecord>, Vec<ContainerRecord>) = deps
-            .store
-            .list::<ContainerRecord>()?
-            .into_iter()
-            .partition(|r| r.phase == Phase::Removing);
-        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let removing = removing
-            .into_iter()
-            .map(|r| (r.id.clone(), removal::Removal::pending(r)))
-            .collect();
         let monitors =
             monitors::Monitors::new(deps.monitor_binary.clone(), deps.state_dir.join("mon"));
         // Once at startup: the kernel and filesystem don't change under a running berthd.
@@ -166,20 +184,69 @@ impl ContainerService {
             None => tracing::info!("recursive read-only mounts work"),
             Some(p) => tracing::info!(problem = %p, "recursive read-only mounts are refused"),
         }
+        let rootfs = seams::SnapshotRootfs(deps.images.snapshotter().clone());
+        let parts = Deps {
+            store: deps.store,
+            images: Arc::new(deps.images),
+            sandboxes: Arc::new(deps.sandboxes),
+            cgroups: Arc::new(deps.cgroups),
+            runtime: Arc::new(seams::CommandLine),
+            rootfs: Arc::new(rootfs),
+            handlers: deps.handlers,
+            monitor_binary: deps.monitor_binary,
+            metrics: deps.metrics,
+        };
+        let probes = Probes {
+            userns_problem,
+            rro_problem,
+        };
+        Self::open_with(
+            parts,
+            Arc::new(monitors),
+            probes,
+            &deps.state_dir,
+            &deps.root_dir,
+        )
+    }
+
+    /// [`ContainerService::open`] with the collaborators given (fakes, in unit tests).
+    pub(crate) fn open_with(
+        deps: Deps,
+        monitors: Arc<dyn seams::PodMonitors>,
+        probes: Probes,
+        state_dir: &std::path::Path,
+        root_dir: &std::path::Path,
+    ) -> Result<ContainerService, ContainerError> {
+        let bundles = state_dir.join("containers");
+        let layers = root_dir.join("containers");
+        for dir in [&bundles, &layers] {
+            std::fs::create_dir_all(dir).map_err(ContainerError::io("create", dir))?;
+        }
+        let (removing, records): (Vec<ContainerRecord>, Vec<ContainerRecord>) = deps
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .partition(|r| r.phase == Phase::Removing);
+        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let removing = removing
+            .into_iter()
+            .map(|r| (r.id.clone(), removal::Removal::pending(r)))
+            .collect();
         Ok(ContainerService {
             inner: Arc::new(Inner {
                 deps,
                 bundles,
                 layers,
                 monitors,
+                gates: gates::PodGates::default(),
                 records: RwLock::new(records),
                 creating: tokio::sync::Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
                 removing: Mutex::new(removing),
                 events: events::Events::new(),
-                userns_problem,
-                rro_problem,
+                userns_problem: probes.userns_problem,
+                rro_problem: probes.rro_problem,
             }),
         })
     }
@@ -513,6 +580,18 @@ impl Inner {
             path: record.runtime_path.clone(),
             root: record.runtime_root.clone(),
             systemd_cgroup: false,
+        }
+    }
+
+    /// The container's runtime, to run its commands through.
+    fn runtime(&self, record: &ContainerRecord) -> seams::BoundRuntime {
+        self.bound_runtime(self.runtime_for(record))
+    }
+
+    fn bound_runtime(&self, oci: OciRuntime) -> seams::BoundRuntime {
+        seams::BoundRuntime {
+            commands: self.deps.runtime.clone(),
+            oci,
         }
     }
 }
