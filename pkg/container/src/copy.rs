@@ -159,7 +159,7 @@ pub(crate) async fn access(
             "container {id} has a read-only root filesystem"
         )));
     }
-    let sandbox = inner.deps.sandboxes.get(&record.sandbox_id).ok();
+    let sandbox = inner.deps.sandboxes.get(&record.sandbox_id);
     let ids = IdMap::from_maps(sandbox.as_ref().and_then(|s| s.userns.clone()));
     let rootfs = record.rootfs();
     let check = rootfs.clone();

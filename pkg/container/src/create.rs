@@ -22,7 +22,7 @@ pub(crate) async fn create(
         .deps
         .sandboxes
         .get(sandbox_id)
-        .map_err(|_| ContainerError::SandboxNotFound(sandbox_id.to_string()))?;
+        .ok_or_else(|| ContainerError::SandboxNotFound(sandbox_id.to_string()))?;
     if sandbox.state() != SandboxState::Ready {
         return Err(ContainerError::FailedPrecondition(format!(
             "pod sandbox {} is not ready",

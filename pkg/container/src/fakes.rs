@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use berth_cgroup::{CgroupError, PodCgroup};
 use berth_monitor_api::{ContainerInfo, CreateRequest, Exit, MonitorError};
-use berth_sandbox::{SandboxError, SandboxRecord};
+use berth_sandbox::SandboxRecord;
 use berth_spec::Mount;
 
 use crate::error::ContainerError;
@@ -449,13 +449,12 @@ impl RootfsOps for FakeRootfs {
 pub(crate) struct FakeSandboxes(pub(crate) Mutex<BTreeMap<String, SandboxRecord>>);
 
 impl SandboxLookup for FakeSandboxes {
-    fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
+    fn get(&self, id: &str) -> Option<SandboxRecord> {
         self.0
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(id)
             .cloned()
-            .ok_or_else(|| SandboxError::NotFound(id.to_string()))
     }
 
     fn list(&self) -> Vec<SandboxRecord> {

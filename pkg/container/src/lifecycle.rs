@@ -34,7 +34,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         .deps
         .sandboxes
         .get(&record.sandbox_id)
-        .map_err(|_| ContainerError::SandboxNotFound(record.sandbox_id.clone()))?;
+        .ok_or_else(|| ContainerError::SandboxNotFound(record.sandbox_id.clone()))?;
     if sandbox.state() != SandboxState::Ready {
         return Err(ContainerError::FailedPrecondition(format!(
             "pod sandbox {} is not ready",

@@ -61,7 +61,7 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), Container
 
 /// The container's log files, when they are in a log directory of Berth's own (see `logs.rs`).
 fn remove_log(inner: &Inner, record: &ContainerRecord) {
-    if let Ok(sandbox) = inner.deps.sandboxes.get(&record.sandbox_id) {
+    if let Some(sandbox) = inner.deps.sandboxes.get(&record.sandbox_id) {
         crate::logs::remove_container_log(&sandbox, record.log_path.as_deref());
     }
 }
@@ -251,7 +251,7 @@ pub(crate) async fn remove_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(
     finish_pod_removals(inner, sandbox_id).await?;
     // Also a monitor left without containers (berthd died between its spawn and the first
     // create), or one that does not exit: the pod is going, so it is killed if need be.
-    let sandbox = inner.deps.sandboxes.get(sandbox_id).ok();
+    let sandbox = inner.deps.sandboxes.get(sandbox_id);
     let cgroup = sandbox.as_ref().and_then(|s| s.cgroup.as_ref());
     inner.monitors.retire(sandbox_id, cgroup).await?;
     inner.gates.remove(sandbox_id);

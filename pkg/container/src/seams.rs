@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use berth_cgroup::{CgroupError, PodCgroup};
 use berth_monitor_api::{ContainerInfo, CreateRequest, Exit, MonitorError};
-use berth_sandbox::{SandboxError, SandboxRecord};
+use berth_sandbox::SandboxRecord;
 use berth_spec::Mount;
 
 use crate::error::ContainerError;
@@ -294,13 +294,15 @@ impl RootfsOps for SnapshotRootfs {
 
 /// The pod sandboxes containers are made in.
 pub(crate) trait SandboxLookup: Send + Sync {
-    fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError>;
+    /// The sandbox `id` names (an ID or a unique prefix); None if none does (every caller
+    /// treats any lookup failure as "no such pod").
+    fn get(&self, id: &str) -> Option<SandboxRecord>;
     fn list(&self) -> Vec<SandboxRecord>;
 }
 
 impl SandboxLookup for berth_sandbox::SandboxService {
-    fn get(&self, id: &str) -> Result<SandboxRecord, SandboxError> {
-        berth_sandbox::SandboxService::get(self, id)
+    fn get(&self, id: &str) -> Option<SandboxRecord> {
+        berth_sandbox::SandboxService::get(self, id).ok()
     }
 
     fn list(&self) -> Vec<SandboxRecord> {

@@ -124,10 +124,11 @@ fn a_failed_runtime_start_is_rolled_back() {
             h.calls(&["rootfs.unmount"])
                 .contains(&format!("rootfs.unmount {}", rootfs.display()))
         );
-        let state = h.world.state();
-        assert!(state.runtime_state.is_empty() && state.mounted.is_empty());
-        assert!(state.monitors.is_empty());
-        drop(state);
+        {
+            let state = h.world.state();
+            assert!(state.runtime_state.is_empty() && state.mounted.is_empty());
+            assert!(state.monitors.is_empty());
+        }
         // The container stays, EXITED with StartError, durably.
         let record = service.get(&id).expect("listed");
         assert_eq!(record.state(), ContainerState::Exited);
