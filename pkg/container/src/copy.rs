@@ -159,7 +159,7 @@ pub(crate) async fn access(
             "container {id} has a read-only root filesystem"
         )));
     }
-    let sandbox = inner.deps.sandboxes.get(&record.sandbox_id).ok();
+    let sandbox = inner.deps.sandboxes.get(&record.sandbox_id);
     let ids = IdMap::from_maps(sandbox.as_ref().and_then(|s| s.userns.clone()));
     let rootfs = record.rootfs();
     let check = rootfs.clone();
@@ -182,17 +182,17 @@ pub(crate) async fn access(
             "container {id} is being created or removed"
         )));
     }
-    let snapshots = inner.deps.images.snapshotter().clone();
+    let mounts = inner.deps.rootfs.clone();
     let userns = ids.maps.is_some();
     let work = move || -> Result<(Root, Option<PathBuf>), ContainerError> {
         if let Some(root) = open_mounted(&rootfs)? {
             return Ok((root, None));
         }
-        mount_for_copy(&record, &snapshots, userns)?;
+        mount_for_copy(&record, mounts.as_ref(), userns)?;
         match open_mounted(&rootfs) {
             Ok(Some(root)) => Ok((root, Some(rootfs))),
             other => {
-                let _ = berth_snapshot::unmount(&rootfs);
+                let _ = mounts.unmount(&rootfs);
                 Err(other.err().unwrap_or_else(|| {
                     ContainerError::Internal(format!("{} is not mounted", rootfs.display()))
                 }))
@@ -213,7 +213,7 @@ pub(crate) async fn access(
 /// Mounts the overlay of a container whose rootfs is not mounted (a failed start unmounts it).
 fn mount_for_copy(
     record: &ContainerRecord,
-    snapshots: &berth_snapshot::Snapshotter,
+    mounts: &dyn crate::seams::RootfsOps,
     userns: bool,
 ) -> Result<(), ContainerError> {
     let rootfs = record.rootfs();
@@ -238,8 +238,7 @@ fn mount_for_copy(
         )));
     }
     std::fs::create_dir_all(&rootfs).map_err(ContainerError::io("create", &rootfs))?;
-    let mount = snapshots.prepare_rootfs(&record.snapshot, &record.overlay_dir())?;
-    mount.mount(&rootfs, false)?;
+    mounts.mount_rootfs(&record.snapshot, &record.overlay_dir(), &rootfs)?;
     Ok(())
 }
 

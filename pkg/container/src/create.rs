@@ -22,7 +22,7 @@ pub(crate) async fn create(
         .deps
         .sandboxes
         .get(sandbox_id)
-        .map_err(|_| ContainerError::SandboxNotFound(sandbox_id.to_string()))?;
+        .ok_or_else(|| ContainerError::SandboxNotFound(sandbox_id.to_string()))?;
     if sandbox.state() != SandboxState::Ready {
         return Err(ContainerError::FailedPrecondition(format!(
             "pod sandbox {} is not ready",
@@ -75,13 +75,12 @@ async fn create_named(
     }
 
     let mut config = config;
-    crate::image_volumes::resolve(&inner.deps.images, &mut config.mounts)?;
+    crate::image_volumes::resolve(inner.deps.images.as_ref(), &mut config.mounts)?;
     let image = inner
         .deps
         .images
-        .status(&config.image)
-        .ok_or_else(|| ContainerError::ImageNotFound(config.image.clone()))?
-        .record;
+        .image(&config.image)
+        .ok_or_else(|| ContainerError::ImageNotFound(config.image.clone()))?;
     let snapshot = image
         .top_chain_id()
         .ok_or_else(|| {
@@ -246,7 +245,7 @@ async fn prepare(
             )));
         }
     };
-    let snapshots = inner.deps.images.snapshotter().clone();
+    let mounts = inner.deps.rootfs.clone();
     let cgroups = inner.deps.cgroups.clone();
     let sandbox = sandbox.clone();
     let image = image.clone();
@@ -254,10 +253,9 @@ async fn prepare(
     let rec = tokio::task::spawn_blocking(move || -> Result<ContainerRecord, ContainerError> {
         let rootfs = rec.rootfs();
         std::fs::create_dir_all(&rootfs).map_err(ContainerError::io("create", &rootfs))?;
-        let mount = snapshots.prepare_rootfs(&rec.snapshot, &rec.overlay_dir())?;
-        mount.mount(&rootfs, false)?;
+        let mount = mounts.mount_rootfs(&rec.snapshot, &rec.overlay_dir(), &rootfs)?;
         berth_failpoint::fail("container/create/after-rootfs").map_err(ContainerError::Internal)?;
-        crate::image_volumes::mount_all(&snapshots, &rec.bundle, &mut rec.config.mounts)?;
+        mounts.mount_image_volumes(&rec.bundle, &mut rec.config.mounts)?;
         let volumes = rec.rw_dir.join("volumes");
         std::fs::create_dir_all(&volumes).map_err(ContainerError::io("create", &volumes))?;
         let cgroups_path = sandbox
@@ -302,9 +300,7 @@ async fn prepare(
         if let Some(userns) = &userns {
             // build() read the image's passwd and made the working dir with the container's
             // ids on the plain overlay; now the idmapped one replaces it (see userns.rs).
-            berth_snapshot::unmount(&rootfs)?;
-            userns::shift_upper(&mount.upperdir, &userns.maps)?;
-            userns::mount_rootfs(&mount, &rootfs, &rec.rw_dir, userns)?;
+            mount.remount_idmapped(&rootfs, &rec.rw_dir, userns)?;
             userns::stage_binds(&mut built.spec, &rec.bundle, userns)?;
             userns::apply_to_spec(&mut built.spec, userns)?;
         }
@@ -330,7 +326,7 @@ async fn prepare(
 
 /// Undoes a failed or abandoned CreateContainer: by path, not by what the record says was done.
 pub(crate) async fn rollback(inner: &Arc<Inner>, record: &ContainerRecord) {
-    if let Err(e) = remove_files(record).await {
+    if let Err(e) = remove_files(inner, record).await {
         tracing::warn!(container_id = %record.id, error = %e, "rolling back a failed CreateContainer");
     }
     if let Err(e) = inner.delete(&record.id).await {
@@ -339,7 +335,11 @@ pub(crate) async fn rollback(inner: &Arc<Inner>, record: &ContainerRecord) {
 }
 
 /// Unmounts the rootfs and removes the bundle and the writable layer. Idempotent.
-pub(crate) async fn remove_files(record: &ContainerRecord) -> Result<(), ContainerError> {
+pub(crate) async fn remove_files(
+    inner: &Inner,
+    record: &ContainerRecord,
+) -> Result<(), ContainerError> {
+    let mounts = inner.deps.rootfs.clone();
     let rootfs = record.rootfs();
     let bundle = record.bundle.clone();
     let rw_dir = record.rw_dir.clone();
@@ -351,9 +351,9 @@ pub(crate) async fn remove_files(record: &ContainerRecord) -> Result<(), Contain
         userns::unstage(&bundle.join(rro::STAGING))?;
         userns::unstage(&rw_dir.join(userns::LAYER_STAGING))?;
         if rootfs.exists() {
-            berth_snapshot::unmount(&rootfs)?;
+            mounts.unmount(&rootfs)?;
         }
-        crate::image_volumes::unmount_all(&bundle)?;
+        mounts.unmount_image_volumes(&bundle)?;
         monitors::remove_dir(&bundle)?;
         monitors::remove_dir(&rw_dir)
     })

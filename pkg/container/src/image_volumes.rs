@@ -23,7 +23,7 @@ const DIR: &str = "image-volumes";
 /// Resolves every image volume's image against the store (it must be pulled): fills its image
 /// ID and top snapshot. Checks the sub paths' shape. Changes nothing on disk.
 pub(crate) fn resolve(
-    images: &berth_image::ImageService,
+    images: &dyn crate::seams::ImageLookup,
     mounts: &mut [Mount],
 ) -> Result<(), ContainerError> {
     for m in mounts.iter_mut() {
@@ -47,9 +47,8 @@ pub(crate) fn resolve(
             )));
         }
         let image = images
-            .status(&source.image)
-            .ok_or_else(|| ContainerError::ImageNotFound(source.image.clone()))?
-            .record;
+            .image(&source.image)
+            .ok_or_else(|| ContainerError::ImageNotFound(source.image.clone()))?;
         let snapshot = image.top_chain_id().ok_or_else(|| {
             ContainerError::FailedPrecondition(format!(
                 "mount {}: image {} has no layers",

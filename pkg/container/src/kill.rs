@@ -119,7 +119,7 @@ async fn kill(inner: &Arc<Inner>, id: &str, sig: i32) -> Result<(), ContainerErr
             }
         }
     }
-    inner.runtime_for(&record).kill(id, sig).await
+    inner.runtime(&record).kill(id, sig).await
 }
 
 impl ContainerService {

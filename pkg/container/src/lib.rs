@@ -13,9 +13,13 @@ mod create;
 mod error;
 mod events;
 mod exec;
+#[cfg(test)]
+mod fakes;
 mod filter;
+mod gates;
 mod ids;
 mod image_volumes;
+mod inner;
 mod kill;
 mod lifecycle;
 mod logs;
@@ -27,10 +31,13 @@ mod removal;
 mod resolve;
 mod rro;
 mod runtime;
+mod seams;
 mod signal;
 mod stdio;
 mod tarin;
 mod tarout;
+#[cfg(test)]
+mod tests;
 mod top;
 mod userns;
 mod watch;
@@ -110,11 +117,33 @@ pub struct ContainerService {
 /// kubelet's identity of a container: a retry with the same one finds the first container.
 type NameKey = (String, String, u32);
 
+/// What the service holds of [`ContainerDeps`]: the collaborators that need root or a real host
+/// behind the traits of `seams.rs`, so unit tests can give fakes.
+pub(crate) struct Deps {
+    pub(crate) store: Store,
+    pub(crate) images: Arc<dyn seams::ImageLookup>,
+    pub(crate) sandboxes: Arc<dyn seams::SandboxLookup>,
+    pub(crate) cgroups: Arc<dyn seams::CgroupOps>,
+    pub(crate) runtime: Arc<dyn seams::RuntimeCommands>,
+    pub(crate) rootfs: Arc<dyn seams::RootfsOps>,
+    pub(crate) handlers: BTreeMap<String, Handler>,
+    pub(crate) monitor_binary: PathBuf,
+    pub(crate) metrics: ContainerMetrics,
+}
+
+/// The startup probes' findings (see [`ContainerService::user_namespaces_unsupported`] and
+/// [`ContainerService::recursive_read_only_unsupported`]).
+pub(crate) struct Probes {
+    pub(crate) userns_problem: Option<String>,
+    pub(crate) rro_problem: Option<String>,
+}
+
 pub(crate) struct Inner {
-    deps: ContainerDeps,
+    deps: Deps,
     bundles: PathBuf,
     layers: PathBuf,
-    monitors: monitors::Monitors,
+    monitors: Arc<dyn seams::PodMonitors>,
+    gates: gates::PodGates,
     /// Write-through cache of the store's container records.
     records: RwLock<BTreeMap<String, ContainerRecord>>,
     creating: tokio::sync::Mutex<HashMap<NameKey, Arc<tokio::sync::Mutex<()>>>>,
@@ -142,16 +171,6 @@ impl ContainerService {
         for dir in [&bundles, &layers] {
             std::fs::create_dir_all(dir).map_err(ContainerError::io("create", dir))?;
         }
-        let (removing, records): (Vec<ContainerRecord>, Vec<ContainerRecord>) = deps
-            .store
-            .list::<ContainerRecord>()?
-            .into_iter()
-            .partition(|r| r.phase == Phase::Removing);
-        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
-        let removing = removing
-            .into_iter()
-            .map(|r| (r.id.clone(), removal::Removal::pending(r)))
-            .collect();
         let monitors =
             monitors::Monitors::new(deps.monitor_binary.clone(), deps.state_dir.join("mon"));
         // Once at startup: the kernel and filesystem don't change under a running berthd.
@@ -166,20 +185,69 @@ impl ContainerService {
             None => tracing::info!("recursive read-only mounts work"),
             Some(p) => tracing::info!(problem = %p, "recursive read-only mounts are refused"),
         }
+        let rootfs = seams::SnapshotRootfs(deps.images.snapshotter().clone());
+        let parts = Deps {
+            store: deps.store,
+            images: Arc::new(deps.images),
+            sandboxes: Arc::new(deps.sandboxes),
+            cgroups: Arc::new(deps.cgroups),
+            runtime: Arc::new(seams::CommandLine),
+            rootfs: Arc::new(rootfs),
+            handlers: deps.handlers,
+            monitor_binary: deps.monitor_binary,
+            metrics: deps.metrics,
+        };
+        let probes = Probes {
+            userns_problem,
+            rro_problem,
+        };
+        Self::open_with(
+            parts,
+            Arc::new(monitors),
+            probes,
+            &deps.state_dir,
+            &deps.root_dir,
+        )
+    }
+
+    /// [`ContainerService::open`] with the collaborators given (fakes, in unit tests).
+    pub(crate) fn open_with(
+        deps: Deps,
+        monitors: Arc<dyn seams::PodMonitors>,
+        probes: Probes,
+        state_dir: &std::path::Path,
+        root_dir: &std::path::Path,
+    ) -> Result<ContainerService, ContainerError> {
+        let bundles = state_dir.join("containers");
+        let layers = root_dir.join("containers");
+        for dir in [&bundles, &layers] {
+            std::fs::create_dir_all(dir).map_err(ContainerError::io("create", dir))?;
+        }
+        let (removing, records): (Vec<ContainerRecord>, Vec<ContainerRecord>) = deps
+            .store
+            .list::<ContainerRecord>()?
+            .into_iter()
+            .partition(|r| r.phase == Phase::Removing);
+        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let removing = removing
+            .into_iter()
+            .map(|r| (r.id.clone(), removal::Removal::pending(r)))
+            .collect();
         Ok(ContainerService {
             inner: Arc::new(Inner {
                 deps,
                 bundles,
                 layers,
                 monitors,
+                gates: gates::PodGates::default(),
                 records: RwLock::new(records),
                 creating: tokio::sync::Mutex::new(HashMap::new()),
                 locks: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
                 removing: Mutex::new(removing),
                 events: events::Events::new(),
-                userns_problem,
-                rro_problem,
+                userns_problem: probes.userns_problem,
+                rro_problem: probes.rro_problem,
             }),
         })
     }
@@ -387,130 +455,6 @@ async fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, ContainerError>> + Send + 'static,
 ) -> Result<T, ContainerError> {
     tokio::spawn(work).await.map_err(ContainerError::task)?
-}
-
-impl Inner {
-    fn records(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ContainerRecord>> {
-        self.records.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn records_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ContainerRecord>> {
-        self.records.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn record(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
-        self.records()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ContainerError::NotFound(id.to_string()))
-    }
-
-    /// The container's lock. Only a container that exists (or is being removed) gets one kept
-    /// in the map: an operation on an unknown ID finds nothing to do, and keeping a lock for it
-    /// would leave an entry behind for every such call (an exit watched after a removal, a Stop
-    /// of an unknown ID).
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let known = self.records().contains_key(id) || self.removing_mut().contains_key(id);
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        match locks.get(id) {
-            Some(lock) => lock.clone(),
-            None if known => locks.entry(id.to_string()).or_default().clone(),
-            None => Arc::default(),
-        }
-    }
-
-    fn forget_lock(&self, id: &str) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
-    }
-
-    /// Writes the record to the store (durably), then to the cache.
-    async fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
-        let store = self.deps.store.clone();
-        let to_write = record.clone();
-        tokio::task::spawn_blocking(move || store.put(&to_write))
-            .await
-            .map_err(ContainerError::task)??;
-        let old = self
-            .records_mut()
-            .insert(record.id.clone(), record.clone())
-            .map(|r| r.phase);
-        if let Some(kind) = events::for_change(old, record.phase) {
-            self.deps.metrics.observe(kind, record);
-            self.events.send(kind, record);
-        }
-        Ok(())
-    }
-
-    /// Updates the cache alone: for a phase that need not survive a crash (Starting).
-    fn cache(&self, record: &ContainerRecord) {
-        self.records_mut().insert(record.id.clone(), record.clone());
-    }
-
-    /// RemoveContainer's durable step: the record becomes REMOVING in the store and leaves the
-    /// cache (CRI no longer sees it; Deleted is sent); the cleanup still to do is registered.
-    async fn tombstone(&self, record: &mut ContainerRecord) -> Result<(), ContainerError> {
-        let was = record.phase;
-        record.phase = Phase::Removing;
-        let store = self.deps.store.clone();
-        let to_write = record.clone();
-        let written = tokio::task::spawn_blocking(move || store.put(&to_write))
-            .await
-            .map_err(ContainerError::task)
-            .and_then(|r| r.map_err(ContainerError::from));
-        if let Err(e) = written {
-            record.phase = was;
-            return Err(e);
-        }
-        self.records_mut().remove(&record.id);
-        self.removing_mut()
-            .insert(record.id.clone(), removal::Removal::pending(record.clone()));
-        if was != Phase::Creating {
-            self.deps
-                .metrics
-                .observe(ContainerEventKind::Deleted, record);
-            self.events.send(ContainerEventKind::Deleted, record);
-        }
-        Ok(())
-    }
-
-    fn removing_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, removal::Removal>> {
-        self.removing.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    async fn delete(&self, id: &str) -> Result<(), ContainerError> {
-        let store = self.deps.store.clone();
-        let key = id.to_string();
-        tokio::task::spawn_blocking(move || store.delete::<ContainerRecord>(&key))
-            .await
-            .map_err(ContainerError::task)??;
-        let removed = self.records_mut().remove(id);
-        if let Some(record) = removed.filter(|r| r.phase != Phase::Creating) {
-            self.deps
-                .metrics
-                .observe(ContainerEventKind::Deleted, &record);
-            self.events.send(ContainerEventKind::Deleted, &record);
-        }
-        Ok(())
-    }
-
-    fn pod_container_ids(&self, sandbox_id: &str) -> Vec<String> {
-        self.records()
-            .values()
-            .filter(|r| r.sandbox_id == sandbox_id)
-            .map(|r| r.id.clone())
-            .collect()
-    }
-
-    fn runtime_for(&self, record: &ContainerRecord) -> OciRuntime {
-        OciRuntime {
-            path: record.runtime_path.clone(),
-            root: record.runtime_root.clone(),
-            systemd_cgroup: false,
-        }
-    }
 }
 
 struct PodHook(Arc<Inner>);

@@ -12,7 +12,8 @@ use berth_spec::Resources;
 use crate::create::now_ns;
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
-use crate::{Inner, OciRuntime, monitors, signal, watch};
+use crate::seams::{BoundRuntime, MonitorConn};
+use crate::{Inner, OciRuntime, signal, watch};
 
 /// How long the runtime may take to set a container up before the monitor gives up on it.
 pub(crate) const RUNTIME_CREATE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,7 +34,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         .deps
         .sandboxes
         .get(&record.sandbox_id)
-        .map_err(|_| ContainerError::SandboxNotFound(record.sandbox_id.clone()))?;
+        .ok_or_else(|| ContainerError::SandboxNotFound(record.sandbox_id.clone()))?;
     if sandbox.state() != SandboxState::Ready {
         return Err(ContainerError::FailedPrecondition(format!(
             "pod sandbox {} is not ready",
@@ -46,7 +47,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     let began = std::time::Instant::now();
     // Shared with other starts in the pod; excludes telling the monitor its last container is
     // gone until this container is the monitor's.
-    let gate = inner.monitors.start_gate(&sandbox.id).await;
+    let gate = inner.gates.start_gate(&sandbox.id).await;
     let (monitor, systemd_cgroup, oom_files) = pod_monitor(inner, &sandbox, id).await?;
     berth_failpoint::fail("container/start/after-monitor").map_err(ContainerError::Internal)?;
 
@@ -58,15 +59,15 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     inner.cache(&record);
     berth_failpoint::fail("container/start/before-runtime").map_err(ContainerError::Internal)?;
     let recorded = began.elapsed();
-    let runtime = OciRuntime {
+    let runtime = inner.bound_runtime(OciRuntime {
         path: record.runtime_path.clone(),
         root: record.runtime_root.clone(),
         systemd_cgroup,
-    };
+    });
     let request = CreateRequest {
         container_id: id.to_string(),
-        runtime_path: runtime.path.clone(),
-        runtime_args: runtime.global_args(),
+        runtime_path: runtime.oci.path.clone(),
+        runtime_args: runtime.oci.global_args(),
         bundle: record.bundle.clone(),
         log_path: record.log_path.clone(),
         tty: record.config.tty,
@@ -113,7 +114,7 @@ async fn pod_monitor(
     inner: &Arc<Inner>,
     sandbox: &berth_sandbox::SandboxRecord,
     id: &str,
-) -> Result<(berth_monitor_api::Monitor, bool, Vec<std::path::PathBuf>), ContainerError> {
+) -> Result<(Arc<dyn MonitorConn>, bool, Vec<std::path::PathBuf>), ContainerError> {
     let cgroups = &inner.deps.cgroups;
     let (oom_files, systemd_cgroup) = match &sandbox.cgroup {
         Some(cg) if cgroups.exists(cg) => (cgroups.oom_files(cg, id), cg.runc_systemd),
@@ -144,7 +145,7 @@ pub(crate) fn prespawn_monitor(inner: &Arc<Inner>, sandbox: berth_sandbox::Sandb
     let inner = inner.clone();
     tokio::spawn(async move {
         // As a start: never while the pod's monitor is being told its last container is gone.
-        let _gate = inner.monitors.start_gate(&sandbox.id).await;
+        let _gate = inner.gates.start_gate(&sandbox.id).await;
         let spawned = match monitor_cgroup_procs(&inner, &sandbox) {
             Ok(procs) => inner
                 .monitors
@@ -190,14 +191,14 @@ fn prepare_log_path(path: &Path) -> Result<(), ContainerError> {
 pub(crate) async fn start_failed(
     inner: &Arc<Inner>,
     record: &mut ContainerRecord,
-    runtime: &OciRuntime,
+    runtime: &BoundRuntime,
     error: &ContainerError,
 ) {
     if let Err(e) = runtime.delete(&record.id).await {
         tracing::warn!(container_id = %record.id, error = %e, "deleting runtime state after a failed start");
     }
     {
-        let _gate = inner.monitors.last_gate(&record.sandbox_id).await;
+        let _gate = inner.gates.last_gate(&record.sandbox_id).await;
         if !crate::removal::monitor_needed_by_others(inner, record) {
             let _ = inner
                 .monitors
@@ -206,7 +207,8 @@ pub(crate) async fn start_failed(
         }
     }
     let rootfs = record.rootfs();
-    let _ = tokio::task::spawn_blocking(move || berth_snapshot::unmount(&rootfs)).await;
+    let mounts = inner.deps.rootfs.clone();
+    let _ = tokio::task::spawn_blocking(move || mounts.unmount(&rootfs)).await;
     record.phase = Phase::Exited;
     record.exit_code = 128;
     record.reason = "StartError".into();
@@ -248,7 +250,7 @@ pub(crate) async fn stop_process(
     record: &ContainerRecord,
     timeout: Duration,
 ) -> Result<Exit, ContainerError> {
-    let exit = exit_of(record);
+    let exit = exit_of(inner, record);
     tokio::pin!(exit);
     if !timeout.is_zero() && record.stop_signal != libc::SIGKILL {
         kill(inner, record, record.stop_signal).await?;
@@ -282,14 +284,21 @@ async fn kill(
             }
         }
     }
-    inner.runtime_for(record).kill(&record.id, sig).await
+    inner.runtime(record).kill(&record.id, sig).await
 }
 
 /// The container's exit, from its monitor, or from the exit file the monitor left.
-async fn exit_of(record: &ContainerRecord) -> Result<Exit, ContainerError> {
-    match monitors::wait_exit(&record.monitor_dir, &record.id).await {
+async fn exit_of(inner: &Inner, record: &ContainerRecord) -> Result<Exit, ContainerError> {
+    match inner
+        .monitors
+        .wait_exit(&record.monitor_dir, &record.id)
+        .await
+    {
         Ok(exit) => Ok(exit),
-        Err(e) => match berth_monitor_api::read_exit_file(&record.monitor_dir, &record.id)? {
+        Err(e) => match inner
+            .monitors
+            .read_exit_file(&record.monitor_dir, &record.id)?
+        {
             Some(exit) => Ok(exit),
             None => Err(e),
         },
@@ -306,7 +315,7 @@ pub(crate) async fn update_resources(
     let mut record = inner.record(id)?;
     let linux = berth_spec::linux_resources(&resources)?;
     match record.phase {
-        Phase::Running => inner.runtime_for(&record).update(id, &linux).await?,
+        Phase::Running => inner.runtime(&record).update(id, &linux).await?,
         Phase::Created => {
             // Not running yet: the runtime reads the new limits from the bundle at start.
             let bundle = record.bundle.clone();
@@ -384,7 +393,7 @@ pub(crate) async fn stop_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(),
 /// background, as containerd's shim does, so RemoveContainer has less to do. Remove deletes it
 /// too if this has not happened yet (both are idempotent).
 pub(crate) fn delete_runtime_state(inner: &Arc<Inner>, record: &ContainerRecord) {
-    let runtime = inner.runtime_for(record);
+    let runtime = inner.runtime(record);
     let id = record.id.clone();
     let task = tokio::spawn(async move {
         if let Err(e) = runtime.delete(&id).await {

@@ -173,7 +173,7 @@ impl Collector for StateCollector {
             self.containers.with_label_values(&[state]).set(n);
         }
         let (mut ready, mut not_ready) = (0, 0);
-        for s in inner.deps.sandboxes.list(&Default::default()) {
+        for s in inner.deps.sandboxes.list() {
             match s.state() {
                 berth_sandbox::SandboxState::Ready => ready += 1,
                 berth_sandbox::SandboxState::NotReady => not_ready += 1,

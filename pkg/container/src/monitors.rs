@@ -11,6 +11,7 @@ use berth_monitor_api::{Exit, Monitor, MonitorError, proto};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::ContainerError;
+use crate::seams::{BoxFuture, MonitorConn, PodMonitors};
 
 /// How much of the sandbox ID names the monitor's directory: unix socket paths are limited to
 /// 108 bytes, and 128 bits are as unique as the full ID in practice.
@@ -29,10 +30,6 @@ struct PodMonitor {
     /// The monitor, once spawned or found. Locked while it is spawned, so a start waits for a
     /// spawn already in flight (CreateContainer begins one) instead of making a second.
     slot: tokio::sync::Mutex<Option<Entry>>,
-    /// Starts hold it shared from getting the monitor until it has taken the container; telling
-    /// the monitor its last container is gone (after which it exits) holds it exclusively, so no
-    /// start hands its container to a monitor that is exiting.
-    gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 struct Entry {
@@ -55,11 +52,6 @@ impl Entry {
     }
 }
 
-/// Held by a start while it hands a container to the pod's monitor.
-pub(crate) type StartGate = tokio::sync::OwnedRwLockReadGuard<()>;
-/// Held while the pod's monitor is told its last container is gone, until it has exited.
-pub(crate) type LastGate = tokio::sync::OwnedRwLockWriteGuard<()>;
-
 impl Monitors {
     pub(crate) fn new(binary: PathBuf, dir: PathBuf) -> Monitors {
         Monitors {
@@ -81,16 +73,6 @@ impl Monitors {
             .entry(sandbox_id.to_string())
             .or_default()
             .clone()
-    }
-
-    /// See [`PodMonitor::gate`].
-    pub(crate) async fn start_gate(&self, sandbox_id: &str) -> StartGate {
-        self.pod(sandbox_id).gate.clone().read_owned().await
-    }
-
-    /// See [`PodMonitor::gate`].
-    pub(crate) async fn last_gate(&self, sandbox_id: &str) -> LastGate {
-        self.pod(sandbox_id).gate.clone().write_owned().await
     }
 
     /// The pod's monitor, started if it has none (or its monitor died).
@@ -300,6 +282,77 @@ impl Monitors {
             .unwrap_or_else(|p| p.into_inner())
             .remove(sandbox_id);
         Ok(())
+    }
+}
+
+impl PodMonitors for Monitors {
+    fn dir_for(&self, sandbox_id: &str) -> PathBuf {
+        Monitors::dir_for(self, sandbox_id)
+    }
+
+    fn get_or_spawn<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+        cgroup_procs: Vec<PathBuf>,
+    ) -> BoxFuture<'a, Result<Arc<dyn MonitorConn>, ContainerError>> {
+        Box::pin(async move {
+            let monitor = Monitors::get_or_spawn(self, sandbox_id, cgroup_procs).await?;
+            Ok(Arc::new(monitor) as Arc<dyn MonitorConn>)
+        })
+    }
+
+    fn get<'a>(&'a self, sandbox_id: &'a str) -> BoxFuture<'a, Option<Arc<dyn MonitorConn>>> {
+        Box::pin(async move {
+            let monitor = Monitors::get(self, sandbox_id).await?;
+            Some(Arc::new(monitor) as Arc<dyn MonitorConn>)
+        })
+    }
+
+    fn live(&self) -> Vec<Arc<dyn MonitorConn>> {
+        Monitors::live(self)
+            .into_iter()
+            .map(|m| Arc::new(m) as Arc<dyn MonitorConn>)
+            .collect()
+    }
+
+    fn forget<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+        container_id: &'a str,
+        last: bool,
+        only_if_known: bool,
+    ) -> BoxFuture<'a, Result<(), ContainerError>> {
+        Box::pin(Monitors::forget(
+            self,
+            sandbox_id,
+            container_id,
+            last,
+            only_if_known,
+        ))
+    }
+
+    fn retire<'a>(
+        &'a self,
+        sandbox_id: &'a str,
+        cgroup: Option<&'a berth_cgroup::PodCgroup>,
+    ) -> BoxFuture<'a, Result<(), ContainerError>> {
+        Box::pin(Monitors::retire(self, sandbox_id, cgroup))
+    }
+
+    fn wait_exit<'a>(
+        &'a self,
+        monitor_dir: &'a Path,
+        container_id: &'a str,
+    ) -> BoxFuture<'a, Result<Exit, ContainerError>> {
+        Box::pin(wait_exit(monitor_dir, container_id))
+    }
+
+    fn read_exit_file(
+        &self,
+        monitor_dir: &Path,
+        container_id: &str,
+    ) -> Result<Option<Exit>, MonitorError> {
+        berth_monitor_api::read_exit_file(monitor_dir, container_id)
     }
 }
 

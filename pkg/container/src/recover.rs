@@ -35,7 +35,9 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
                 // (or the exit file it left) tells whether it got the container.
                 let guard = inner.lock_for(&record.id).lock_owned().await;
                 let listed = listed(inner, &record).await;
-                let exited = berth_monitor_api::read_exit_file(&record.monitor_dir, &record.id)
+                let exited = inner
+                    .monitors
+                    .read_exit_file(&record.monitor_dir, &record.id)
                     .ok()
                     .flatten()
                     .is_some();
@@ -161,11 +163,13 @@ async fn reconcile(
 ) -> Result<(), ContainerError> {
     let exit_file = match listed {
         Some(_) => None,
-        None => berth_monitor_api::read_exit_file(&record.monitor_dir, &record.id)
+        None => inner
+            .monitors
+            .read_exit_file(&record.monitor_dir, &record.id)
             .ok()
             .flatten(),
     };
-    let runtime = inner.runtime_for(&record);
+    let runtime = inner.runtime(&record);
     match decide(record.phase, listed, exit_file, awaited) {
         Decision::Adopt(info) => {
             record.phase = Phase::Running;

@@ -61,7 +61,7 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), Container
 
 /// The container's log files, when they are in a log directory of Berth's own (see `logs.rs`).
 fn remove_log(inner: &Inner, record: &ContainerRecord) {
-    if let Ok(sandbox) = inner.deps.sandboxes.get(&record.sandbox_id) {
+    if let Some(sandbox) = inner.deps.sandboxes.get(&record.sandbox_id) {
         crate::logs::remove_container_log(&sandbox, record.log_path.as_deref());
     }
 }
@@ -106,7 +106,7 @@ async fn finish_removal(
     if let Some(task) = in_flight {
         let _ = task.await;
     }
-    let runtime = inner.runtime_for(&record);
+    let runtime = inner.runtime(&record);
     if runtime.has_state(id) {
         runtime.delete(id).await?;
     }
@@ -116,7 +116,7 @@ async fn finish_removal(
     release_monitor(inner, &record, pod_removal).await?;
     berth_failpoint::fail("container/cleanup/after-monitor").map_err(ContainerError::Internal)?;
     let monitor_released = began.elapsed();
-    create::remove_files(&record).await?;
+    create::remove_files(inner, &record).await?;
     remove_log(inner, &record);
     berth_failpoint::fail("container/cleanup/after-files").map_err(ContainerError::Internal)?;
     let files_removed = began.elapsed();
@@ -142,7 +142,7 @@ async fn release_monitor(
     record: &ContainerRecord,
     pod_removal: bool,
 ) -> Result<(), ContainerError> {
-    let _gate = inner.monitors.last_gate(&record.sandbox_id).await;
+    let _gate = inner.gates.last_gate(&record.sandbox_id).await;
     let last = !monitor_needed_by_others(inner, record);
     let started = record.started_at_ns > 0 || record.phase == Phase::Starting;
     let forgot = inner
@@ -251,9 +251,10 @@ pub(crate) async fn remove_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(
     finish_pod_removals(inner, sandbox_id).await?;
     // Also a monitor left without containers (berthd died between its spawn and the first
     // create), or one that does not exit: the pod is going, so it is killed if need be.
-    let sandbox = inner.deps.sandboxes.get(sandbox_id).ok();
+    let sandbox = inner.deps.sandboxes.get(sandbox_id);
     let cgroup = sandbox.as_ref().and_then(|s| s.cgroup.as_ref());
     inner.monitors.retire(sandbox_id, cgroup).await?;
+    inner.gates.remove(sandbox_id);
     if let Some(sandbox) = &sandbox {
         crate::logs::remove_pod_log_dir(sandbox);
     }

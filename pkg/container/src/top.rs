@@ -238,7 +238,7 @@ impl ContainerService {
                 record.state()
             )));
         }
-        let sandbox = self.inner.deps.sandboxes.get(&record.sandbox_id).ok();
+        let sandbox = self.inner.deps.sandboxes.get(&record.sandbox_id);
         let ids = IdMap::from_maps(sandbox.as_ref().and_then(|s| s.userns.clone()));
         let cgroups = &self.inner.deps.cgroups;
         let dirs: Vec<PathBuf> = match sandbox.as_ref().and_then(|s| s.cgroup.as_ref()) {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use berth_monitor_api::Exit;
 
+use crate::Inner;
 use crate::error::ContainerError;
 use crate::record::Phase;
-use crate::{Inner, monitors};
 
 /// Starts watching a running container.
 pub(crate) fn spawn(inner: &Arc<Inner>, id: &str) {
@@ -22,7 +22,7 @@ pub(crate) fn spawn(inner: &Arc<Inner>, id: &str) {
         // gone leaves the exit file behind, if it got to write one.
         let mut attempts = 0;
         let (exit, message) = loop {
-            match monitors::wait_exit(&record.monitor_dir, &id).await {
+            match inner.monitors.wait_exit(&record.monitor_dir, &id).await {
                 Ok(exit) => break (exit, None),
                 Err(e) => {
                     if !inner.record(&id).is_ok_and(|r| r.phase == Phase::Running) {
@@ -31,7 +31,7 @@ pub(crate) fn spawn(inner: &Arc<Inner>, id: &str) {
                     attempts += 1;
                     if attempts >= 5 {
                         tracing::warn!(container_id = %id, error = %e, "lost track of the container's monitor");
-                        match berth_monitor_api::read_exit_file(&record.monitor_dir, &id) {
+                        match inner.monitors.read_exit_file(&record.monitor_dir, &id) {
                             Ok(Some(exit)) => break (exit, None),
                             _ => {
                                 inner.deps.metrics.monitor_lost();
