@@ -4,9 +4,7 @@
 //! it; `ContainerService::open` wires the real ones, and the unit tests (`tests/`) fakes that
 //! record calls and fail on request, so lifecycle, rollback and recovery run without root.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
 
 use berth_cgroup::{CgroupError, PodCgroup};
@@ -17,7 +15,7 @@ use berth_spec::Mount;
 use crate::error::ContainerError;
 use crate::runtime::OciRuntime;
 
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use futures_core::future::BoxFuture;
 
 /// The OCI runtime commands berthd runs itself (`run` is the monitor's). `runtime` says which
 /// binary and state dir.

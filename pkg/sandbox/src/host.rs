@@ -4,9 +4,7 @@
 //! exists, so lifecycle, rollback and crash recovery run without root and in milliseconds.
 //! (The CNI plugins have their seam in `berth-network`: `Cni::with_executor`.)
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
 use berth_cgroup::{CgroupError, Cgroups, PodCgroup, PodResources};
 use berth_namespace::{NsKind, PinRequest};
@@ -15,7 +13,7 @@ use crate::error::SandboxError;
 use crate::files;
 use crate::init::{self, InitProcess};
 
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use futures_core::future::BoxFuture;
 
 /// The namespace files a pin made; `None` for the kinds the pod shares with the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
