@@ -119,7 +119,7 @@ pub struct Timestamp(pub [u8; 30]);
 
 impl Timestamp {
     pub fn now() -> Timestamp {
-        Timestamp::from_unix_ns(sys::now_ns())
+        Timestamp::from_unix_ns(berth_clock::now_ns())
     }
 
     pub fn from_unix_ns(ns: i64) -> Timestamp {

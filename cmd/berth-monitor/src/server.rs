@@ -240,7 +240,7 @@ impl Server {
     /// anything else (orphans reparented to us, the subreaper) is reaped and ignored.
     fn reap(&mut self) {
         while let Some((pid, status)) = sys::reap_one() {
-            let at = sys::now_ns();
+            let at = berth_clock::now_ns();
             if let Some(i) = self.creates.iter().position(|c| c.runtime_pid == pid) {
                 let create = self.creates.remove(i);
                 self.create_done(create, status);

@@ -3,7 +3,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 fn check(r: libc::c_int) -> io::Result<libc::c_int> {
     if r < 0 {
@@ -206,14 +206,6 @@ pub fn kill_group(pgid: i32, signal: libc::c_int) {
         // SAFETY: as kill: a negative pid names a process group.
         unsafe { libc::kill(-pgid, signal) };
     }
-}
-
-/// Unix nanoseconds now.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 /// Receives one descriptor passed with SCM_RIGHTS (runc's console socket protocol: the pty name as

@@ -6,16 +6,7 @@
 //! date alone), Unix seconds (`1714557600` or `1714557600.5`), or a Go-style duration before now
 //! (`10m`, `1h30m`, `1.5s`, `250ms`), as `docker logs --since` accepts them.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 const SECOND: i128 = 1_000_000_000;
-
-/// Nanoseconds since the epoch, now.
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
 
 /// A Go-style duration (`1h30m`, `1.5s`, `300ms`, `2us`, `10ns`) in nanoseconds. A bare number
 /// is not a duration (docker reads it as Unix seconds).
@@ -207,7 +198,7 @@ pub struct Point(pub String);
 
 /// clap's value parser for [`Point`]: checks the syntax at parse time.
 pub fn point(text: &str) -> Result<Point, String> {
-    parse_point(text, now_ns()).map(|_| Point(text.to_string()))
+    parse_point(text, berth_clock::now_ns()).map(|_| Point(text.to_string()))
 }
 
 impl Point {

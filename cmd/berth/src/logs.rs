@@ -169,7 +169,7 @@ impl Follower {
 
     /// Nothing more will print: the byte limit is used up, or `--until` has passed.
     pub fn done(&self) -> bool {
-        self.budget == Some(0) || self.select.until.is_some_and(|u| duration::now_ns() > u)
+        self.budget == Some(0) || self.select.until.is_some_and(|u| berth_clock::now_ns() > u)
     }
 
     fn completed(&mut self) -> std::io::Result<Vec<Line>> {
@@ -323,7 +323,7 @@ pub async fn follow(
 
 pub async fn logs(runtime: &mut Runtime, args: &LogsArgs) -> anyhow::Result<()> {
     let status = containers::find(runtime, &args.id, false).await?;
-    let now = duration::now_ns();
+    let now = berth_clock::now_ns();
     let select = Select {
         stream: match args.stream {
             StreamArg::Stdout => Some(Stream::Stdout),

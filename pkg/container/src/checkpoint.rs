@@ -101,7 +101,7 @@ impl ContainerService {
         fs::create_dir(&images).map_err(ContainerError::io("create", &images))?;
         let work = scratch.join("work");
         fs::create_dir(&work).map_err(ContainerError::io("create", &work))?;
-        let checkpointed_ns = crate::create::now_ns();
+        let checkpointed_ns = berth_clock::now_ns();
         let runtime = self.inner.runtime_for(record);
         let mut cmd = Command::new(&runtime.path);
         cmd.args(runtime.global_args())

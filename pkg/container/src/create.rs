@@ -125,7 +125,7 @@ async fn create_named(
         image_name,
         image_ref,
         phase: Phase::Creating,
-        created_at_ns: now_ns(),
+        created_at_ns: berth_clock::now_ns(),
         started_at_ns: 0,
         finished_at_ns: 0,
         exit_code: 0,
@@ -384,11 +384,4 @@ fn check_userns_container(config: &ContainerConfig) -> Result<(), ContainerError
         ))),
         None => Ok(()),
     }
-}
-
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

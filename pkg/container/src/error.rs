@@ -8,6 +8,8 @@ pub enum ContainerError {
     NotFound(String),
     #[error("pod sandbox {0:?} not found")]
     SandboxNotFound(String),
+    #[error("container id prefix {prefix:?} is ambiguous: it matches {matches} containers")]
+    Ambiguous { prefix: String, matches: usize },
     #[error("image {0:?} not found: pull it first")]
     ImageNotFound(String),
     /// A bad request: nothing was changed.

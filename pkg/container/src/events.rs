@@ -85,7 +85,7 @@ impl Events {
         let event = ContainerEvent {
             kind,
             container: Arc::new(record.clone()),
-            at_ns: crate::create::now_ns(),
+            at_ns: berth_clock::now_ns(),
         };
         // Err only means every receiver went away meanwhile.
         let _ = self.sender.send(event);

@@ -107,7 +107,7 @@ impl World {
         let exit = Exit {
             exit_code,
             signal,
-            finished_at_ns: crate::create::now_ns(),
+            finished_at_ns: berth_clock::now_ns(),
             oom_killed: false,
             log_bytes: 0,
         };

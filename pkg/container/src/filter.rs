@@ -2,32 +2,38 @@
 
 use std::collections::BTreeMap;
 
+use berth_store::{ListFilter, Listed};
+
 use crate::record::{ContainerRecord, ContainerState};
 
+/// The conditions every list of records has ([`ListFilter`]: ID prefix, state, labels), and the
+/// pod the containers belong to.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerFilter {
-    /// An ID or ID prefix.
-    pub id: Option<String>,
-    pub state: Option<ContainerState>,
+    pub list: ListFilter<ContainerState>,
     /// A sandbox ID or ID prefix.
     pub sandbox_id: Option<String>,
-    /// Every pair must be among the container's labels.
-    pub labels: BTreeMap<String, String>,
 }
 
 impl ContainerFilter {
     pub fn matches(&self, r: &ContainerRecord) -> bool {
-        self.id
-            .as_ref()
-            .is_none_or(|p| r.id.starts_with(p.as_str()))
-            && self.state.is_none_or(|s| r.state() == s)
+        self.list.matches(r)
             && self
                 .sandbox_id
                 .as_ref()
                 .is_none_or(|p| r.sandbox_id.starts_with(p.as_str()))
-            && self
-                .labels
-                .iter()
-                .all(|(k, v)| r.config.labels.get(k) == Some(v))
+    }
+}
+
+impl Listed for ContainerRecord {
+    type State = ContainerState;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn state(&self) -> ContainerState {
+        ContainerRecord::state(self)
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.config.labels
     }
 }

@@ -2,64 +2,41 @@
 //! locks, and each container's runtime.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
+use berth_store::RecordLock;
+
 use crate::{ContainerEventKind, Inner, OciRuntime, events, removal, seams};
 
 impl Inner {
     pub(crate) fn records(
         &self,
     ) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, ContainerRecord>> {
-        self.records.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn records_mut(
-        &self,
-    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, ContainerRecord>> {
-        self.records.write().unwrap_or_else(|p| p.into_inner())
+        self.records.read()
     }
 
     pub(crate) fn record(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
-        self.records()
+        self.records
             .get(id)
-            .cloned()
             .ok_or_else(|| ContainerError::NotFound(id.to_string()))
     }
 
     /// The container's lock. Only a container that exists (or is being removed) gets one kept
-    /// in the map: an operation on an unknown ID finds nothing to do, and keeping a lock for it
-    /// would leave an entry behind for every such call (an exit watched after a removal, a Stop
-    /// of an unknown ID).
-    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let known = self.records().contains_key(id) || self.removing_mut().contains_key(id);
-        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-        match locks.get(id) {
-            Some(lock) => lock.clone(),
-            None if known => locks.entry(id.to_string()).or_default().clone(),
-            None => Arc::default(),
-        }
+    /// in the map (see `RecordCache::lock_if_known`): an exit watched after a removal or a
+    /// Stop of an unknown ID must not leave an entry behind.
+    pub(crate) fn lock_for(&self, id: &str) -> RecordLock {
+        let known = self.records.contains(id) || self.removing_mut().contains_key(id);
+        self.records.lock_if_known(id, known)
     }
 
     pub(crate) fn forget_lock(&self, id: &str) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.records.forget_lock(id);
     }
 
     /// Writes the record to the store (durably), then to the cache.
     pub(crate) async fn save(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
-        let store = self.deps.store.clone();
-        let to_write = record.clone();
-        tokio::task::spawn_blocking(move || store.put(&to_write))
-            .await
-            .map_err(ContainerError::task)??;
-        let old = self
-            .records_mut()
-            .insert(record.id.clone(), record.clone())
-            .map(|r| r.phase);
+        let old = self.records.save(record).await?.map(|r| r.phase);
         if let Some(kind) = events::for_change(old, record.phase) {
             self.deps.metrics.observe(kind, record);
             self.events.send(kind, record);
@@ -69,7 +46,7 @@ impl Inner {
 
     /// Updates the cache alone: for a phase that need not survive a crash (Starting).
     pub(crate) fn cache(&self, record: &ContainerRecord) {
-        self.records_mut().insert(record.id.clone(), record.clone());
+        self.records.cache(record);
     }
 
     /// RemoveContainer's durable step: the record becomes REMOVING in the store and leaves the
@@ -80,17 +57,11 @@ impl Inner {
     ) -> Result<(), ContainerError> {
         let was = record.phase;
         record.phase = Phase::Removing;
-        let store = self.deps.store.clone();
-        let to_write = record.clone();
-        let written = tokio::task::spawn_blocking(move || store.put(&to_write))
-            .await
-            .map_err(ContainerError::task)
-            .and_then(|r| r.map_err(ContainerError::from));
-        if let Err(e) = written {
+        if let Err(e) = self.records.persist(record).await {
             record.phase = was;
-            return Err(e);
+            return Err(e.into());
         }
-        self.records_mut().remove(&record.id);
+        self.records.uncache(&record.id);
         self.removing_mut()
             .insert(record.id.clone(), removal::Removal::pending(record.clone()));
         if was != Phase::Creating {
@@ -109,12 +80,7 @@ impl Inner {
     }
 
     pub(crate) async fn delete(&self, id: &str) -> Result<(), ContainerError> {
-        let store = self.deps.store.clone();
-        let key = id.to_string();
-        tokio::task::spawn_blocking(move || store.delete::<ContainerRecord>(&key))
-            .await
-            .map_err(ContainerError::task)??;
-        let removed = self.records_mut().remove(id);
+        let removed = self.records.delete(id).await?;
         if let Some(record) = removed.filter(|r| r.phase != Phase::Creating) {
             self.deps
                 .metrics

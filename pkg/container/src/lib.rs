@@ -46,11 +46,11 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_sandbox::{PodContainers, SandboxError};
-use berth_store::Store;
+use berth_store::{RecordCache, RecordLock, Store};
 
 pub use berth_spec::{
     ContainerConfig, Device, Mount, PidMode, Propagation, ResolvedUser, Resources, Security,
@@ -144,11 +144,10 @@ pub(crate) struct Inner {
     layers: PathBuf,
     monitors: Arc<dyn seams::PodMonitors>,
     gates: gates::PodGates,
-    /// Write-through cache of the store's container records.
-    records: RwLock<BTreeMap<String, ContainerRecord>>,
-    creating: tokio::sync::Mutex<HashMap<NameKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// One lock per container: start, stop, remove and updates of one container never interleave.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Write-through cache of the store's container records, with one lock per container:
+    /// start, stop, remove and updates of one container never interleave.
+    records: RecordCache<ContainerRecord>,
+    creating: tokio::sync::Mutex<HashMap<NameKey, RecordLock>>,
     /// Runtime-state deletions started in the background when a container exited; Remove waits
     /// for its container's instead of running a second one.
     deleting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
@@ -228,7 +227,7 @@ impl ContainerService {
             .list::<ContainerRecord>()?
             .into_iter()
             .partition(|r| r.phase == Phase::Removing);
-        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let records = RecordCache::with_records(deps.store.clone(), records);
         let removing = removing
             .into_iter()
             .map(|r| (r.id.clone(), removal::Removal::pending(r)))
@@ -240,9 +239,8 @@ impl ContainerService {
                 layers,
                 monitors,
                 gates: gates::PodGates::default(),
-                records: RwLock::new(records),
+                records,
                 creating: tokio::sync::Mutex::new(HashMap::new()),
-                locks: Mutex::new(HashMap::new()),
                 deleting: Mutex::new(HashMap::new()),
                 removing: Mutex::new(removing),
                 events: events::Events::new(),
@@ -378,9 +376,8 @@ impl ContainerService {
     pub fn get(&self, id_or_prefix: &str) -> Result<ContainerRecord, ContainerError> {
         let id = self.resolve(id_or_prefix)?;
         self.inner
-            .records()
+            .records
             .get(&id)
-            .cloned()
             .ok_or(ContainerError::NotFound(id))
     }
 
@@ -400,7 +397,10 @@ impl ContainerService {
     }
 
     pub fn resolve(&self, id_or_prefix: &str) -> Result<String, ContainerError> {
-        ids::resolve(self.inner.records().keys(), id_or_prefix)
+        self.inner
+            .records
+            .resolve(id_or_prefix)
+            .map_err(|e| ids::lookup_error(e, id_or_prefix))
     }
 
     /// Why containers can't be started here, if they can't: the berth-monitor binary is missing.

@@ -9,7 +9,6 @@ use berth_monitor_api::{CreateRequest, Exit};
 use berth_sandbox::SandboxState;
 use berth_spec::Resources;
 
-use crate::create::now_ns;
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase};
 use crate::seams::{BoundRuntime, MonitorConn};
@@ -78,7 +77,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     };
     // The process may exit before the runtime returns: take the start time before, so that
     // created_at < started_at <= finished_at always holds.
-    let started_at = now_ns();
+    let started_at = berth_clock::now_ns();
     let created = tokio::task::spawn_blocking(move || monitor.create(&request))
         .await
         .map_err(ContainerError::task)?;
@@ -213,7 +212,7 @@ pub(crate) async fn start_failed(
     record.exit_code = 128;
     record.reason = "StartError".into();
     record.message = error.to_string();
-    record.finished_at_ns = now_ns();
+    record.finished_at_ns = berth_clock::now_ns();
     record.pid = 0;
     if let Err(e) = inner.save(record).await {
         tracing::warn!(container_id = %record.id, error = %e, "recording a failed start");

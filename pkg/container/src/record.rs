@@ -153,7 +153,7 @@ pub(crate) fn unknown_exit() -> berth_monitor_api::Exit {
     berth_monitor_api::Exit {
         exit_code: 255,
         signal: 0,
-        finished_at_ns: crate::create::now_ns(),
+        finished_at_ns: berth_clock::now_ns(),
         oom_killed: false,
         log_bytes: 0,
     }

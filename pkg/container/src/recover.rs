@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use berth_monitor_api::{ContainerInfo, Exit};
 
-use crate::create::{self, now_ns};
+use crate::create;
 use crate::error::ContainerError;
 use crate::record::{ContainerRecord, Phase, unknown_exit};
 use crate::{Inner, lifecycle, watch};
@@ -178,7 +178,7 @@ async fn reconcile(
                 record.pid_start_time = crate::signal::start_time(info.pid).unwrap_or(0);
             }
             if record.started_at_ns == 0 {
-                record.started_at_ns = now_ns();
+                record.started_at_ns = berth_clock::now_ns();
             }
             match info.exit {
                 Some(exit) => {

@@ -7,6 +7,7 @@ use berth_container::{
     Resources,
 };
 use berth_cri_api::v1 as cri;
+use berth_store::ListFilter;
 
 use crate::error::CriError;
 use crate::security::{SecurityInputs, container_security};
@@ -311,10 +312,12 @@ pub(crate) fn filter(f: Option<cri::ContainerFilter>) -> Result<ContainerFilter,
         }),
     };
     Ok(ContainerFilter {
-        id: Some(f.id).filter(|s| !s.is_empty()),
-        state,
+        list: ListFilter {
+            id: Some(f.id).filter(|s| !s.is_empty()),
+            state,
+            labels: sorted(f.label_selector),
+        },
         sandbox_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
-        labels: sorted(f.label_selector),
     })
 }
 
@@ -425,9 +428,9 @@ mod tests {
             label_selector: HashMap::from([("a".to_string(), "b".to_string())]),
         }))
         .unwrap();
-        assert_eq!(f.id.as_deref(), Some("ab"));
-        assert_eq!(f.state, Some(ContainerState::Running));
+        assert_eq!(f.list.id.as_deref(), Some("ab"));
+        assert_eq!(f.list.state, Some(ContainerState::Running));
         assert!(f.sandbox_id.is_none());
-        assert_eq!(f.labels.len(), 1);
+        assert_eq!(f.list.labels.len(), 1);
     }
 }

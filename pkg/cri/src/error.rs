@@ -119,7 +119,9 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::NotFound(_)
         | ContainerError::SandboxNotFound(_)
         | ContainerError::ImageNotFound(_) => Code::NotFound,
-        ContainerError::InvalidArgument(_) => Code::InvalidArgument,
+        ContainerError::InvalidArgument(_) | ContainerError::Ambiguous { .. } => {
+            Code::InvalidArgument
+        }
         ContainerError::FailedPrecondition(_) => Code::FailedPrecondition,
         ContainerError::Timeout(_) => Code::DeadlineExceeded,
         ContainerError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,

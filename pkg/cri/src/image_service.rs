@@ -201,7 +201,7 @@ impl ImageService for ImageApi {
                 .map_err(|e| CriError::Internal(format!("fs usage task: {e}")))?;
                 let images_usage = images_usage?;
                 let layers_usage = layers_usage?;
-                let timestamp = crate::now_ns();
+                let timestamp = berth_clock::now_ns();
                 let usage =
                     |mountpoint: &std::path::Path, bytes: u64, inodes: u64| cri::FilesystemUsage {
                         timestamp,

@@ -58,13 +58,6 @@ pub struct Dependencies {
     pub stats: Arc<berth_stats::StatsService>,
 }
 
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// State shared by both services.
 pub(crate) struct Shared {
     pub(crate) deps: Dependencies,

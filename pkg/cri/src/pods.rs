@@ -351,7 +351,7 @@ pub(crate) fn status_to_cri(
         status: Some(status),
         info,
         containers_statuses: Vec::new(),
-        timestamp: crate::now_ns(),
+        timestamp: berth_clock::now_ns(),
     }
 }
 

@@ -43,10 +43,12 @@ pub(crate) async fn list_container_stats(
 ) -> Result<cri::ListContainerStatsResponse, CriError> {
     let f = req.filter.unwrap_or_default();
     let filter = berth_container::ContainerFilter {
-        id: Some(f.id).filter(|s| !s.is_empty()),
-        state: None,
+        list: berth_store::ListFilter {
+            id: Some(f.id).filter(|s| !s.is_empty()),
+            state: None,
+            labels: f.label_selector.into_iter().collect(),
+        },
         sandbox_id: Some(f.pod_sandbox_id).filter(|s| !s.is_empty()),
-        labels: f.label_selector.into_iter().collect(),
     };
     let usage = blocking(stats, move |s| s.containers(&filter)).await?;
     Ok(cri::ListContainerStatsResponse {

@@ -94,7 +94,7 @@ pub(crate) async fn record(
             size,
             layers: layers.clone(),
             user: user.clone(),
-            created_at_ns: now_ns(),
+            created_at_ns: berth_clock::now_ns(),
         });
         let previous = tag
             .as_ref()
@@ -142,13 +142,6 @@ pub(crate) async fn record(
     }
     catalog.insert(record.clone());
     Ok(record)
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@ mod bandwidth;
 mod config;
 mod error;
 mod files;
-mod filter;
 mod host;
 mod ids;
 mod init;
@@ -27,9 +26,9 @@ mod tests;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
-use berth_store::Store;
+use berth_store::{RecordCache, RecordLock, Store};
 
 use crate::host::Host;
 
@@ -38,9 +37,11 @@ pub use config::{
     Resources, SandboxConfig, UserNamespaceMappings,
 };
 pub use error::SandboxError;
-pub use filter::SandboxFilter;
 pub use init::InitProcess;
 pub use record::{Phase, SandboxRecord, SandboxState};
+
+/// ListPodSandbox's conditions.
+pub type SandboxFilter = berth_store::ListFilter<SandboxState>;
 
 /// What the sandbox service needs from the rest of berthd.
 pub struct SandboxDeps {
@@ -91,7 +92,6 @@ pub struct SandboxService {
 }
 
 pub(crate) struct Inner {
-    store: Store,
     cni: berth_network::Cni,
     /// Configured runtime handlers, and the one used when a pod names none.
     handlers: Vec<String>,
@@ -99,13 +99,12 @@ pub(crate) struct Inner {
     /// Namespaces, /dev/shm, cgroups and the init process.
     host: Host,
     dir: PathBuf,
-    /// Write-through cache of the store's sandbox records: lists and status never touch disk.
-    records: RwLock<BTreeMap<String, SandboxRecord>>,
+    /// Write-through cache of the store's sandbox records (lists and status never touch disk),
+    /// with one lock per sandbox: stop, remove and status updates of one pod never interleave.
+    records: RecordCache<SandboxRecord>,
     /// One lock per pod metadata: a kubelet retry waits for the first RunPodSandbox and then finds
     /// its sandbox instead of creating a second one.
-    creating: tokio::sync::Mutex<HashMap<PodMetadata, Arc<tokio::sync::Mutex<()>>>>,
-    /// One lock per sandbox: stop, remove and status updates of one pod never interleave.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    creating: tokio::sync::Mutex<HashMap<PodMetadata, RecordLock>>,
 }
 
 impl SandboxService {
@@ -137,27 +136,21 @@ impl SandboxService {
         let dir = state_dir.join("sandboxes");
         files::create_dir(&dir)?;
 
-        let records: BTreeMap<String, SandboxRecord> = store
-            .list::<SandboxRecord>()?
-            .into_iter()
-            .map(|r| (r.id.clone(), r))
-            .collect();
-        for record in records.values() {
+        let records = RecordCache::<SandboxRecord>::load(store)?;
+        for record in records.read().values() {
             if record.phase == Phase::Created && record.state() == SandboxState::NotReady {
                 tracing::warn!(sandbox_id = %record.id, "pod network namespace is gone; reporting the sandbox NOTREADY");
             }
         }
         Ok(SandboxService {
             inner: Arc::new(Inner {
-                store,
                 cni,
                 handlers,
                 default_handler,
                 host,
                 dir,
-                records: RwLock::new(records),
+                records,
                 creating: tokio::sync::Mutex::new(HashMap::new()),
-                locks: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -215,9 +208,8 @@ impl SandboxService {
     pub fn get(&self, id_or_prefix: &str) -> Result<SandboxRecord, SandboxError> {
         let id = self.resolve(id_or_prefix)?;
         self.inner
-            .records()
+            .records
             .get(&id)
-            .cloned()
             .ok_or(SandboxError::NotFound(id))
     }
 
@@ -225,14 +217,17 @@ impl SandboxService {
         let records = self.inner.records();
         records
             .values()
-            .filter(|r| filter.matches(r))
+            .filter(|r| filter.matches(*r))
             .cloned()
             .collect()
     }
 
     /// Full ID for an ID or a unique prefix of one.
     pub fn resolve(&self, id_or_prefix: &str) -> Result<String, SandboxError> {
-        ids::resolve(self.inner.records().keys(), id_or_prefix)
+        self.inner
+            .records
+            .resolve(id_or_prefix)
+            .map_err(|e| ids::lookup_error(e, id_or_prefix))
     }
 
     /// Where sandbox directories live.
@@ -254,47 +249,25 @@ async fn detached<T: Send + 'static>(
 
 impl Inner {
     fn records(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, SandboxRecord>> {
-        self.records.read().unwrap_or_else(|p| p.into_inner())
+        self.records.read()
     }
 
-    fn records_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, SandboxRecord>> {
-        self.records.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id.to_string())
-            .or_default()
-            .clone()
+    fn lock_for(&self, id: &str) -> RecordLock {
+        self.records.lock(id)
     }
 
     fn forget_lock(&self, id: &str) {
-        self.locks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+        self.records.forget_lock(id);
     }
 
     /// Writes the record to the store (durably), then to the cache.
     async fn save(&self, record: &SandboxRecord) -> Result<(), SandboxError> {
-        let store = self.store.clone();
-        let to_write = record.clone();
-        tokio::task::spawn_blocking(move || store.put(&to_write))
-            .await
-            .map_err(|e| SandboxError::Internal(format!("store task: {e}")))??;
-        self.records_mut().insert(record.id.clone(), record.clone());
+        self.records.save(record).await?;
         Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<(), SandboxError> {
-        let store = self.store.clone();
-        let key = id.to_string();
-        tokio::task::spawn_blocking(move || store.delete::<SandboxRecord>(&key))
-            .await
-            .map_err(|e| SandboxError::Internal(format!("store task: {e}")))??;
-        self.records_mut().remove(id);
+        self.records.delete(id).await?;
         Ok(())
     }
 }

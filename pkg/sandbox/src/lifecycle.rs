@@ -9,13 +9,6 @@ use crate::error::SandboxError;
 use crate::record::{Phase, SandboxRecord};
 use crate::{Inner, PodContainers, bandwidth, files, ids, net};
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// Checks everything that can be checked before any side effect, so bad input changes nothing.
 fn validate(
     inner: &Inner,
@@ -200,7 +193,7 @@ async fn create_locked(
         id: id.clone(),
         metadata: config.metadata.clone(),
         phase: Phase::Creating,
-        created_at_ns: now_ns(),
+        created_at_ns: berth_clock::now_ns(),
         labels: config.labels.clone(),
         annotations: config.annotations.clone(),
         runtime_handler: config.runtime_handler.clone(),

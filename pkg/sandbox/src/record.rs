@@ -72,6 +72,19 @@ pub struct SandboxRecord {
     pub userns_path: Option<PathBuf>,
 }
 
+impl berth_store::Listed for SandboxRecord {
+    type State = SandboxState;
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn state(&self) -> SandboxState {
+        SandboxRecord::state(self)
+    }
+    fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+}
+
 impl Record for SandboxRecord {
     const KIND: RecordKind = RecordKind::Sandbox;
 

@@ -13,7 +13,6 @@ mod rates;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use berth_cgroup::{CgroupStats, Cgroups, MemoryStats, PodCgroup};
 use berth_container::{ContainerFilter, ContainerRecord, ContainerService, ContainerState};
@@ -145,7 +144,8 @@ impl StatsService {
             .collect();
         // Unfiltered, the answer holds every container and `cgroups` every pod: whatever else
         // has a CPU sample is gone.
-        if filter.id.is_none() && filter.sandbox_id.is_none() && filter.labels.is_empty() {
+        if filter.list.id.is_none() && filter.sandbox_id.is_none() && filter.list.labels.is_empty()
+        {
             let containers: HashSet<&str> = usage.iter().map(|u| u.record.id.as_str()).collect();
             self.rates.retain(|k| match k.strip_prefix("pod/") {
                 Some(pod) => cgroups.contains_key(pod),
@@ -182,7 +182,7 @@ impl StatsService {
     }
 
     fn pod_usage(&self, record: SandboxRecord) -> PodUsage {
-        let timestamp_ns = now_ns();
+        let timestamp_ns = berth_clock::now_ns();
         let ready = record.state() == SandboxState::Ready;
         let filter = ContainerFilter {
             sandbox_id: Some(record.id.clone()),
@@ -235,7 +235,7 @@ impl StatsService {
         record: ContainerRecord,
         cgroup: Option<&PodCgroup>,
     ) -> ContainerUsage {
-        let timestamp_ns = now_ns();
+        let timestamp_ns = berth_clock::now_ns();
         let stats = match cgroup {
             Some(cgroup) if record.state() == ContainerState::Running => {
                 match self.cgroups.container_stats(cgroup, &record.id) {
@@ -292,11 +292,4 @@ impl StatsService {
             throttled_ns: cpu.throttled_ns,
         })
     }
-}
-
-pub(crate) fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
 }

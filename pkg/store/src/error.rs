@@ -131,6 +131,14 @@ pub enum StoreError {
         source: redb::Error,
     },
 
+    /// The blocking task that ran a store call panicked or was cancelled (the runtime shutting
+    /// down).
+    #[error("metadata store task: {source}")]
+    Task {
+        #[source]
+        source: tokio::task::JoinError,
+    },
+
     /// Any other redb failure (I/O, a full disk, a corrupted page, ...).
     #[error("metadata store: {0}")]
     Db(#[source] redb::Error),

@@ -45,8 +45,10 @@
 //! - a database written by a newer schema is refused ([`StoreError::SchemaTooNew`]) rather than
 //!   misread.
 
+mod cache;
 mod codec;
 mod error;
+mod filter;
 mod ids;
 mod record;
 mod schema;
@@ -54,7 +56,9 @@ mod store;
 mod tables;
 mod txn;
 
+pub use cache::{RecordCache, RecordLock};
 pub use error::{CorruptError, StoreError};
+pub use filter::{ListFilter, Listed};
 pub use ids::{IdLookup, generate_id, resolve_id};
 pub use record::{Record, RecordKind};
 pub use schema::SCHEMA_VERSION;

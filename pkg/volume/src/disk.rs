@@ -177,7 +177,7 @@ fn complete(path: &Path, name: &str) -> Result<Meta, VolumeError> {
     }
     let created_at = fs::metadata(path)
         .map(|m| m.mtime().saturating_mul(1_000_000_000))
-        .unwrap_or_else(|_| crate::now_ns());
+        .unwrap_or_else(|_| berth_clock::now_ns());
     let meta = Meta {
         name: name.to_string(),
         labels: BTreeMap::new(),

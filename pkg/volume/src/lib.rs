@@ -87,13 +87,6 @@ struct Inner {
     users: Arc<dyn MountUsers>,
 }
 
-pub(crate) fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 /// docker's rule for volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
 pub fn validate_name(name: &str) -> Result<(), VolumeError> {
     let mut bytes = name.bytes();
@@ -217,7 +210,7 @@ impl Volumes {
         let meta = disk::Meta {
             name: name.clone(),
             labels,
-            created_at: now_ns(),
+            created_at: berth_clock::now_ns(),
         };
         disk::create(&self.inner.dir, &meta)?;
         volumes.insert(name.clone(), meta.clone());

@@ -99,13 +99,6 @@ pub fn restarts(policy: RestartPolicy, code: i32) -> bool {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
 pub fn selector(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
     pairs
         .iter()
@@ -292,7 +285,7 @@ impl Play {
                 continue;
             }
             let wait = backoff(self.restart_delay, t.attempt, ran);
-            if now_ns() < finished.saturating_add(wait.as_nanos() as i64) {
+            if berth_clock::now_ns() < finished.saturating_add(berth_clock::nanos(wait)) {
                 continue;
             }
             let attempt = t.attempt + 1;
