@@ -4,6 +4,9 @@
 //! The writer is this test binary itself, re-executed to run only [`crash_writer_child`] with
 //! [`WRITER_ENV`] set; without that variable the writer test does nothing.
 
+// Tests may unwrap: a panic here is a failed test (clippy.toml cannot reach helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

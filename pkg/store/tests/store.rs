@@ -1,5 +1,8 @@
 //! Behaviour of the store API against real files.
 
+// Tests may unwrap: a panic here is a failed test (clippy.toml cannot reach helper functions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;
