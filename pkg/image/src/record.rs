@@ -135,7 +135,7 @@ pub(crate) async fn record(
         })
     })
     .await
-    .map_err(|e| ImageError::Internal(format!("store task: {e}")))??;
+    .map_err(ImageError::task("image store"))??;
     let mut catalog = inner.catalog_mut();
     if let Some(owner) = untagged {
         catalog.insert(owner);
@@ -144,6 +144,8 @@ pub(crate) async fn record(
     Ok(record)
 }
 
+// i64 nanoseconds reach the year 2262 (this copy of now_ns is being replaced by a shared one).
+#[allow(clippy::cast_possible_truncation)]
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
