@@ -208,6 +208,7 @@ fn registry_code(e: &RegistryError) -> Code {
         | RegistryError::InvalidCredentials(_)
         | RegistryError::UnsupportedMediaType { .. }
         | RegistryError::InvalidManifest { .. }
+        | RegistryError::ParseManifest { .. }
         | RegistryError::NoMatchingPlatform { .. } => Code::InvalidArgument,
         RegistryError::NotFound { .. } | RegistryError::BlobNotFound { .. } => Code::NotFound,
         RegistryError::Unauthorized { .. } => Code::Unauthenticated,
@@ -215,7 +216,14 @@ fn registry_code(e: &RegistryError) -> Code {
         | RegistryError::SizeMismatch { .. }
         | RegistryError::TooLarge { .. } => Code::DataLoss,
         RegistryError::Http { .. } | RegistryError::Network { .. } => Code::Unavailable,
-        RegistryError::Tls { .. } | RegistryError::Config { .. } => Code::FailedPrecondition,
+        // The node's registry configuration (TLS files, hosts dir, credentials) is wrong.
+        RegistryError::Tls { .. }
+        | RegistryError::ReadTlsFile { .. }
+        | RegistryError::InvalidPem { .. }
+        | RegistryError::HttpClient { .. }
+        | RegistryError::Config { .. }
+        | RegistryError::HostsDir { .. }
+        | RegistryError::HostCredentials { .. } => Code::FailedPrecondition,
     }
 }
 
