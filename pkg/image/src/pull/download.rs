@@ -56,12 +56,10 @@ pub(super) async fn download_and_unpack(
     );
     let started = Instant::now();
     let streamed = stream_blob(inner, plan, i, blob, verifier, &what, &tx).await;
-    if let Some(e) = &streamed.failure {
-        // Stops the unpacker; `e` itself is the verdict reported below.
+    if streamed.failure.is_some() {
+        // Stops the unpacker; the failure itself is the verdict reported below.
         let _ = tx
-            .send(Err(std::io::Error::other(format!(
-                "the download failed: {e}"
-            ))))
+            .send(Err(std::io::Error::other("the layer's download failed")))
             .await;
     }
     drop(tx);
