@@ -41,6 +41,20 @@ pub enum CriError {
     Cdi(#[from] berth_cdi::CdiError),
     #[error("{0}")]
     Internal(String),
+    /// A blocking task of the gRPC layer's own (fs usage, logout) panicked or was cancelled.
+    #[error("{what} task: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The OCI runtime could not pause or resume a container around a commit.
+    #[error("{command}: {failure}")]
+    PauseRuntime {
+        command: String,
+        #[source]
+        failure: crate::image_archive_api::RuntimeFailure,
+    },
 }
 
 impl CriError {
@@ -59,7 +73,9 @@ impl CriError {
             CriError::Stats(e) => stats_code(e),
             CriError::Volume(e) => volume_code(e),
             CriError::Cdi(_) => Code::InvalidArgument,
-            CriError::Internal(_) => Code::Internal,
+            CriError::Internal(_) | CriError::Task { .. } | CriError::PauseRuntime { .. } => {
+                Code::Internal
+            }
         }
     }
 }
@@ -82,16 +98,30 @@ fn image_code(e: &ImageError) -> Code {
         ImageError::Snapshot(_) => Code::Internal,
         ImageError::Store(e) => store_code(e),
         ImageError::Shared(inner) => image_code(inner),
+        // The request named, or sent, something that is not a usable image.
         ImageError::InvalidDigest(_)
         | ImageError::UnsupportedLayer(_)
         | ImageError::UnsupportedManifest(_)
-        | ImageError::InvalidImage { .. } => Code::InvalidArgument,
+        | ImageError::InvalidImage { .. }
+        | ImageError::InvalidConfig { .. }
+        | ImageError::ArchiveTar { .. }
+        | ImageError::ArchiveStream { .. }
+        | ImageError::ArchiveJson { .. } => Code::InvalidArgument,
+        // The bytes received are not the ones the image declares.
         ImageError::DigestMismatch { .. }
         | ImageError::SizeMismatch { .. }
-        | ImageError::Decompress(_) => Code::DataLoss,
+        | ImageError::ReadLayer { .. }
+        | ImageError::Zstd { .. } => Code::DataLoss,
         ImageError::Stalled { .. } => Code::DeadlineExceeded,
         ImageError::Cancelled => Code::Aborted,
-        ImageError::Io { .. } | ImageError::Internal(_) => Code::Internal,
+        // Every caller of the pull went away.
+        ImageError::Abandoned => Code::Cancelled,
+        // Berth's own failures.
+        ImageError::UnpackerStopped { .. }
+        | ImageError::DownloadSlots { .. }
+        | ImageError::Io { .. }
+        | ImageError::Task { .. }
+        | ImageError::Encode { .. } => Code::Internal,
     }
 }
 
@@ -180,6 +210,7 @@ fn registry_code(e: &RegistryError) -> Code {
         | RegistryError::InvalidCredentials(_)
         | RegistryError::UnsupportedMediaType { .. }
         | RegistryError::InvalidManifest { .. }
+        | RegistryError::ParseManifest { .. }
         | RegistryError::NoMatchingPlatform { .. } => Code::InvalidArgument,
         RegistryError::NotFound { .. } | RegistryError::BlobNotFound { .. } => Code::NotFound,
         RegistryError::Unauthorized { .. } => Code::Unauthenticated,
@@ -187,7 +218,14 @@ fn registry_code(e: &RegistryError) -> Code {
         | RegistryError::SizeMismatch { .. }
         | RegistryError::TooLarge { .. } => Code::DataLoss,
         RegistryError::Http { .. } | RegistryError::Network { .. } => Code::Unavailable,
-        RegistryError::Tls { .. } | RegistryError::Config { .. } => Code::FailedPrecondition,
+        // The node's registry configuration (TLS files, hosts dir, credentials) is wrong.
+        RegistryError::Tls { .. }
+        | RegistryError::ReadTlsFile { .. }
+        | RegistryError::InvalidPem { .. }
+        | RegistryError::HttpClient { .. }
+        | RegistryError::Config { .. }
+        | RegistryError::HostsDir { .. }
+        | RegistryError::HostCredentials { .. } => Code::FailedPrecondition,
     }
 }
 

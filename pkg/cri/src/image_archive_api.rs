@@ -142,21 +142,35 @@ async fn runtime(container: &berth_container::ContainerRecord, verb: &str) -> Re
         container.runtime_path.display(),
         container.id
     );
-    let child = cmd
-        .spawn()
-        .map_err(|e| CriError::Internal(format!("{what}: {e}")))?;
+    let failed = |failure| CriError::PauseRuntime {
+        command: what.clone(),
+        failure,
+    };
+    let child = cmd.spawn().map_err(|e| failed(RuntimeFailure::Spawn(e)))?;
     let output = tokio::time::timeout(PAUSE_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| CriError::Internal(format!("{what}: no answer within {PAUSE_TIMEOUT:?}")))?
-        .map_err(|e| CriError::Internal(format!("{what}: {e}")))?;
+        .map_err(|_| failed(RuntimeFailure::Timeout(PAUSE_TIMEOUT)))?
+        .map_err(|e| failed(RuntimeFailure::Wait(e)))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(CriError::Internal(format!(
-            "{what}: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+        Err(failed(RuntimeFailure::Exited {
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        }))
     }
+}
+
+/// Why `<runtime> pause|resume` failed (public only because `CriError` carries it).
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeFailure {
+    #[error("{0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("{0}")]
+    Wait(#[source] std::io::Error),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{stderr}")]
+    Exited { stderr: String },
 }
 
 pub(crate) async fn save(

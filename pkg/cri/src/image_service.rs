@@ -198,7 +198,10 @@ impl ImageService for ImageApi {
                     (images.fs_usage(), containers.writable_layers_usage())
                 })
                 .await
-                .map_err(|e| CriError::Internal(format!("fs usage task: {e}")))?;
+                .map_err(|source| CriError::Task {
+                    what: "fs usage",
+                    source,
+                })?;
                 let images_usage = images_usage?;
                 let layers_usage = layers_usage?;
                 let timestamp = berth_clock::now_ns();

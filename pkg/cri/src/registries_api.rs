@@ -82,7 +82,10 @@ impl Registries for RegistriesApi {
                 let (server, removed) =
                     tokio::task::spawn_blocking(move || client.logout(&req.server))
                         .await
-                        .map_err(|e| CriError::Internal(format!("logout task failed: {e}")))?
+                        .map_err(|source| CriError::Task {
+                            what: "logout",
+                            source,
+                        })?
                         .map_err(registry)?;
                 Ok(api::LogoutResponse { server, removed })
             })

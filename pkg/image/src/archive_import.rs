@@ -70,7 +70,7 @@ impl ImageService {
                 // fails the load.
                 reader
                     .drain()
-                    .map_err(|e| invalid(format!("reading the archive: {e}")))?;
+                    .map_err(|source| ImageError::ArchiveStream { source })?;
                 let verified = candidates(&files)?
                     .into_iter()
                     .map(verify)
@@ -144,10 +144,10 @@ fn verify(candidate: Candidate) -> Result<Verified, ImageError> {
             None => {
                 let mut prefix = [0u8; 4];
                 let n = std::io::Read::read(
-                    &mut File::open(&layer.path).map_err(io_at(&layer.path))?,
+                    &mut File::open(&layer.path).map_err(io_at("open", &layer.path))?,
                     &mut prefix,
                 )
-                .map_err(io_at(&layer.path))?;
+                .map_err(io_at("read", &layer.path))?;
                 match sniff(&prefix[..n]) {
                     Compression::Gzip => OCI_LAYER_GZIP,
                     Compression::Zstd => OCI_LAYER_ZSTD,
@@ -190,7 +190,7 @@ fn unpack_missing(inner: &Inner, images: &[Verified]) -> Result<Vec<Staged>, Ima
         for (record, file) in image.layers.iter().zip(&image.candidate.layers) {
             let chain_id = record.chain_id.clone();
             if !inner.snapshots.exists(&chain_id) && seen.insert(chain_id.clone()) {
-                let input = File::open(&file.path).map_err(io_at(&file.path))?;
+                let input = File::open(&file.path).map_err(io_at("open", &file.path))?;
                 let declared = layer_compression(&record.media_type)?;
                 let decoded = decoder(declared, BufReader::with_capacity(256 * 1024, input))?;
                 let layer = inner.snapshots.unpack(&record.diff_id, decoded)?;

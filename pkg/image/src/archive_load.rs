@@ -71,7 +71,7 @@ fn normalise(raw: &[u8]) -> Result<Option<String>, ImageError> {
 
 /// Extracts the tar read from `input` into `dir`.
 pub(crate) fn extract(input: impl Read, dir: &Path) -> Result<Extracted, ImageError> {
-    let not_tar = |e: io::Error| invalid(format!("not a readable tar archive: {e}"));
+    let not_tar = |source: io::Error| ImageError::ArchiveTar { source };
     let mut archive = tar::Archive::new(input);
     let mut out = Extracted::default();
     for (n, entry) in archive.entries().map_err(not_tar)?.enumerate() {
@@ -82,10 +82,11 @@ pub(crate) fn extract(input: impl Read, dir: &Path) -> Result<Extracted, ImageEr
         match entry.header().entry_type() {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let path = dir.join(format!("f{n}"));
-                let mut file = File::create(&path).map_err(io_at(&path))?;
+                let mut file = File::create(&path).map_err(io_at("create", &path))?;
                 io::copy(&mut entry, &mut file).map_err(|e| match e.kind() {
                     io::ErrorKind::UnexpectedEof => not_tar(e),
                     _ => ImageError::Io {
+                        op: "write",
                         path: path.clone(),
                         source: e,
                     },
@@ -203,8 +204,13 @@ fn oci_layout(files: &Extracted) -> Result<Vec<Candidate>, ImageError> {
             #[serde(rename = "imageLayoutVersion")]
             version: String,
         }
-        let layout: Layout = serde_json::from_slice(&read_small(path, "oci-layout")?)
-            .map_err(|e| invalid(format!("oci-layout: {e}")))?;
+        let layout: Layout =
+            serde_json::from_slice(&read_small(path, "oci-layout")?).map_err(|source| {
+                ImageError::ArchiveJson {
+                    document: "oci-layout",
+                    source,
+                }
+            })?;
         if !layout.version.starts_with("1.") {
             return Err(invalid(format!(
                 "unsupported image layout version {:?}",
@@ -214,7 +220,10 @@ fn oci_layout(files: &Extracted) -> Result<Vec<Candidate>, ImageError> {
     }
     let index_bytes = read_small(files.require("index.json", "the index")?, "index.json")?;
     let index: ImageIndex =
-        serde_json::from_slice(&index_bytes).map_err(|e| invalid(format!("index.json: {e}")))?;
+        serde_json::from_slice(&index_bytes).map_err(|source| ImageError::ArchiveJson {
+            document: "index.json",
+            source,
+        })?;
     let mut found: Vec<Candidate> = Vec::new();
     for descriptor in &index.manifests {
         let mut bytes = small_blob(files, &descriptor.digest, descriptor.size, "manifest")?;
@@ -326,7 +335,10 @@ fn docker_archive(files: &Extracted) -> Result<Vec<Candidate>, ImageError> {
         "manifest.json",
     )?;
     let entries: Vec<DockerEntry> =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|source| ImageError::ArchiveJson {
+            document: "manifest.json",
+            source,
+        })?;
     if entries.is_empty() {
         return Err(invalid("manifest.json lists no image".into()));
     }
@@ -350,7 +362,7 @@ fn docker_archive(files: &Extracted) -> Result<Vec<Candidate>, ImageError> {
             let path = files.require(&name, "layer")?;
             let expected = named_digest(&name)
                 .map(|d| -> Result<_, ImageError> {
-                    let size = std::fs::metadata(path).map_err(io_at(path))?.len();
+                    let size = std::fs::metadata(path).map_err(io_at("stat", path))?.len();
                     Ok((d, size))
                 })
                 .transpose()?;

@@ -121,7 +121,7 @@ fn a_tampered_manifest_or_config_is_refused() {
 fn garbage_and_empty_archives_are_refused() {
     assert!(matches!(
         read(b"this is not a tar archive at all, not even close to one"),
-        Err(ImageError::InvalidImage { .. })
+        Err(ImageError::ArchiveTar { .. })
     ));
     let err = read(&tar_of(&[("hello", b"x")])).unwrap_err().to_string();
     assert!(err.contains("neither an OCI image layout"), "{err}");

@@ -15,6 +15,7 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
+use berth_snapshot::ChunkWriter;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -48,10 +49,7 @@ impl ImageService {
         let (tx, rx) = mpsc::channel(2);
         let service = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut out = ChunkWriter {
-                tx: tx.clone(),
-                buf: Vec::with_capacity(SAVE_CHUNK),
-            };
+            let mut out = ChunkWriter::new(tx.clone(), SAVE_CHUNK);
             let result = service
                 .save_to(&ids, &mut out)
                 .and_then(|()| out.flush().map_err(ImageError::from_save));
@@ -121,13 +119,14 @@ impl ImageService {
                 })
             })?;
             let path = staging.dir.join(format!("layer-{}", blobs.len()));
-            let file = File::create(&path).map_err(crate::archive_util::io_at(&path))?;
+            let file = File::create(&path).map_err(crate::archive_util::io_at("create", &path))?;
             let (written, _) = berth_snapshot::write_layer_tar(
                 &snapshot.diff_dir,
                 HashWriter::new(BufWriter::new(file)),
             )?;
             let (mut file, digest, size) = written.finish();
-            file.flush().map_err(crate::archive_util::io_at(&path))?;
+            file.flush()
+                .map_err(crate::archive_util::io_at("write", &path))?;
             rewritten |= digest.as_str() != layer.diff_id;
             layers.push(LayerRecord {
                 digest: digest.to_string(),
@@ -185,15 +184,12 @@ impl ImageService {
 /// The config with `rootfs.diff_ids` set to the layers' (rewritten) diff IDs.
 fn with_diff_ids(config: &[u8], layers: &[LayerRecord]) -> Result<Vec<u8>, ImageError> {
     let mut value: Value =
-        serde_json::from_slice(config).map_err(|e| ImageError::InvalidImage {
-            reference: "image config".into(),
-            reason: e.to_string(),
-        })?;
+        serde_json::from_slice(config).map_err(|source| ImageError::InvalidConfig { source })?;
     value["rootfs"] = json!({
         "type": "layers",
         "diff_ids": layers.iter().map(|l| l.diff_id.as_str()).collect::<Vec<_>>(),
     });
-    serde_json::to_vec(&value).map_err(|e| ImageError::Internal(e.to_string()))
+    serde_json::to_vec(&value).map_err(ImageError::encode("image config"))
 }
 
 /// The `index.json` naming each image: `org.opencontainers.image.ref.name` and
@@ -221,7 +217,7 @@ fn index_json(planned: &[Planned]) -> Result<Vec<u8>, ImageError> {
         }
     }
     let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests});
-    serde_json::to_vec(&index).map_err(|e| ImageError::Internal(e.to_string()))
+    serde_json::to_vec(&index).map_err(ImageError::encode("index.json"))
 }
 
 fn write_layout(
@@ -248,7 +244,7 @@ fn write_layout(
         match source {
             Source::Bytes(bytes) => tar.append_data(&mut h, &name, bytes.as_slice()),
             Source::File(path) => {
-                let file = File::open(&path).map_err(crate::archive_util::io_at(&path))?;
+                let file = File::open(&path).map_err(crate::archive_util::io_at("open", &path))?;
                 // Exactly the size the header says, even if the file changed meanwhile (then
                 // the digest check of whoever reads the archive tells).
                 let data = io::Read::take(file, size);
@@ -274,47 +270,13 @@ fn header(size: u64, kind: tar::EntryType, mode: u32) -> tar::Header {
 }
 
 impl ImageError {
-    fn from_save(e: io::Error) -> ImageError {
+    /// Writing the archive's tar stream failed (a client that went away included).
+    fn from_save(source: io::Error) -> ImageError {
         ImageError::Io {
+            op: "write",
             path: PathBuf::from("<saved archive>"),
-            source: e,
+            source,
         }
-    }
-}
-
-/// Buffers the archive into chunks for the receiver; a receiver that went away fails the write.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<Bytes, ImageError>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(
-            &mut self.buf,
-            Vec::with_capacity(SAVE_CHUNK),
-        ));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the client went away"))
-    }
-}
-
-impl Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(SAVE_CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= SAVE_CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
     }
 }
 

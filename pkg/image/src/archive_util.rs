@@ -62,20 +62,20 @@ impl<W: Write> Write for HashWriter<W> {
 
 /// The digest and size of a file, read as a stream.
 pub(crate) fn hash_file(path: &Path) -> Result<(Digest, u64), ImageError> {
-    let mut file = File::open(path).map_err(io_at(path))?;
+    let mut file = File::open(path).map_err(io_at("open", path))?;
     let mut hasher = HashWriter::new(io::sink());
-    io::copy(&mut file, &mut hasher).map_err(io_at(path))?;
+    io::copy(&mut file, &mut hasher).map_err(io_at("read", path))?;
     let (_, digest, size) = hasher.finish();
     Ok((digest, size))
 }
 
 /// Reads a small JSON document, refusing one over [`MAX_JSON_SIZE`].
 pub(crate) fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, ImageError> {
-    let file = File::open(path).map_err(io_at(path))?;
+    let file = File::open(path).map_err(io_at("open", path))?;
     let mut bytes = Vec::new();
     file.take(MAX_JSON_SIZE + 1)
         .read_to_end(&mut bytes)
-        .map_err(io_at(path))?;
+        .map_err(io_at("read", path))?;
     if bytes.len() as u64 > MAX_JSON_SIZE {
         return Err(invalid(format!(
             "{what} is larger than {MAX_JSON_SIZE} bytes"
@@ -84,8 +84,13 @@ pub(crate) fn read_small(path: &Path, what: &str) -> Result<Vec<u8>, ImageError>
     Ok(bytes)
 }
 
-pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ImageError + '_ {
+/// A closure for `map_err` naming the failed operation and its path (cloned only on failure).
+pub(crate) fn io_at<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> ImageError + 'a {
     move |source| ImageError::Io {
+        op,
         path: path.to_path_buf(),
         source,
     }
@@ -113,7 +118,7 @@ impl Staging {
             .root
             .join("content/ingest")
             .join(format!("{what}-{}-{n}", std::process::id()));
-        fs::create_dir_all(&dir).map_err(io_at(&dir))?;
+        fs::create_dir_all(&dir).map_err(io_at("create", &dir))?;
         Ok(Staging { dir })
     }
 }
@@ -136,8 +141,8 @@ pub(crate) fn store_blob(inner: &Inner, digest: &Digest, file: &Path) -> Result<
     }
     File::open(file)
         .and_then(|f| f.sync_all())
-        .map_err(io_at(file))?;
-    fs::rename(file, &target).map_err(io_at(&target))
+        .map_err(io_at("sync", file))?;
+    fs::rename(file, &target).map_err(io_at("rename to", &target))
 }
 
 /// Keeps garbage collection off snapshots (and so their ancestors) while an image is being made
@@ -224,7 +229,7 @@ pub(crate) async fn register(
     let (store, to_write) = (inner.store.clone(), record.clone());
     tokio::task::spawn_blocking(move || store.put(&to_write))
         .await
-        .map_err(|e| ImageError::Internal(format!("store task: {e}")))??;
+        .map_err(ImageError::task("image store"))??;
     inner.catalog_mut().insert(record.clone());
     Ok(record)
 }
@@ -235,7 +240,9 @@ pub(crate) fn now() -> (i64, String) {
     let ns = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default()
-        .as_nanos() as i64;
+        .as_nanos();
+    // i64 nanoseconds reach the year 2262.
+    let ns = i64::try_from(ns).unwrap_or(i64::MAX);
     (ns, rfc3339(ns))
 }
 

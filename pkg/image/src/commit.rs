@@ -102,7 +102,7 @@ impl ImageService {
                 blob_digest.clone(),
             );
             blocking(move || {
-                let file = File::open(&path).map_err(io_at(&path))?;
+                let file = File::open(&path).map_err(io_at("open", &path))?;
                 let decoded = crate::decompress::decoder(
                     crate::decompress::Compression::Gzip,
                     std::io::BufReader::new(file),
@@ -156,14 +156,14 @@ fn write_layer(
     path: &Path,
     ids: &berth_snapshot::IdMap,
 ) -> Result<(Digest, u64, Digest), ImageError> {
-    let file = File::create(path).map_err(io_at(path))?;
+    let file = File::create(path).map_err(io_at("create", path))?;
     let blob = HashWriter::new(BufWriter::with_capacity(256 * 1024, file));
     let gzip = flate2::write::GzEncoder::new(blob, flate2::Compression::default());
     let (gzip, stats) = berth_snapshot::write_layer_tar_mapped(upper, HashWriter::new(gzip), ids)?;
     let (gzip, diff_id, _) = gzip.finish();
-    let blob = gzip.finish().map_err(io_at(path))?;
+    let blob = gzip.finish().map_err(io_at("write", path))?;
     let (mut buffered, digest, size) = blob.finish();
-    buffered.flush().map_err(io_at(path))?;
+    buffered.flush().map_err(io_at("write", path))?;
     tracing::debug!(
         entries = stats.entries,
         content_bytes = stats.content_bytes,
@@ -185,7 +185,8 @@ pub(crate) fn new_config(
         reference: "image config".into(),
         reason,
     };
-    let mut config: Value = serde_json::from_slice(base).map_err(|e| bad(e.to_string()))?;
+    let mut config: Value =
+        serde_json::from_slice(base).map_err(|source| ImageError::InvalidConfig { source })?;
     let object = config
         .as_object_mut()
         .ok_or_else(|| bad("not a JSON object".into()))?;
@@ -215,7 +216,7 @@ pub(crate) fn new_config(
         }
     }
     object.insert("created".into(), json!(created));
-    serde_json::to_vec(&config).map_err(|e| ImageError::Internal(e.to_string()))
+    serde_json::to_vec(&config).map_err(ImageError::encode("image config"))
 }
 
 /// An OCI manifest for `config` and `layers`.
@@ -232,7 +233,7 @@ pub(crate) fn manifest_json(
             "mediaType": l.media_type, "digest": l.digest, "size": l.size,
         })).collect::<Vec<_>>(),
     });
-    serde_json::to_vec(&manifest).map_err(|e| ImageError::Internal(e.to_string()))
+    serde_json::to_vec(&manifest).map_err(ImageError::encode("image manifest"))
 }
 
 pub(crate) async fn blocking<T: Send + 'static>(
@@ -240,7 +241,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, ImageError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ImageError::Internal(format!("blocking task: {e}")))?
+        .map_err(ImageError::task("blocking"))?
 }
 
 #[cfg(test)]

@@ -22,15 +22,11 @@ impl ContentStore {
     pub fn open(root: &Path) -> Result<ContentStore, ImageError> {
         let blobs = root.join("blobs/sha256");
         let ingest = root.join("ingest");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| ImageError::Io { path, source }
-        };
-        fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+        fs::create_dir_all(&blobs).map_err(ImageError::io("create", &blobs))?;
         if ingest.exists() {
-            fs::remove_dir_all(&ingest).map_err(io(&ingest))?;
+            fs::remove_dir_all(&ingest).map_err(ImageError::io("remove", &ingest))?;
         }
-        fs::create_dir_all(&ingest).map_err(io(&ingest))?;
+        fs::create_dir_all(&ingest).map_err(ImageError::io("create", &ingest))?;
         Ok(ContentStore { blobs, ingest })
     }
 
@@ -46,6 +42,7 @@ impl ContentStore {
     pub fn read(&self, digest: &Digest) -> Result<Vec<u8>, ImageError> {
         let path = self.path(digest);
         let bytes = fs::read(&path).map_err(|source| ImageError::Io {
+            op: "read",
             path: path.clone(),
             source,
         })?;
@@ -75,15 +72,20 @@ impl ContentStore {
             return Ok(());
         }
         let tmp = tempfile_in(&self.ingest, digest.hex())?;
-        let io = |source| ImageError::Io {
+        let mut file = File::create(&tmp).map_err(|source| ImageError::Io {
+            op: "create",
             path: tmp.clone(),
             source,
-        };
-        let mut file = File::create(&tmp).map_err(io)?;
+        })?;
         file.write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(io)?;
+            .map_err(|source| ImageError::Io {
+                op: "write",
+                path: tmp.clone(),
+                source,
+            })?;
         fs::rename(&tmp, &target).map_err(|source| ImageError::Io {
+            op: "rename to",
             path: target.clone(),
             source,
         })?;
@@ -96,13 +98,18 @@ impl ContentStore {
         match fs::remove_file(&path) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(source) => Err(ImageError::Io { path, source }),
+            Err(source) => Err(ImageError::Io {
+                op: "remove",
+                path,
+                source,
+            }),
         }
     }
 
     /// Every stored blob's digest.
     pub fn list(&self) -> Result<Vec<Digest>, ImageError> {
         let entries = fs::read_dir(&self.blobs).map_err(|source| ImageError::Io {
+            op: "list",
             path: self.blobs.clone(),
             source,
         })?;

@@ -55,7 +55,12 @@ pub fn decoder<'a, R: Read + 'a>(
             Ok(0) => break,
             Ok(n) => have += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(ImageError::Decompress(format!("reading the layer: {e}"))),
+            Err(source) => {
+                return Err(ImageError::ReadLayer {
+                    op: "reading the layer",
+                    source,
+                });
+            }
         }
     }
     let compression = sniff(&prefix[..have]);
@@ -71,7 +76,7 @@ pub fn decoder<'a, R: Read + 'a>(
         )),
         Compression::Zstd => Box::new(
             ruzstd::decoding::StreamingDecoder::new(input)
-                .map_err(|e| ImageError::Decompress(format!("zstd: {e}")))?,
+                .map_err(|source| ImageError::Zstd { source })?,
         ),
     })
 }

@@ -162,7 +162,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, ImageError> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| ImageError::Internal(format!("blocking task: {e}")))?
+        .map_err(ImageError::task("blocking"))?
 }
 
 #[allow(dead_code)]

@@ -323,9 +323,7 @@ impl Joined {
 impl Drop for Joined {
     fn drop(&mut self) {
         if self.tracker.joined(-1) == 0 {
-            self.tracker.finish(&Err(Arc::new(ImageError::Internal(
-                "the pull was abandoned: every caller went away".into(),
-            ))));
+            self.tracker.finish(&Err(Arc::new(ImageError::Abandoned)));
             self.trackers.forget(&self.key, &self.tracker);
         }
     }

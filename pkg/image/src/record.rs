@@ -135,7 +135,7 @@ pub(crate) async fn record(
         })
     })
     .await
-    .map_err(|e| ImageError::Internal(format!("store task: {e}")))??;
+    .map_err(ImageError::task("image store"))??;
     let mut catalog = inner.catalog_mut();
     if let Some(owner) = untagged {
         catalog.insert(owner);

@@ -3,6 +3,8 @@
 //! as Berth uses for loopback registries) that sends the big layer slowly, so it is still
 //! downloading when another layer fails to unpack.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +30,7 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            seed as u8
+            seed.to_le_bytes()[0]
         })
         .collect()
 }
@@ -180,6 +182,8 @@ fn open_service() -> Host {
     open_service_with(Default::default())
 }
 
+// unsafe: geteuid, to refuse running without root.
+#[allow(unsafe_code)]
 fn open_service_with(config: berth_config::ImageConfig) -> Host {
     // SAFETY: geteuid has no preconditions.
     assert_eq!(unsafe { libc::geteuid() }, 0, "pull tests must run as root");

@@ -238,7 +238,11 @@ impl HostPlan {
                 "skip_origin is set but no mirrors are configured".into(),
             ));
         }
-        let credentials = Credentials::from_host(h).map_err(|e| config_err(e.to_string()))?;
+        let credentials =
+            Credentials::from_host(h).map_err(|source| RegistryError::HostCredentials {
+                host: key.to_string(),
+                source: Box::new(source),
+            })?;
         Ok(HostPlan {
             mirrors,
             origin_tls: tls,

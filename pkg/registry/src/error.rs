@@ -84,17 +84,67 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
 
-    /// A CA file from the configuration could not be loaded.
+    /// A CA file from the configuration holds no certificate.
     #[error("cannot load CA file {path}: {reason}")]
     Tls { path: PathBuf, reason: String },
+
+    /// A CA file or client certificate from the configuration cannot be read.
+    #[error("cannot read {what} {path}: {source}")]
+    ReadTlsFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A CA file or client certificate from the configuration is not the PEM it should be.
+    #[error("{what} {path} is not a PEM {expected}: {source}")]
+    InvalidPem {
+        what: &'static str,
+        path: PathBuf,
+        expected: &'static str,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    /// The HTTP client for an endpoint cannot be built from its TLS settings.
+    #[error("cannot build HTTP client (CA files {ca_files:?}): {source}")]
+    HttpClient {
+        ca_files: Vec<PathBuf>,
+        #[source]
+        source: reqwest::Error,
+    },
 
     /// The registry configuration is invalid.
     #[error("invalid registry configuration for {host:?}: {reason}")]
     Config { host: String, reason: String },
 
+    /// The containerd-style hosts directory (`registry.config_path`) cannot be read.
+    #[error("invalid registry configuration: {source}")]
+    HostsDir {
+        #[source]
+        source: berth_config::ConfigError,
+    },
+
+    /// The credentials configured for a registry host are malformed.
+    #[error("invalid registry configuration for {host:?}: {source}")]
+    HostCredentials {
+        host: String,
+        #[source]
+        source: Box<RegistryError>,
+    },
+
     /// A manifest, index or config document is not valid JSON of its kind.
     #[error("invalid {what}: {reason}")]
     InvalidManifest { what: String, reason: String },
+
+    /// A manifest, index or config document does not parse as JSON of its kind.
+    #[error("invalid {what}: {source}")]
+    ParseManifest {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
 
     /// No manifest in an index matches the requested platform.
     #[error("no manifest for platform {wanted} in index (available: {available})")]
@@ -119,7 +169,8 @@ impl RegistryError {
             Self::DigestMismatch { .. }
             | Self::SizeMismatch { .. }
             | Self::TooLarge { .. }
-            | Self::InvalidManifest { .. } => 4,
+            | Self::InvalidManifest { .. }
+            | Self::ParseManifest { .. } => 4,
             Self::Http { .. } => 3,
             Self::Network { .. } => 2,
             _ => 1,

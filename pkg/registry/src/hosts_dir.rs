@@ -12,10 +12,7 @@ use crate::reference::DOCKER_HUB;
 
 /// Reads `dir` and plans every namespace in it, keyed by registry host (and `_default`).
 pub(crate) fn plans(dir: &Path) -> Result<HashMap<String, HostPlan>, RegistryError> {
-    let files = read_hosts_dir(dir).map_err(|e| RegistryError::Config {
-        host: dir.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let files = read_hosts_dir(dir).map_err(|source| RegistryError::HostsDir { source })?;
     let mut out = HashMap::new();
     for (key, file) in files {
         for what in &file.ignored {

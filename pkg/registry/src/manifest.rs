@@ -302,8 +302,9 @@ pub fn parse_manifest(
         media_type: media_type.to_string(),
         detail: detail.to_string(),
     };
+    let what = || format!("manifest of {reference} ({media_type})");
     let invalid = |reason: String| RegistryError::InvalidManifest {
-        what: format!("manifest of {reference} ({media_type})"),
+        what: what(),
         reason,
     };
     let is_index = match media_type {
@@ -324,7 +325,11 @@ pub fn parse_manifest(
     // The body's own mediaType, when present, must agree on what kind of
     // document this is: an index served as a manifest (or the reverse) is
     // a confused or malicious registry.
-    let probe: Probe = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+    let unparsable = |source| RegistryError::ParseManifest {
+        what: what(),
+        source,
+    };
+    let probe: Probe = serde_json::from_slice(body).map_err(unparsable)?;
     if probe.schema_version == Some(1) {
         return Err(unsupported(
             "body is a schema 1 manifest, which is not supported",
@@ -349,11 +354,11 @@ pub fn parse_manifest(
             .map_err(|e| invalid(format!("descriptor {}: {e}", d.media_type)))
     };
     if is_index {
-        let index: ImageIndex = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+        let index: ImageIndex = serde_json::from_slice(body).map_err(unparsable)?;
         index.manifests.iter().try_for_each(check)?;
         Ok(ManifestKind::Index(index))
     } else {
-        let m: ImageManifest = serde_json::from_slice(body).map_err(|e| invalid(e.to_string()))?;
+        let m: ImageManifest = serde_json::from_slice(body).map_err(unparsable)?;
         check(&m.config)?;
         m.layers.iter().try_for_each(check)?;
         Ok(ManifestKind::Image(m))
@@ -362,9 +367,9 @@ pub fn parse_manifest(
 
 /// Parses an image config blob.
 pub fn parse_config(what: &str, body: &[u8]) -> Result<ImageConfig, RegistryError> {
-    serde_json::from_slice(body).map_err(|e| RegistryError::InvalidManifest {
+    serde_json::from_slice(body).map_err(|source| RegistryError::ParseManifest {
         what: format!("image config {what}"),
-        reason: e.to_string(),
+        source,
     })
 }
 

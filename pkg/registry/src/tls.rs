@@ -70,18 +70,19 @@ pub(crate) fn build_http_client(
     if let Some(client) = &key.client {
         b = b.identity(load_identity(client)?);
     }
-    b.build().map_err(|e| RegistryError::Tls {
-        path: key.ca_files.first().cloned().unwrap_or_default(),
-        reason: format!("cannot build HTTP client: {e}"),
+    b.build().map_err(|source| RegistryError::HttpClient {
+        ca_files: key.ca_files.clone(),
+        source,
     })
 }
 
 /// Reads a client certificate chain and its private key (PEM; both may be in one file).
 fn load_identity(client: &ClientCert) -> Result<reqwest::Identity, RegistryError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|e| RegistryError::Tls {
+        std::fs::read(path).map_err(|source| RegistryError::ReadTlsFile {
+            what: "client certificate",
             path: path.to_path_buf(),
-            reason: format!("client certificate: {e}"),
+            source,
         })
     };
     let mut pem = read(&client.cert)?;
@@ -89,9 +90,11 @@ fn load_identity(client: &ClientCert) -> Result<reqwest::Identity, RegistryError
         pem.push(b'\n');
         pem.extend(read(key)?);
     }
-    reqwest::Identity::from_pem(&pem).map_err(|e| RegistryError::Tls {
+    reqwest::Identity::from_pem(&pem).map_err(|source| RegistryError::InvalidPem {
+        what: "client certificate",
         path: client.cert.clone(),
-        reason: format!("not a PEM certificate and private key: {e}"),
+        expected: "certificate and private key",
+        source,
     })
 }
 
@@ -101,9 +104,19 @@ fn load_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, RegistryError> {
         path: path.to_path_buf(),
         reason,
     };
-    let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| err(format!("not a PEM certificate bundle: {e}")))?;
+    let pem = std::fs::read(path).map_err(|source| RegistryError::ReadTlsFile {
+        what: "CA file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+        RegistryError::InvalidPem {
+            what: "CA file",
+            path: path.to_path_buf(),
+            expected: "certificate bundle",
+            source,
+        }
+    })?;
     if certs.is_empty() {
         return Err(err("no PEM certificates found in the file".into()));
     }

@@ -2,6 +2,8 @@
 //! HTTP server, `capabilities = ["pull"]` mirrors never asked for tags, and TLS client
 //! certificates required by a real `docker-registry` (openssl makes the certificates).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -3,6 +3,8 @@
 //! refused with the server's message and stores nothing, a login is used by pulls that bring no
 //! credentials, and a logout stops that.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 

@@ -92,9 +92,33 @@ pub enum SnapshotError {
         source: io::Error,
     },
 
-    /// A snapshot's metadata file cannot be parsed.
+    /// A snapshot's metadata file parses but says something impossible.
     #[error("corrupt snapshot metadata {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+
+    /// A snapshot's metadata file is not valid JSON of its format.
+    #[error("corrupt snapshot metadata {path}: {source}")]
+    ParseMeta {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A snapshot's metadata file names a chain ID, diff ID or parent that is not a digest.
+    #[error("corrupt snapshot metadata {path}: {source}")]
+    MetaDigest {
+        path: PathBuf,
+        #[source]
+        source: Box<SnapshotError>,
+    },
+
+    /// Serialising a snapshot's metadata failed.
+    #[error("encoding snapshot metadata {path}: {source}")]
+    EncodeMeta {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 
     /// The overlay mount options do not fit in one page even with paths relative to the
     /// snapshots directory.

@@ -54,9 +54,9 @@ impl Meta {
     /// Writes `info.json` into `dir`, fsync'd if `sync`.
     pub(crate) fn write(&self, dir: &Path, sync: bool) -> Result<(), SnapshotError> {
         let path = dir.join(INFO_FILE);
-        let json = serde_json::to_vec_pretty(self).map_err(|e| SnapshotError::Corrupt {
+        let json = serde_json::to_vec_pretty(self).map_err(|source| SnapshotError::EncodeMeta {
             path: path.clone(),
-            reason: e.to_string(),
+            source,
         })?;
         let mut file = File::create(&path).map_err(|e| SnapshotError::io("create", &path, e))?;
         file.write_all(&json)
@@ -76,7 +76,11 @@ impl Meta {
             path: path.clone(),
             reason,
         };
-        let meta: Meta = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+        let meta: Meta =
+            serde_json::from_slice(&bytes).map_err(|source| SnapshotError::ParseMeta {
+                path: path.clone(),
+                source,
+            })?;
         if meta.version != FORMAT_VERSION {
             return Err(corrupt(format!("unknown format version {}", meta.version)));
         }
@@ -88,7 +92,10 @@ impl Meta {
         .into_iter()
         .flatten()
         {
-            validate_digest(digest).map_err(|e| corrupt(e.to_string()))?;
+            validate_digest(digest).map_err(|e| SnapshotError::MetaDigest {
+                path: path.clone(),
+                source: Box::new(e),
+            })?;
         }
         if chain_id(meta.parent.as_deref(), &meta.diff_id) != meta.chain_id {
             return Err(corrupt("chain ID does not match parent and diff ID".into()));

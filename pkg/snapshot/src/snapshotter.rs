@@ -409,7 +409,7 @@ impl Snapshotter {
             diff_id = expected_diff_id,
             entries = unpacked.entries,
             tar_bytes = unpacked.tar_bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             "layer unpacked"
         );
         layer.size = unpacked.content_bytes;

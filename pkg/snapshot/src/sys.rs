@@ -61,8 +61,11 @@ pub(crate) fn open_beneath(
             )
         };
         if fd >= 0 {
+            // The syscall returns the fd (a C int) widened to a long.
+            let fd = libc::c_int::try_from(fd)
+                .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
             // SAFETY: the kernel returned a fresh fd that nothing else owns.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) });
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         let err = io::Error::last_os_error();
         match err.raw_os_error() {

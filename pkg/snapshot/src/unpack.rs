@@ -536,7 +536,8 @@ fn attrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Result<Attrs, Fail> {
     let mut attrs = Attrs {
         uid: id(numeric(&old.uid, header.uid())?)?,
         gid: id(numeric(&old.gid, header.gid())?)?,
-        mode: numeric(&old.mode, header.mode().map(u64::from))? as u32 & 0o7777,
+        // Only the permission bits are kept, so the truncation is the masking.
+        mode: (numeric(&old.mode, header.mode().map(u64::from))? & 0o7777) as u32,
         mtime: (
             i64::try_from(numeric(&old.mtime, header.mtime())?).unwrap_or(i64::MAX),
             0,

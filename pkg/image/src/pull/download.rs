@@ -56,13 +56,14 @@ pub(super) async fn download_and_unpack(
     );
     let started = Instant::now();
     let streamed = stream_blob(inner, plan, i, blob, verifier, &what, &tx).await;
-    if let Some(e) = &streamed.failure {
-        let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+    if streamed.failure.is_some() {
+        // Stops the unpacker; the failure itself is the verdict reported below.
+        let _ = tx
+            .send(Err(std::io::Error::other("the layer's download failed")))
+            .await;
     }
     drop(tx);
-    let unpacked = unpack
-        .await
-        .map_err(|e| ImageError::Internal(format!("unpack task: {e}")))?;
+    let unpacked = unpack.await.map_err(ImageError::task("layer unpack"))?;
     // A download failure is the cause; the unpacker's error (if any) is its consequence.
     match streamed {
         Streamed {
@@ -73,16 +74,14 @@ pub(super) async fn download_and_unpack(
             ..
         } => match unpacked {
             Err(e) => Err(e),
-            Ok(_) => Err(ImageError::Internal(format!(
-                "{what}: the unpacker finished before the end of the blob"
-            ))),
+            Ok(_) => Err(ImageError::UnpackerStopped { what }),
         },
         _ => {
             tracing::debug!(
                 image = %plan.reference,
                 layer = %layer.digest,
                 size = layer.size,
-                elapsed_ms = started.elapsed().as_millis() as u64,
+                elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "layer downloaded"
             );
             unpacked
@@ -105,9 +104,10 @@ fn spawn_unpacker(
         };
         // The download's verdict (size, digest) arrives after its last byte: wait for it.
         // Dropping `unpacked` on failure discards the staged layer.
-        reader
-            .drain()
-            .map_err(|e| ImageError::Decompress(e.to_string()))?;
+        reader.drain().map_err(|source| ImageError::ReadLayer {
+            op: "reading the rest of the layer",
+            source,
+        })?;
         Ok(unpacked)
     })
 }

@@ -65,7 +65,7 @@ pub(super) async fn fetch_layers(inner: &Arc<Inner>, plan: &Arc<Plan>) -> Result
         let failed = match joined {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(ImageError::from(e)),
-            Err(e) => Some(ImageError::Internal(format!("layer task: {e}"))),
+            Err(e) => Some(ImageError::task("layer")(e)),
         };
         if let Some(e) = failed
             && first_error.is_none()
@@ -131,7 +131,7 @@ async fn fetch_and_commit(inner: Arc<Inner>, plan: Arc<Plan>, i: usize) -> Layer
             .downloads
             .acquire()
             .await
-            .map_err(|e| Arc::new(ImageError::Internal(e.to_string())))?;
+            .map_err(|source| Arc::new(ImageError::DownloadSlots { source }))?;
         if plan.cancelled() {
             return Err(Arc::new(ImageError::Cancelled));
         }
@@ -147,7 +147,7 @@ async fn fetch_and_commit(inner: Arc<Inner>, plan: Arc<Plan>, i: usize) -> Layer
     let parent = (i > 0).then(|| plan.layers[i - 1].chain_id.clone());
     tokio::task::spawn_blocking(move || unpacked.commit(&chain_id, parent.as_deref()))
         .await
-        .map_err(|e| Arc::new(ImageError::Internal(format!("commit task: {e}"))))?
+        .map_err(|e| Arc::new(ImageError::task("layer commit")(e)))?
         .map_err(|e| Arc::new(ImageError::from(e)))?;
     inner.metrics.layers_fetched.inc();
     Ok(())

@@ -32,12 +32,14 @@ pub(crate) fn start(
     let parsed = match Reference::parse(reference) {
         Ok(parsed) => parsed,
         Err(e) => {
+            // The watcher and the caller see the same error.
+            let e = Arc::new(ImageError::from(e));
             let tracker = PullTracker::new(reference);
-            tracker.finish(&Err(Arc::new(ImageError::InvalidImage {
-                reference: reference.to_string(),
-                reason: e.to_string(),
-            })));
-            return (tracker.watch(), Box::pin(async move { Err(e.into()) }));
+            tracker.finish(&Err(e.clone()));
+            return (
+                tracker.watch(),
+                Box::pin(async move { Err(ImageError::Shared(e)) }),
+            );
         }
     };
     // Pulls of one reference with the same credentials share one execution (and one progress;
@@ -125,7 +127,7 @@ async fn pull_uncoalesced(
     };
     drop(lease);
     let record = recorded?;
-    tracing::info!(image = %reference, id = %record.id, elapsed_ms = started.elapsed().as_millis() as u64, "pulled");
+    tracing::info!(image = %reference, id = %record.id, elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX), "pulled");
     Ok(record)
 }
 
@@ -183,6 +185,8 @@ impl Drop for Lease<'_> {
 }
 
 #[cfg(test)]
+// unsafe: geteuid/getegid, to own the fake layers' files as the test's user.
+#[allow(unsafe_code)]
 mod fake;
 #[cfg(test)]
 mod tests;

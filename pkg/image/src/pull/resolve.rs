@@ -170,7 +170,8 @@ async fn fetch_config(
                 .fetch_blob(reference, digest.as_str(), endpoint, credentials)
                 .await
                 .map_err(|e| Arc::new(e.into()))?;
-            let mut bytes = Vec::with_capacity(descriptor.size as usize);
+            // At most MAX_CONFIG_SIZE (checked above), so it fits.
+            let mut bytes = Vec::with_capacity(usize::try_from(descriptor.size).unwrap_or(0));
             while let Some(chunk) = blob.next_chunk().await.map_err(|e| Arc::new(e.into()))? {
                 if (bytes.len() + chunk.len()) as u64 > descriptor.size {
                     break;

@@ -17,11 +17,8 @@ pub const MTIME: u64 = 1_600_000_000;
 /// The unpacker needs root (chown, mknod, trusted xattrs, mounts); fail clearly otherwise.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "berth-snapshot tests must run as root"
-    );
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "berth-snapshot tests must run as root");
 }
 
 pub fn sha256(bytes: &[u8]) -> String {
