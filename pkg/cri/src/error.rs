@@ -116,7 +116,6 @@ fn sandbox_code(e: &SandboxError) -> Code {
         SandboxError::Namespace(e) if e.is_invalid_argument() => Code::InvalidArgument,
         SandboxError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
         SandboxError::NotFound(_) => Code::NotFound,
-        SandboxError::Unsupported(_) => Code::Unimplemented,
         // What the pod or the node is not ready for: the request may succeed later or elsewhere.
         SandboxError::NotReady { .. }
         | SandboxError::PortForward { .. }

@@ -35,9 +35,6 @@ pub enum SandboxError {
         value: String,
         problem: &'static str,
     },
-    /// A feature of the request Berth does not implement yet (gRPC UNIMPLEMENTED).
-    #[error("{0} is not implemented by berth yet")]
-    Unsupported(String),
     /// The pod is not ready for what was asked (resize, port-forward).
     #[error("{action} pod sandbox {id}: the pod is not ready")]
     NotReady { id: String, action: &'static str },
