@@ -16,6 +16,7 @@ mod container;
 mod error;
 mod fsops;
 mod hierarchy;
+mod leftovers;
 pub mod parent;
 mod pod;
 mod resources;

@@ -170,6 +170,48 @@ fn non_empty_cgroup_is_busy_and_kept() {
     assert_eq!(leftovers(&top), Vec::<PathBuf>::new());
 }
 
+/// What RemovePodSandbox does before it removes the pod cgroup: an init a crash left unrecorded
+/// (in the berth-init child, in every hierarchy) and a stray process in the pod cgroup Berth
+/// made are killed, and then the removal succeeds.
+#[test]
+fn leftovers_are_killed_so_the_cgroup_can_go() {
+    let cg = cgroups();
+    let top = format!("berth-cgtest-{}", token());
+    let mut guard = Guard::new(top.clone());
+    let mut pod = cg.pod_cgroup(&format!("/{top}/podk"), "x").unwrap();
+    cg.ensure(&mut pod, &PodResources::default()).unwrap();
+    assert_eq!(cg.kill_leftovers(&pod).unwrap(), Vec::<i32>::new());
+
+    let mut spawn = || {
+        let child = Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        guard.children.push(child);
+        pid
+    };
+    let init = spawn();
+    for procs in cg.init_procs_files(&pod).unwrap() {
+        std::fs::write(procs, init.to_string()).expect("move into berth-init");
+    }
+    let stray = spawn();
+    std::fs::write(pod.fs_paths()[0].join("cgroup.procs"), stray.to_string()).expect("move");
+    assert!(matches!(cg.remove(&pod), Err(CgroupError::Busy { .. })));
+
+    let mut killed = cg.kill_leftovers(&pod).unwrap();
+    killed.sort_unstable();
+    let mut expected = vec![init as i32, stray as i32];
+    expected.sort_unstable();
+    assert_eq!(killed, expected);
+    for mut child in guard.children.drain(..) {
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{status:?}");
+    }
+    cg.remove(&pod).unwrap();
+    assert_eq!(leftovers(&top), Vec::<PathBuf>::new());
+}
+
 #[test]
 fn shared_created_ancestor_stays_while_in_use() {
     let cg = cgroups();

@@ -461,7 +461,7 @@ struct PodHook(Arc<Inner>);
 
 /// Sandbox errors carry the container layer's message; the gRPC code comes from the sandbox side.
 fn to_sandbox_error(e: ContainerError) -> SandboxError {
-    SandboxError::Internal(format!("containers: {e}"))
+    SandboxError::Containers(Box::new(e))
 }
 
 impl PodContainers for PodHook {

@@ -127,20 +127,33 @@ fn image_code(e: &ImageError) -> Code {
 
 fn sandbox_code(e: &SandboxError) -> Code {
     match e {
-        SandboxError::InvalidArgument(_) | SandboxError::Ambiguous { .. } => Code::InvalidArgument,
-        SandboxError::NotFound(_) => Code::NotFound,
-        SandboxError::UnknownHandler { .. } => Code::InvalidArgument,
-        SandboxError::Unsupported(_) => Code::Unimplemented,
-        SandboxError::FailedPrecondition { .. } => Code::FailedPrecondition,
+        // The request's mistakes.
+        SandboxError::MissingId
+        | SandboxError::Ambiguous { .. }
+        | SandboxError::IncompleteMetadata
+        | SandboxError::UnknownHandler { .. }
+        | SandboxError::InvalidNamespaces(_)
+        | SandboxError::InvalidHostname(_)
+        | SandboxError::InvalidDnsEntry(_)
+        | SandboxError::InvalidBandwidth { .. } => Code::InvalidArgument,
         SandboxError::Namespace(e) if e.is_invalid_argument() => Code::InvalidArgument,
         SandboxError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        SandboxError::NotFound(_) => Code::NotFound,
+        // What the pod or the node is not ready for: the request may succeed later or elsewhere.
+        SandboxError::NotReady { .. }
+        | SandboxError::PortForward { .. }
+        | SandboxError::UserNamespacesUnavailable { .. } => Code::FailedPrecondition,
         SandboxError::Cni(e) => cni_code(e),
         SandboxError::Store(e) => store_code(e),
+        // Berth's own failures (the container layer's included, as they reach a pod RPC).
         SandboxError::Io { .. }
         | SandboxError::Mount { .. }
+        | SandboxError::Init(_)
+        | SandboxError::Task { .. }
+        | SandboxError::Containers(_)
+        | SandboxError::Failpoint(_)
         | SandboxError::Namespace(_)
-        | SandboxError::Cgroup(_)
-        | SandboxError::Internal(_) => Code::Internal,
+        | SandboxError::Cgroup(_) => Code::Internal,
     }
 }
 
@@ -178,18 +191,23 @@ fn stats_code(e: &StatsError) -> Code {
         StatsError::ContainerNotFound(_) | StatsError::SandboxNotFound(_) => Code::NotFound,
         StatsError::Container(e) => container_code(e),
         StatsError::Sandbox(e) => sandbox_code(e),
-        StatsError::Network(_) => Code::Internal,
+        StatsError::EnterNetns { .. }
+        | StatsError::ReadNetDev { .. }
+        | StatsError::NetDevNumber { .. }
+        | StatsError::NetDevFields { .. } => Code::Internal,
     }
 }
 
 fn volume_code(e: &berth_volume::VolumeError) -> Code {
     use berth_volume::VolumeError;
     match e {
-        VolumeError::InvalidArgument(_) => Code::InvalidArgument,
+        VolumeError::InvalidName(_)
+        | VolumeError::NameTooLong { .. }
+        | VolumeError::EmptyLabelKey(_) => Code::InvalidArgument,
         VolumeError::AlreadyExists(_) => Code::AlreadyExists,
         VolumeError::NotFound(_) => Code::NotFound,
         VolumeError::InUse { .. } => Code::FailedPrecondition,
-        VolumeError::Io { .. } => Code::Internal,
+        VolumeError::Metadata { .. } | VolumeError::Io { .. } => Code::Internal,
     }
 }
 

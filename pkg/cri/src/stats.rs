@@ -21,7 +21,10 @@ async fn blocking<T: Send + 'static>(
     let stats = stats.clone();
     tokio::task::spawn_blocking(move || work(&stats))
         .await
-        .map_err(|e| CriError::Internal(format!("stats task: {e}")))
+        .map_err(|source| CriError::Task {
+            what: "stats",
+            source,
+        })
 }
 
 pub(crate) async fn container_stats(

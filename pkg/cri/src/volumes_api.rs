@@ -110,7 +110,10 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T, CriError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| CriError::Internal(format!("volume task failed: {e}")))?
+        .map_err(|source| CriError::Task {
+            what: "volume",
+            source,
+        })?
         .map_err(CriError::from)
 }
 

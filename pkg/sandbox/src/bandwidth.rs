@@ -55,17 +55,21 @@ fn parse_quantity(value: &str) -> Option<u64> {
     Some(total)
 }
 
-fn rate(annotations: &BTreeMap<String, String>, key: &str) -> Result<Option<u64>, SandboxError> {
+fn rate(
+    annotations: &BTreeMap<String, String>,
+    key: &'static str,
+) -> Result<Option<u64>, SandboxError> {
     let Some(value) = annotations.get(key) else {
         return Ok(None);
     };
-    let rate = parse_quantity(value).ok_or_else(|| {
-        SandboxError::InvalidArgument(format!("annotation {key}: {value:?} is not a quantity"))
-    })?;
+    let invalid = |problem| SandboxError::InvalidBandwidth {
+        annotation: key,
+        value: value.clone(),
+        problem,
+    };
+    let rate = parse_quantity(value).ok_or_else(|| invalid("is not a quantity"))?;
     if !(MIN_RATE..=MAX_RATE).contains(&rate) {
-        return Err(SandboxError::InvalidArgument(format!(
-            "annotation {key}: {value:?} is outside 1k..1P bits per second"
-        )));
+        return Err(invalid("is outside 1k..1P bits per second"));
     }
     Ok(Some(rate))
 }
@@ -130,12 +134,12 @@ mod tests {
         a.insert(EGRESS.to_string(), "1".to_string());
         assert!(matches!(
             from_annotations(&a),
-            Err(SandboxError::InvalidArgument(_))
+            Err(SandboxError::InvalidBandwidth { .. })
         ));
         a.insert(EGRESS.to_string(), "lots".to_string());
         assert!(matches!(
             from_annotations(&a),
-            Err(SandboxError::InvalidArgument(_))
+            Err(SandboxError::InvalidBandwidth { .. })
         ));
     }
 }

@@ -56,9 +56,7 @@ pub fn create_dir(dir: &Path) -> Result<(), SandboxError> {
 pub fn check_dns(dns: &DnsConfig) -> Result<(), SandboxError> {
     for value in dns.servers.iter().chain(&dns.searches).chain(&dns.options) {
         if value.contains(['\n', '\r']) || value.trim().is_empty() {
-            return Err(SandboxError::InvalidArgument(format!(
-                "DNS config entry {value:?} is empty or spans lines"
-            )));
+            return Err(SandboxError::InvalidDnsEntry(value.clone()));
         }
     }
     Ok(())

@@ -49,6 +49,8 @@ pub(crate) trait PodCgroups: Send + Sync {
     fn ensure(&self, cgroup: &mut PodCgroup, resources: &PodResources)
     -> Result<bool, CgroupError>;
     fn init_procs_files(&self, cgroup: &PodCgroup) -> Result<Vec<PathBuf>, CgroupError>;
+    /// Kills what is left in the pod's own cgroups and returns the pids; blocks until they left.
+    fn kill_leftovers(&self, cgroup: &PodCgroup) -> Result<Vec<i32>, CgroupError>;
     fn remove(&self, cgroup: &PodCgroup) -> Result<(), CgroupError>;
 }
 
@@ -144,6 +146,10 @@ impl PodCgroups for Cgroups {
         Cgroups::init_procs_files(self, cgroup)
     }
 
+    fn kill_leftovers(&self, cgroup: &PodCgroup) -> Result<Vec<i32>, CgroupError> {
+        Cgroups::kill_leftovers(self, cgroup)
+    }
+
     fn remove(&self, cgroup: &PodCgroup) -> Result<(), CgroupError> {
         Cgroups::remove(self, cgroup)
     }
@@ -156,7 +162,7 @@ struct BerthInit {
 
 impl PodInits for BerthInit {
     fn start(&self, cgroup_procs: &[PathBuf]) -> Result<InitProcess, SandboxError> {
-        init::start(&self.binary, cgroup_procs)
+        Ok(init::start(&self.binary, cgroup_procs)?)
     }
 
     fn stop(&self, init: &InitProcess) {
@@ -167,6 +173,6 @@ impl PodInits for BerthInit {
         &'a self,
         init: &'a InitProcess,
     ) -> BoxFuture<'a, Result<(), SandboxError>> {
-        Box::pin(init::stop_and_wait(init))
+        Box::pin(async move { Ok(init::stop_and_wait(init).await?) })
     }
 }

@@ -15,7 +15,7 @@ pub fn generate() -> Result<String, SandboxError> {
 /// Why `prefix` names no single sandbox, as a sandbox error.
 pub fn lookup_error(e: IdLookup, prefix: &str) -> SandboxError {
     match e {
-        IdLookup::Empty => SandboxError::InvalidArgument("a pod sandbox ID is required".into()),
+        IdLookup::Empty => SandboxError::MissingId,
         IdLookup::NotFound => SandboxError::NotFound(prefix.to_string()),
         IdLookup::Ambiguous { matches } => SandboxError::Ambiguous {
             prefix: prefix.to_string(),
@@ -40,7 +40,7 @@ mod tests {
         ));
         assert!(matches!(
             lookup_error(IdLookup::Empty, ""),
-            SandboxError::InvalidArgument(_)
+            SandboxError::MissingId
         ));
         assert_eq!(generate().unwrap().len(), 64);
     }

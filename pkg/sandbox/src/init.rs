@@ -16,7 +16,35 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::SandboxError;
+/// Why the pod's init could not be started or stopped. Berth's own failures, all of them: the
+/// request only chose whether there is an init.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("cgroup path with a NUL byte: {0}")]
+    CgroupPath(#[source] std::ffi::NulError),
+    #[error("no async runtime for the pod init: {0}")]
+    NoRuntime(#[source] tokio::runtime::TryCurrentError),
+    #[error("starting the PID namespace thread: {0}")]
+    SpawnThread(#[source] std::io::Error),
+    #[error("the PID namespace thread panicked")]
+    ThreadPanicked,
+    #[error("unshare(CLONE_NEWPID): {0}")]
+    Unshare(#[source] nix::Error),
+    /// The error may come from joining the cgroups or from exec: the message names both.
+    #[error("starting {binary} in the pod cgroup ({cgroups}): {source}")]
+    Spawn {
+        binary: PathBuf,
+        cgroups: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the pod init exited at once")]
+    ExitedAtOnce,
+    #[error("the pod init (pid {0}) exited at once")]
+    ExitedAtOnceAs(i32),
+    #[error("the pod init (pid {pid}) did not exit within {timeout:?} of SIGKILL")]
+    StillRunning { pid: i32, timeout: Duration },
+}
 
 /// What kubelet asks for its infra containers (containerd's and CRI-O's pause get this too): the
 /// OOM killer should take anything else first.
@@ -99,27 +127,26 @@ fn join_cgroups(procs: &[CString]) -> std::io::Result<()> {
 
 /// Starts `binary` as PID 1 of a new PID namespace, inside the cgroups whose `cgroup.procs` files
 /// are given (the pod's init cgroup in every hierarchy) from before it execs.
-pub fn start(binary: &Path, cgroup_procs: &[PathBuf]) -> Result<InitProcess, SandboxError> {
+pub fn start(binary: &Path, cgroup_procs: &[PathBuf]) -> Result<InitProcess, InitError> {
     let binary = binary.to_path_buf();
     let procs = cgroup_procs
         .iter()
         .map(|p| CString::new(p.as_os_str().as_bytes()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| SandboxError::Internal(format!("cgroup path with a NUL byte: {e}")))?;
+        .map_err(InitError::CgroupPath)?;
     let cgroups = cgroup_procs
         .iter()
         .filter_map(|p| p.parent())
         .map(|p| p.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
-    let handle = tokio::runtime::Handle::try_current()
-        .map_err(|e| SandboxError::Internal(format!("no async runtime for the pod init: {e}")))?;
+    let handle = tokio::runtime::Handle::try_current().map_err(InitError::NoRuntime)?;
     let spawned = std::thread::Builder::new()
         .name("berth-pidns".into())
-        .spawn(move || -> Result<i32, SandboxError> {
+        .spawn(move || -> Result<i32, InitError> {
             // This thread's children get a new PID namespace; the thread exits right after.
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)
-                .map_err(|e| SandboxError::Internal(format!("unshare(CLONE_NEWPID): {e}")))?;
+                .map_err(InitError::Unshare)?;
             // Spawned through tokio so that its exit is reaped without a waiting thread.
             let _runtime = handle.enter();
             let mut command = tokio::process::Command::new(&binary);
@@ -133,26 +160,20 @@ pub fn start(binary: &Path, cgroup_procs: &[PathBuf]) -> Result<InitProcess, San
             unsafe {
                 command.pre_exec(move || join_cgroups(&procs));
             }
-            // The error may come from joining the cgroups or from exec: name both.
-            let child = command.spawn().map_err(|e| {
-                SandboxError::Internal(format!(
-                    "starting {} in the pod cgroup ({cgroups}): {e}",
-                    binary.display()
-                ))
+            let child = command.spawn().map_err(|source| InitError::Spawn {
+                binary: binary.clone(),
+                cgroups,
+                source,
             })?;
             child
                 .id()
-                .map(|pid| pid as i32)
-                .ok_or_else(|| SandboxError::Internal("the pod init exited at once".into()))
+                .and_then(|pid| i32::try_from(pid).ok())
+                .ok_or(InitError::ExitedAtOnce)
         })
-        .map_err(|e| SandboxError::Internal(format!("starting the PID namespace thread: {e}")))?;
-    let pid = spawned
-        .join()
-        .map_err(|_| SandboxError::Internal("the PID namespace thread panicked".into()))??;
+        .map_err(InitError::SpawnThread)?;
+    let pid = spawned.join().map_err(|_| InitError::ThreadPanicked)??;
     set_oom_score_adj(pid);
-    let start_time = start_time(pid).ok_or_else(|| {
-        SandboxError::Internal(format!("the pod init (pid {pid}) exited at once"))
-    })?;
+    let start_time = start_time(pid).ok_or(InitError::ExitedAtOnceAs(pid))?;
     Ok(InitProcess { pid, start_time })
 }
 
@@ -172,15 +193,15 @@ pub fn stop(init: &InitProcess) {
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Kills the init and waits until it has exited, so that its cgroup can be removed. Idempotent.
-pub async fn stop_and_wait(init: &InitProcess) -> Result<(), SandboxError> {
+pub async fn stop_and_wait(init: &InitProcess) -> Result<(), InitError> {
     stop(init);
     let deadline = Instant::now() + EXIT_TIMEOUT;
     while !exited(init) {
         if Instant::now() > deadline {
-            return Err(SandboxError::Internal(format!(
-                "the pod init (pid {}) did not exit within {EXIT_TIMEOUT:?} of SIGKILL",
-                init.pid
-            )));
+            return Err(InitError::StillRunning {
+                pid: init.pid,
+                timeout: EXIT_TIMEOUT,
+            });
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -15,6 +15,8 @@ mod error;
 mod files;
 mod host;
 mod ids;
+// raw syscalls between fork and exec: open, write, close; Command::pre_exec
+#[allow(unsafe_code)]
 mod init;
 mod lifecycle;
 mod net;
@@ -244,7 +246,7 @@ async fn detached<T: Send + 'static>(
 ) -> Result<T, SandboxError> {
     tokio::spawn(work)
         .await
-        .map_err(|e| SandboxError::Internal(format!("sandbox task: {e}")))?
+        .map_err(SandboxError::task("sandbox"))?
 }
 
 impl Inner {

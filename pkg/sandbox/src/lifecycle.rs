@@ -17,9 +17,7 @@ fn validate(
 ) -> Result<(), SandboxError> {
     let m = &config.metadata;
     if m.name.is_empty() || m.namespace.is_empty() || m.uid.is_empty() {
-        return Err(SandboxError::InvalidArgument(
-            "pod sandbox metadata needs a name, a namespace and a uid".into(),
-        ));
+        return Err(SandboxError::IncompleteMetadata);
     }
     if config.runtime_handler.is_empty() {
         config.runtime_handler = inner.default_handler.clone();
@@ -32,23 +30,20 @@ fn validate(
     }
     let ns = &config.namespaces;
     if ns.network == NamespaceMode::Target || ns.ipc == NamespaceMode::Target {
-        return Err(SandboxError::InvalidArgument(
-            "only the PID namespace can target a container".into(),
+        return Err(SandboxError::InvalidNamespaces(
+            "only the PID namespace can target a container",
         ));
     }
     match ns.pid {
         NamespaceMode::Target if ns.target_id.is_empty() => {
-            return Err(SandboxError::InvalidArgument(
-                "PID namespace mode TARGET needs a target container id".into(),
+            return Err(SandboxError::InvalidNamespaces(
+                "PID namespace mode TARGET needs a target container id",
             ));
         }
         _ => {}
     }
     if !config.hostname.is_empty() && !valid_hostname(&config.hostname) {
-        return Err(SandboxError::InvalidArgument(format!(
-            "hostname {:?} is not a valid DNS-1123 label sequence of at most 64 characters",
-            config.hostname
-        )));
+        return Err(SandboxError::InvalidHostname(config.hostname.clone()));
     }
     berth_namespace::validate_sysctls(&config.sysctls, !ns.host_network(), !ns.host_ipc())?;
     if let Some(dns) = &config.dns {
@@ -72,22 +67,19 @@ fn check_userns(
 ) -> Result<(), SandboxError> {
     maps.validate()?;
     if ns.host_network() || ns.host_ipc() || ns.pid == NamespaceMode::Node {
-        return Err(SandboxError::InvalidArgument(
-            "a pod with a user namespace (hostUsers: false) cannot use the host's network, IPC or PID namespace".into(),
+        return Err(SandboxError::InvalidNamespaces(
+            "a pod with a user namespace (hostUsers: false) cannot use the host's network, IPC or PID namespace",
         ));
     }
     if ns.pid == NamespaceMode::Pod {
         // berth-init would have to be PID 1 of a PID namespace owned by the pod's user namespace,
         // which needs a second child of its own; not done yet.
-        return Err(SandboxError::InvalidArgument(
-            "a shared PID namespace (shareProcessNamespace) together with a user namespace (hostUsers: false) is not supported by berth".into(),
+        return Err(SandboxError::InvalidNamespaces(
+            "a shared PID namespace (shareProcessNamespace) together with a user namespace (hostUsers: false) is not supported by berth",
         ));
     }
     if let Some(problem) = node_problem() {
-        return Err(SandboxError::FailedPrecondition {
-            what: "pod user namespace (hostUsers: false)".into(),
-            reason: format!("this node cannot run it: {problem}"),
-        });
+        return Err(SandboxError::UserNamespacesUnavailable { problem });
     }
     Ok(())
 }
@@ -218,7 +210,7 @@ async fn create_locked(
     };
     // Written before the first side effect: a crash from here on leaves a record to clean up from.
     inner.save(&record).await?;
-    berth_failpoint::fail("sandbox/run/after-record").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/run/after-record").map_err(SandboxError::Failpoint)?;
     match setup(inner, &mut record, &config).await {
         Ok(()) => {
             record.phase = Phase::Created;
@@ -281,14 +273,14 @@ async fn setup(
             })
         })
         .await
-        .map_err(|e| SandboxError::Internal(format!("namespace task: {e}")))??;
+        .map_err(SandboxError::task("namespace"))??;
         record.netns = pinned.net;
         record.utsns = pinned.uts;
         record.ipcns = pinned.ipc;
         record.userns_path = pinned.user;
     }
     phases.mark("namespaces");
-    berth_failpoint::fail("sandbox/run/after-namespaces").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/run/after-namespaces").map_err(SandboxError::Failpoint)?;
     if !host_ipc {
         record.shm = Some(inner.host.shm.mount(&record.dir)?);
     }
@@ -308,7 +300,7 @@ async fn setup(
         inner.host.cgroups.ensure(cgroup, &resources)?;
     }
     phases.mark("shm+cgroup");
-    berth_failpoint::fail("sandbox/run/after-cgroup").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/run/after-cgroup").map_err(SandboxError::Failpoint)?;
     if config.namespaces.pid == NamespaceMode::Pod {
         let procs = match &record.cgroup {
             Some(cgroup) => inner.host.cgroups.init_procs_files(cgroup)?,
@@ -323,7 +315,7 @@ async fn setup(
     record.network_pending = record.netns.is_some();
     inner.save(record).await?;
     phases.mark("record");
-    berth_failpoint::fail("sandbox/run/before-cni").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/run/before-cni").map_err(SandboxError::Failpoint)?;
 
     if let Some(netns) = record.netns.clone() {
         // A failed ADD is rolled back by the CNI runtime itself.
@@ -332,7 +324,7 @@ async fn setup(
         record.network = Some(added?);
         // Saved with the Created phase by the caller, before RunPodSandbox returns.
         phases.mark("cni");
-        berth_failpoint::fail("sandbox/run/after-cni").map_err(SandboxError::Internal)?;
+        berth_failpoint::fail("sandbox/run/after-cni").map_err(SandboxError::Failpoint)?;
     }
     files::write_pod_files(
         &record.dir,
@@ -342,7 +334,7 @@ async fn setup(
         &record.ips(),
     )?;
     phases.mark("files");
-    berth_failpoint::fail("sandbox/run/before-final-save").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/run/before-final-save").map_err(SandboxError::Failpoint)?;
     tracing::debug!(sandbox_id = %record.id, phases = %phases, "pod sandbox set up");
     Ok(())
 }
@@ -398,7 +390,7 @@ async fn stop_steps(
     containers: &dyn PodContainers,
 ) -> Result<(), SandboxError> {
     containers.stop_all(&record.id).await?;
-    berth_failpoint::fail("sandbox/stop/after-containers").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/stop/after-containers").map_err(SandboxError::Failpoint)?;
     if let Some(init) = &record.init {
         inner.host.inits.stop(init);
     }
@@ -430,7 +422,7 @@ pub(crate) async fn stop(
         return Ok(());
     }
     stop_steps(inner, &mut record, containers).await?;
-    berth_failpoint::fail("sandbox/stop/after-cni").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/stop/after-cni").map_err(SandboxError::Failpoint)?;
     record.phase = Phase::Stopped;
     inner.save(&record).await?;
     tracing::info!(sandbox_id = %id, "pod sandbox stopped");
@@ -450,23 +442,45 @@ async fn teardown(
     if network_too {
         stop_steps(inner, &mut record, containers).await?;
     }
-    berth_failpoint::fail("sandbox/remove/after-stop").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/remove/after-stop").map_err(SandboxError::Failpoint)?;
     containers.remove_all(&record.id).await?;
-    berth_failpoint::fail("sandbox/remove/after-containers").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/remove/after-containers").map_err(SandboxError::Failpoint)?;
     // By path, not by record: a crash may have come before the record said it was mounted.
     inner.host.shm.unmount(&record.dir.join(files::SHM))?;
-    berth_failpoint::fail("sandbox/remove/after-shm").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/remove/after-shm").map_err(SandboxError::Failpoint)?;
     inner.host.namespaces.unpin(&record.dir.join("ns"))?;
-    berth_failpoint::fail("sandbox/remove/after-unpin").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/remove/after-unpin").map_err(SandboxError::Failpoint)?;
     if let Some(init) = &record.init {
         // Stop only signals it; its cgroup cannot go while it is still exiting.
         inner.host.inits.stop_and_wait(init).await?;
     }
     if let Some(cgroup) = &record.cgroup {
+        kill_leftovers(inner, &record.id, cgroup).await?;
         inner.host.cgroups.remove(cgroup)?;
     }
-    berth_failpoint::fail("sandbox/remove/after-cgroup").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/remove/after-cgroup").map_err(SandboxError::Failpoint)?;
     files::remove_dir(&record.dir)
+}
+
+/// Kills whatever still runs in the pod's own cgroups, which would keep them from being removed
+/// on every retry. The containers are gone by now and a recorded init has exited, so anything
+/// left is a leftover: an init berthd started but died before recording (its record is written
+/// once, after the start), or a helper of the container layer that outlived it.
+async fn kill_leftovers(
+    inner: &Arc<Inner>,
+    id: &str,
+    cgroup: &berth_cgroup::PodCgroup,
+) -> Result<(), SandboxError> {
+    let service = inner.clone();
+    let cgroup = cgroup.clone();
+    // Blocks while the killed processes exit (a PID namespace's init waits for the rest).
+    let killed = tokio::task::spawn_blocking(move || service.host.cgroups.kill_leftovers(&cgroup))
+        .await
+        .map_err(SandboxError::task("cgroup cleanup"))??;
+    if !killed.is_empty() {
+        tracing::warn!(sandbox_id = %id, pids = ?killed, "killed processes left in the pod cgroup");
+    }
+    Ok(())
 }
 
 pub(crate) async fn remove(
@@ -492,7 +506,7 @@ pub(crate) async fn remove(
         inner.save(&record).await?;
     }
     teardown(inner, &record, false, containers).await?;
-    berth_failpoint::fail("sandbox/remove/before-delete").map_err(SandboxError::Internal)?;
+    berth_failpoint::fail("sandbox/remove/before-delete").map_err(SandboxError::Failpoint)?;
     inner.delete(id).await?;
     drop(_guard);
     inner.forget_lock(id);
@@ -523,7 +537,7 @@ mod tests {
             maps,
             || None,
         ) {
-            Err(SandboxError::InvalidArgument(_)) => {}
+            Err(SandboxError::InvalidNamespaces(_)) => {}
             Err(SandboxError::Namespace(e)) if e.is_invalid_argument() => {}
             other => panic!("{ns:?} {maps:?}: {other:?}"),
         };
@@ -542,7 +556,7 @@ mod tests {
         // The request's own errors come first; then what the node lacks.
         let err = check_userns(&pod_ns(), &maps, || Some("no idmap".into())).unwrap_err();
         assert!(
-            matches!(&err, SandboxError::FailedPrecondition { reason, .. } if reason.contains("no idmap")),
+            matches!(&err, SandboxError::UserNamespacesUnavailable { problem } if problem.contains("no idmap")),
             "{err:?}"
         );
     }

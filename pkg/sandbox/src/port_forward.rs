@@ -12,9 +12,9 @@ use crate::record::{SandboxRecord, SandboxState};
 
 pub(crate) async fn connect(record: &SandboxRecord, port: u16) -> Result<TcpStream, SandboxError> {
     if record.state() != SandboxState::Ready {
-        return Err(SandboxError::FailedPrecondition {
-            what: format!("port-forward to pod sandbox {}", record.id),
-            reason: "the pod is not ready".to_string(),
+        return Err(SandboxError::NotReady {
+            id: record.id.clone(),
+            action: "port-forward to",
         });
     }
     let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -27,9 +27,10 @@ pub(crate) async fn connect(record: &SandboxRecord, port: u16) -> Result<TcpStre
         }
         other => other,
     };
-    result.map_err(|e| SandboxError::FailedPrecondition {
-        what: format!("connecting to port {port} in pod sandbox {}", record.id),
-        reason: e.to_string(),
+    result.map_err(|source| SandboxError::PortForward {
+        id: record.id.clone(),
+        port,
+        source,
     })
 }
 

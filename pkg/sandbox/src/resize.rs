@@ -29,9 +29,10 @@ impl SandboxService {
                 return Err(SandboxError::NotFound(id));
             };
             if record.state() != SandboxState::Ready {
-                return Err(SandboxError::FailedPrecondition {
-                    what: format!("pod sandbox {id}"),
-                    reason: "is not ready: there is no cgroup to resize".into(),
+                // Its cgroup may be gone: there is nothing to resize.
+                return Err(SandboxError::NotReady {
+                    id,
+                    action: "resizing the cgroup of",
                 });
             }
             let Some(cgroup) = record.cgroup.as_mut() else {

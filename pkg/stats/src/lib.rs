@@ -34,8 +34,27 @@ pub enum StatsError {
     Container(Box<berth_container::ContainerError>),
     #[error(transparent)]
     Sandbox(Box<berth_sandbox::SandboxError>),
-    #[error("network counters: {0}")]
-    Network(String),
+    /// The pod's network namespace could not be entered to read its counters.
+    #[error("network counters: entering {netns}: {source}")]
+    EnterNetns {
+        netns: PathBuf,
+        #[source]
+        source: berth_namespace::NamespaceError,
+    },
+    #[error("network counters: reading /proc/net/dev in {netns}: {source}")]
+    ReadNetDev {
+        netns: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network counters: bad /proc/net/dev line {line:?}: {source}")]
+    NetDevNumber {
+        line: String,
+        #[source]
+        source: std::num::ParseIntError,
+    },
+    #[error("network counters: bad /proc/net/dev line {line:?}: {fields} fields")]
+    NetDevFields { line: String, fields: usize },
 }
 
 /// CPU usage: the cgroup's cumulative counters and the rate since the previous sample.

@@ -36,9 +36,13 @@ pub fn read(netns: &Path) -> Result<NetworkUsage, StatsError> {
     let text = berth_namespace::run_in_netns(netns, || {
         std::fs::read_to_string("/proc/thread-self/net/dev")
     })
-    .map_err(|e| StatsError::Network(e.to_string()))?
-    .map_err(|e| {
-        StatsError::Network(format!("reading /proc/net/dev in {}: {e}", netns.display()))
+    .map_err(|source| StatsError::EnterNetns {
+        netns: netns.to_path_buf(),
+        source,
+    })?
+    .map_err(|source| StatsError::ReadNetDev {
+        netns: netns.to_path_buf(),
+        source,
     })?;
     Ok(summarize(parse_net_dev(&text)?))
 }
@@ -67,12 +71,15 @@ pub(crate) fn parse_net_dev(text: &str) -> Result<Vec<InterfaceUsage>, StatsErro
             .split_whitespace()
             .map(str::parse)
             .collect::<Result<_, _>>()
-            .map_err(|e| StatsError::Network(format!("bad /proc/net/dev line {line:?}: {e}")))?;
+            .map_err(|source| StatsError::NetDevNumber {
+                line: line.to_string(),
+                source,
+            })?;
         if fields.len() < 16 {
-            return Err(StatsError::Network(format!(
-                "bad /proc/net/dev line {line:?}: {} fields",
-                fields.len()
-            )));
+            return Err(StatsError::NetDevFields {
+                line: line.to_string(),
+                fields: fields.len(),
+            });
         }
         out.push(InterfaceUsage {
             name: name.trim().to_string(),

@@ -45,7 +45,9 @@ impl CpuRates {
         if elapsed < MIN_INTERVAL_NS {
             return prev.rate;
         }
-        let rate = ((usage_ns - prev.usage_ns) as u128 * 1_000_000_000 / elapsed as u128) as u64;
+        let per_second = u128::from(usage_ns - prev.usage_ns) * 1_000_000_000 / elapsed as u128;
+        // Only a counter jump over a minimal interval could exceed u64: report it saturated.
+        let rate = u64::try_from(per_second).unwrap_or(u64::MAX);
         samples.insert(
             key.to_string(),
             Sample {

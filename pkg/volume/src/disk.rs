@@ -52,10 +52,10 @@ fn sync_dir(dir: &Path) -> Result<(), VolumeError> {
 
 fn write_meta(dir: &Path, meta: &Meta) -> Result<(), VolumeError> {
     let path = dir.join(META_FILE);
-    let bytes = serde_json::to_vec_pretty(meta).map_err(|e| VolumeError::Io {
+    let bytes = serde_json::to_vec_pretty(meta).map_err(|source| VolumeError::Metadata {
         op: "encode",
         path: path.clone(),
-        source: std::io::Error::other(e),
+        source,
     })?;
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -151,7 +151,7 @@ pub(crate) fn load(dir: &Path) -> Result<BTreeMap<String, Meta>, VolumeError> {
         let meta = match read_meta(&path) {
             Ok(meta) if meta.name == name => meta,
             found => {
-                tracing::warn!(path = %path.display(), problem = ?found.err(), "volume metadata missing or unreadable; writing it afresh (labels are lost)");
+                tracing::warn!(path = %path.display(), problem = ?found.err().map(|e| e.to_string()), "volume metadata missing or unreadable; writing it afresh (labels are lost)");
                 complete(&path, &name)?
             }
         };
@@ -161,10 +161,14 @@ pub(crate) fn load(dir: &Path) -> Result<BTreeMap<String, Meta>, VolumeError> {
     Ok(volumes)
 }
 
-fn read_meta(path: &Path) -> Result<Meta, String> {
+fn read_meta(path: &Path) -> Result<Meta, VolumeError> {
     let file = path.join(META_FILE);
-    let bytes = fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", file.display()))
+    let bytes = fs::read(&file).map_err(VolumeError::io("read", &file))?;
+    serde_json::from_slice(&bytes).map_err(|source| VolumeError::Metadata {
+        op: "decode",
+        path: file,
+        source,
+    })
 }
 
 fn complete(path: &Path, name: &str) -> Result<Meta, VolumeError> {

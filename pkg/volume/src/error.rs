@@ -4,9 +4,13 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VolumeError {
-    /// Not a name docker would accept (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), or a bad label.
-    #[error("{0}")]
-    InvalidArgument(String),
+    /// Not a name docker would accept.
+    #[error("{0:?} is not a valid volume name: it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*")]
+    InvalidName(String),
+    #[error("volume name {name:?} is longer than {max} characters")]
+    NameTooLong { name: String, max: usize },
+    #[error("label key {0:?} is empty")]
+    EmptyLabelKey(String),
     #[error("volume {0:?} already exists")]
     AlreadyExists(String),
     #[error("no such volume: {0:?}")]
@@ -17,6 +21,14 @@ pub enum VolumeError {
     InUse {
         name: String,
         containers: Vec<String>,
+    },
+    /// A volume's metadata file could not be encoded, or decoded when read back.
+    #[error("{op} {path}: {source}")]
+    Metadata {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("{op} {path}: {source}")]
     Io {

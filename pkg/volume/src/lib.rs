@@ -93,23 +93,20 @@ pub fn validate_name(name: &str) -> Result<(), VolumeError> {
     let first_ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric());
     let rest_ok = bytes.all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
     if !first_ok || !rest_ok {
-        return Err(VolumeError::InvalidArgument(format!(
-            "{name:?} is not a valid volume name: it must match [a-zA-Z0-9][a-zA-Z0-9_.-]*"
-        )));
+        return Err(VolumeError::InvalidName(name.to_string()));
     }
     if name.len() > MAX_NAME_LEN {
-        return Err(VolumeError::InvalidArgument(format!(
-            "volume name {name:?} is longer than {MAX_NAME_LEN} characters"
-        )));
+        return Err(VolumeError::NameTooLong {
+            name: name.to_string(),
+            max: MAX_NAME_LEN,
+        });
     }
     Ok(())
 }
 
 fn validate_labels(labels: &BTreeMap<String, String>) -> Result<(), VolumeError> {
     if let Some(key) = labels.keys().find(|k| k.trim().is_empty()) {
-        return Err(VolumeError::InvalidArgument(format!(
-            "label key {key:?} is empty"
-        )));
+        return Err(VolumeError::EmptyLabelKey(key.clone()));
     }
     Ok(())
 }

@@ -67,7 +67,10 @@ fn names_follow_dockers_rule() {
         long.as_str(),
     ] {
         assert!(
-            matches!(validate_name(bad), Err(VolumeError::InvalidArgument(_))),
+            matches!(
+                validate_name(bad),
+                Err(VolumeError::InvalidName(_) | VolumeError::NameTooLong { .. })
+            ),
             "{bad:?}"
         );
     }
@@ -89,7 +92,7 @@ fn create_inspect_list_remove() {
     ));
     assert!(matches!(
         volumes.create(Some("a/b"), BTreeMap::new()),
-        Err(VolumeError::InvalidArgument(_))
+        Err(VolumeError::InvalidName(_))
     ));
     let generated = volumes.create(None, BTreeMap::new()).unwrap();
     assert_eq!(generated.name.len(), 64);

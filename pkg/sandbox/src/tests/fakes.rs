@@ -111,8 +111,13 @@ impl FakeHost {
     }
 }
 
+/// A failure of the fake host, as the real one reports its file operations.
 fn internal(message: String) -> SandboxError {
-    SandboxError::Internal(message)
+    SandboxError::Io {
+        op: "fake",
+        path: PathBuf::from("/fake"),
+        source: std::io::Error::other(message),
+    }
 }
 
 fn cgroup_error(message: String) -> CgroupError {
@@ -217,6 +222,19 @@ impl PodCgroups for FakeHost {
         ])
     }
 
+    /// Kills the inits running in the pod cgroup, as the real one kills whatever is in it.
+    fn kill_leftovers(&self, cgroup: &PodCgroup) -> Result<Vec<i32>, CgroupError> {
+        let mut world = self.world();
+        let killed: Vec<i32> = world
+            .inits
+            .iter()
+            .filter(|(_, c)| **c == cgroup.path)
+            .map(|(pid, _)| *pid)
+            .collect();
+        world.inits.retain(|pid, _| !killed.contains(pid));
+        Ok(killed)
+    }
+
     /// Busy while an init still runs in it, as rmdir of a cgroup with a process is.
     fn remove(&self, cgroup: &PodCgroup) -> Result<(), CgroupError> {
         self.step(Step::RemoveCgroup, cgroup_error, |world| {
@@ -295,9 +313,7 @@ impl PodContainers for FakeContainers {
         let fail = self.fail_stop.load(std::sync::atomic::Ordering::Relaxed);
         Box::pin(async move {
             if fail {
-                return Err(SandboxError::Internal(
-                    "containers: injected stop failure".into(),
-                ));
+                return Err(SandboxError::Containers("injected stop failure".into()));
             }
             Ok(())
         })

@@ -285,7 +285,7 @@ async fn bad_requests_create_nothing() {
     no_uid.metadata.uid.clear();
     assert!(matches!(
         node.run(no_uid).await,
-        Err(SandboxError::InvalidArgument(_))
+        Err(SandboxError::IncompleteMetadata)
     ));
     assert!(node.containers.calls().is_empty());
     node.assert_nothing_left();
@@ -301,7 +301,7 @@ async fn user_namespace_pods_ask_the_container_layer() {
     ));
     let err = refusing.run(userns_pod.clone()).await.unwrap_err();
     assert!(
-        matches!(&err, SandboxError::FailedPrecondition { reason, .. } if reason.contains("idmapped")),
+        matches!(&err, SandboxError::UserNamespacesUnavailable { problem } if problem.contains("idmapped")),
         "{err}"
     );
     refusing.assert_nothing_left();
