@@ -11,6 +11,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const SECOND: i128 = 1_000_000_000;
 
 /// Nanoseconds since the epoch, now.
+// i64 nanoseconds last until 2262; replaced by berth-clock.
+#[allow(clippy::cast_possible_truncation)]
 pub fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -88,6 +90,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// The civil date of a day count since the epoch (the inverse of [`days_from_civil`]).
+// Day (1..=31) and month (1..=12) are small by construction.
+#[allow(clippy::cast_possible_truncation)]
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);

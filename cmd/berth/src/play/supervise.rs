@@ -99,6 +99,8 @@ pub fn restarts(policy: RestartPolicy, code: i32) -> bool {
     }
 }
 
+// i64 nanoseconds last until 2262; replaced by berth-clock.
+#[allow(clippy::cast_possible_truncation)]
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -292,7 +294,9 @@ impl Play {
                 continue;
             }
             let wait = backoff(self.restart_delay, t.attempt, ran);
-            if now_ns() < finished.saturating_add(wait.as_nanos() as i64) {
+            if now_ns()
+                < finished.saturating_add(i64::try_from(wait.as_nanos()).unwrap_or(i64::MAX))
+            {
                 continue;
             }
             let attempt = t.attempt + 1;
@@ -489,6 +493,8 @@ pub async fn supervise(connect: &Connect, state_file: &std::path::Path) -> anyho
 
 /// Starts the supervisor in a session of its own (setsid), so it outlives this CLI and its
 /// terminal; its output goes to `supervisor.log` in the play's directory.
+// Command::pre_exec: setsid and close_range in the forked child.
+#[allow(unsafe_code)]
 pub fn spawn(connect: &Connect, paths: &Paths) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("locating the berth binary")?;
