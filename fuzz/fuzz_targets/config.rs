@@ -3,6 +3,8 @@
 //!
 //! Properties: nothing panics; a configuration that loads also serializes (`to_json`).
 #![no_main]
+// A panic in a fuzz target is a finding: its asserts, unwraps and expects are the properties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
