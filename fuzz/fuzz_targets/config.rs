@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
     let path = file();
     std::fs::write(path, data).expect("write config");
     if let Ok(loaded) = load(Some(path), &Overrides::default()) {
-        assert_eq!(loaded.sources, [path.clone()]);
+        assert_eq!(loaded.sources, std::slice::from_ref(path));
         let _ = loaded.config.to_json();
     }
 });
