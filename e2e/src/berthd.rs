@@ -411,6 +411,8 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
+// kill(2): Child::kill only sends SIGKILL.
+#[allow(unsafe_code)]
 pub fn signal(child: &Child, signal: i32) -> anyhow::Result<()> {
     // SAFETY: kill(2) on a pid we spawned and have not reaped.
     let rc = unsafe { libc::kill(child.id() as i32, signal) };

@@ -388,7 +388,7 @@ impl Rng {
             .unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
+                    .map(|d| u64::try_from(d.as_nanos()).unwrap_or(1))
                     .unwrap_or(1)
             });
         eprintln!("{test}: BERTH_CHAOS_SEED={seed} replays this run");

@@ -6,6 +6,9 @@
 //! cgroups, processes and berth-monitors, OCI runtime state, CNI IP reservations). Container tests use
 //! [`containers`] on top of the pod helpers in [`pods`].
 
+// The rig is test code: a failed unwrap or expect is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod berthd;
 pub mod chaos;
 pub mod containerd;

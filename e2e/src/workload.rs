@@ -128,6 +128,8 @@ pub fn pod_filter(id: &str, selector: &[(&str, &str)]) -> Option<cri::PodSandbox
 }
 
 /// User plus system CPU time of one process, in nanoseconds (`/proc/<pid>/stat`, clock ticks).
+// sysconf(_SC_CLK_TCK) to turn clock ticks into nanoseconds.
+#[allow(unsafe_code)]
 pub fn process_cpu_ns(pid: i32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .unwrap_or_else(|e| panic!("reading /proc/{pid}/stat: {e}"));

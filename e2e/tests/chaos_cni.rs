@@ -2,6 +2,9 @@
 //! its answer) and in the middle of DEL (before any work). RunPodSandbox must fail cleanly and
 //! roll back, its retry must work, and in the end no IP stays reserved (the leak check).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_e2e::chaos::{Cri, check_no_panic, write_script};
 use berth_e2e::containers::{busybox, pull};
 use berth_e2e::pods::pod_config;

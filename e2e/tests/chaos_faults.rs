@@ -6,6 +6,9 @@
 //! kubelet would remove is removable, `finish()`'s leak check passes, no panic in the log, and
 //! berthd still answers Version and Status.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -341,6 +344,8 @@ fn free_bytes(dir: &Path) -> u64 {
 /// What a reboot does to a node, short of rebooting: every process of the test's pods and
 /// monitors killed, every mount below the test dir gone, the (tmpfs) state dir empty, the pod
 /// cgroups gone. The root and the CNI IPAM store (on disk) stay.
+// kill(2) of leftover processes by pid.
+#[allow(unsafe_code)]
 fn reboot(berthd: &Berthd) {
     let id = berthd.test_id();
     for _ in 0..50 {
@@ -419,7 +424,10 @@ async fn a_state_dir_wiped_as_by_a_reboot_leaves_removable_pods() {
 
     berthd.kill().expect("kill -9 berthd");
     reboot(&berthd);
-    assert!(gone(pid as i32), "the container died with the machine");
+    assert!(
+        gone(i32::try_from(pid).unwrap()),
+        "the container died with the machine"
+    );
     assert!(
         !leaks::cni_reservations(&berthd.cni_ipam_dir).is_empty(),
         "the IP reservation survives the reboot (it is on disk)"

@@ -6,6 +6,9 @@
 //! `BERTH_CHAOS_KILLS` kills (default 50; `make chaos` runs 1000); `BERTH_CHAOS_SEED` replays a
 //! run (the seed is printed).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;

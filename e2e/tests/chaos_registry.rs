@@ -3,6 +3,9 @@
 //! and a later pull works. Invariants as in `chaos_faults.rs`: every RPC answers within its
 //! deadline, no panic, berthd still answers, the leak check passes.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};

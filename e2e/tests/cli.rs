@@ -1,5 +1,8 @@
 //! The `berth` CLI against a real berthd: what a person types at a shell.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_e2e::Berthd;
 use berth_e2e::registry::SHARED;
 

@@ -2,6 +2,9 @@
 //! `system prune` and `system df`, `events` with filters, `statsp` and `metricsp`. Outputs are
 //! compared as parsed JSON, and against what berthd answers over CRI.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashSet};
 use std::io::Read;
 use std::process::{Child, Command, Stdio};

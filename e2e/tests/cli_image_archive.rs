@@ -3,6 +3,9 @@
 //! verifies a layout copied from Berth's archive) and Python's tarfile/json/hashlib (every
 //! digest, diff ID and annotation of the archive). Each test ends with berthd's leak check.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

@@ -5,6 +5,9 @@
 //! file is docker's config.json (mode 0600, read by Python's json), a logout takes it away, and an
 //! existing docker config.json, named by `registry.auth_file` at a SIGHUP reload, is used as it is.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,6 +1,9 @@
 //! The `berth` CLI as crictl and docker users expect it, against a real berthd: where the endpoint
 //! comes from, docker's exit codes, machine-readable output and crictl's list filters.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 
 use berth_e2e::registry::SHARED;

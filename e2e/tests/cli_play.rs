@@ -2,6 +2,9 @@
 //! emptyDir volumes, an init container, a readiness probe and hostPorts; restarts with back-off
 //! by the detached supervisor; `--logs` prefixes; `--down` leaving nothing behind; error messages.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,8 @@ mod helpers;
 use helpers::{app, free_port, play, pyyaml_dump_all, read_until, spawn_play, wait_file};
 
 #[tokio::test]
+// fcntl(F_SETFD) to clear close-on-exec, as an inherited lock would be.
+#[allow(unsafe_code)]
 async fn play_runs_a_multi_pod_app_and_down_removes_it() {
     let berthd = Berthd::start("play").await.unwrap();
     let out = berthd.dir.join("out");
@@ -26,17 +31,10 @@ async fn play_runs_a_multi_pod_app_and_down_removes_it() {
     // A descriptor the CLI inherits without close-on-exec, as from `flock FILE berth play -d`:
     // the detached supervisor, which lives until --down, must not keep it.
     let inherited = std::fs::File::create(berthd.dir.join("inherited.lock")).unwrap();
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&inherited);
     // SAFETY: fcntl(F_SETFD) on a descriptor this test owns: clears its close-on-exec flag.
-    assert_eq!(
-        unsafe {
-            libc::fcntl(
-                std::os::fd::AsRawFd::as_raw_fd(&inherited),
-                libc::F_SETFD,
-                0,
-            )
-        },
-        0
-    );
+    let cleared = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    assert_eq!(cleared, 0);
     let (ok, stdout, stderr) = play(&berthd, &["-d", manifest], None);
     drop(inherited);
     assert!(ok, "{stdout}\n{stderr}");

@@ -2,6 +2,9 @@
 //! redrawn indicatif bars on a terminal (a pty made by util-linux `script`), nothing with -q.
 //! The image is the local registry's `big10` (10 layers of 20 MiB).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::{Command, Stdio};
 
 use berth_e2e::Berthd;

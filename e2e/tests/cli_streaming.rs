@@ -1,6 +1,9 @@
 //! The `berth` CLI's streaming verbs against a real berthd: `exec` through ExecSync and through a
 //! streaming Exec session (stdin, its end, exit codes, a terminal), `attach`, and `port-forward`.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::thread::JoinHandle;

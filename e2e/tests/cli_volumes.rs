@@ -3,6 +3,9 @@
 //! while a container (running or exited) mounts one, pruned, kept across a restart of berthd (and a
 //! crash's leftovers cleaned), and driven from Python grpcio with stubs compiled from the .proto.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 

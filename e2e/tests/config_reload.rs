@@ -4,6 +4,9 @@
 //! configuration is rejected whole (counted, the previous one stays); a change to `root` is
 //! reported as needing a restart and not applied.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,9 @@
 //! network and IPC namespaces, pod IPs and hostPorts, cgroup limits and their updates, log
 //! rotation, and the per-pod monitor's memory.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;

@@ -4,6 +4,9 @@
 //! does not exit is killed by RemovePodSandbox; and logs in Berth's own log directories go with
 //! their container and pod, while kubelet's are left to kubelet.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
@@ -139,6 +142,8 @@ async fn a_container_removed_while_its_start_was_in_flight_lets_the_monitor_go()
 }
 
 #[tokio::test]
+// kill(2) with SIGSTOP of the pod's monitor.
+#[allow(unsafe_code)]
 async fn remove_pod_sandbox_kills_a_monitor_that_does_not_exit() {
     let berthd = Berthd::start("monstop").await.expect("starting berthd");
     pull(&berthd, &busybox()).await;

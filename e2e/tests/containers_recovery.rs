@@ -1,6 +1,9 @@
 //! Containers outlive berthd: after `kill -9` and a restart on the same dirs, running containers
 //! are still running, and exits (also those while berthd was down) are reported with their codes.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use berth_e2e::Berthd;
@@ -97,6 +100,8 @@ async fn a_clean_restart_keeps_containers_running() {
 }
 
 #[tokio::test]
+// kill(2) of the pod's monitor by pid.
+#[allow(unsafe_code)]
 async fn a_container_whose_monitor_dies_is_reported_failed_and_cleaned_up() {
     let berthd = Berthd::start("ctrmondie").await.expect("starting berthd");
     pull(&berthd, &busybox()).await;

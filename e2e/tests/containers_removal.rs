@@ -3,6 +3,9 @@
 //! monitor is spawned ahead at CreateContainer and released with the pod's last container, also
 //! when that one never started; RemovePodSandbox waits for the cleanups of its containers.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! same filters and no message for an empty list; UpdatePodSandboxResources (in-place pod resize)
 //! re-sizing the pod cgroup Berth made; and the container stop signal of the CRI config.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeSet, HashMap};
 
 use berth_cri_api::v1 as cri;

@@ -2,6 +2,9 @@
 //! status and its containers' statuses; and a client that never reads loses the oldest events
 //! without slowing anything down.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -22,6 +25,8 @@ const EVENT_BUFFER: usize = 1024;
 const LONG: Duration = Duration::from_secs(20);
 
 /// `/metrics`' value of an unlabelled series, 0 if absent.
+// Metric values are whole counts, read as f64; float-to-int casts saturate.
+#[allow(clippy::cast_possible_truncation)]
 fn metric(berthd: &Berthd, name: &str) -> u64 {
     let text = berthd.metrics().expect("/metrics");
     metric_value(&text, name).unwrap_or(0.0) as u64
@@ -265,7 +270,7 @@ async fn a_client_that_never_reads_does_not_slow_operations() {
             &next_event(&mut stuck, Duration::from_secs(60)).await,
         ));
     }
-    let dropped = metric(&berthd, "berth_container_events_dropped_total") as usize;
+    let dropped = usize::try_from(metric(&berthd, "berth_container_events_dropped_total")).unwrap();
     let kept = seen.iter().zip(&got).take_while(|(a, b)| a == b).count();
     eprintln!(
         "stuck client: {kept} events before it stalled, {dropped} dropped, {} after",

@@ -2,6 +2,9 @@
 //! filesystem of its own (kubelet's split image filesystem), and `ImageSpec.runtime_handler` on
 //! PullImage.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::Duration;
 

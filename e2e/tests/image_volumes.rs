@@ -3,6 +3,9 @@
 //! lowerdir-only overlay) and a single-layer one (a read-only bind). Kept across a berthd
 //! restart, gone with the container, and nothing left behind on any failure path.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_cri_api::v1 as cri;
 use berth_e2e::Berthd;
 use berth_e2e::containers::*;

@@ -1,5 +1,8 @@
 //! ImageService against real registries (Debian's docker-registry) and real overlayfs.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 
 use base64::Engine as _;
@@ -233,6 +236,8 @@ async fn merged_view_honours_whiteouts_opaque_dirs_and_zstd() {
 }
 
 #[tokio::test]
+// Metric values are whole counts, read as f64.
+#[allow(clippy::cast_possible_truncation)]
 async fn concurrent_pulls_of_one_image_download_each_blob_once() {
     let berthd = Berthd::start("coalesce").await.unwrap();
     let reference = shared("big:latest");

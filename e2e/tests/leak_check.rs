@@ -1,6 +1,9 @@
 //! The leak check must catch each kind of leak, or every "nothing left behind" in other tests means
 //! nothing. Each case creates one real leak under a test dir, checks it is reported, then removes it.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -3,6 +3,9 @@
 //! mount tree staged under the bundle. A host dir with a tmpfs mounted inside it shows the
 //! difference from a plain read-only bind, whose submount stays writable.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

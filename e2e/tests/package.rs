@@ -8,6 +8,9 @@
 //! on the system are never touched: the test fails instead. An existing /etc/berth is moved aside
 //! and put back.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -207,6 +210,8 @@ async fn wait_answers(berthd: &Berthd, child: &mut Child) {
 }
 
 #[tokio::test]
+// kill(2) with SIGTERM: Child::kill only sends SIGKILL.
+#[allow(unsafe_code)]
 async fn deb_installs_serves_cri_and_removes_cleanly() {
     if !on_path("dpkg-deb") {
         eprintln!("skipped: dpkg-deb is not installed (not a Debian system?)");

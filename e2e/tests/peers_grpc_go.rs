@@ -4,6 +4,9 @@
 //! 1.29 do, so grpc-go sends the path as the HTTP/2 `:authority`, and runs a pod and a container
 //! through kubelet's calls (`e2e/peers/grpc-go/main.go`).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_e2e::Berthd;
 use berth_e2e::peers::*;
 

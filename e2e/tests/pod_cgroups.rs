@@ -1,5 +1,8 @@
 //! Pod cgroups, resources and traffic shaping, with the cgroupfs and systemd drivers.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_cri_api::v1 as cri;
 use berth_e2e::pods::*;
 use berth_e2e::{Berthd, Options};

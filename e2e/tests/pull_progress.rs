@@ -3,6 +3,9 @@
 //! watcher joining it while in flight, a pull of an image already present, an unknown image, and
 //! a client nobody here wrote (Python grpcio, stubs compiled from the .proto at test time).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 
 use berth_api::images::v1 as api;

@@ -2,6 +2,8 @@
 //! users and groups, capabilities (ambient too), no_new_privs, a read-only rootfs, privileged
 //! containers, AppArmor and SELinux on a host without them, and the refusals.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 // kubelet 1.26 still sends the deprecated apparmor_profile string; tested on purpose.
 #![allow(deprecated)]
 

@@ -3,6 +3,9 @@
 //! uninstall` into a staging `DESTDIR`. The unit itself is checked by `make check-systemd`; the
 //! Debian package by `package.rs`.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -58,6 +61,9 @@ fn environ(pid: i32) -> Vec<String> {
 }
 
 #[tokio::test]
+// fcntl(F_SETFD) to clear close-on-exec, as an inherited lock would be; kill(2) with SIGTERM
+// (Child::kill only sends SIGKILL).
+#[allow(unsafe_code)]
 async fn notify_ready_once_cri_answers_and_stopping_on_sigterm() {
     let mut berthd = Berthd::prepare("notify", &Options::default()).unwrap();
     let path = berthd.dir.join("notify.sock");
@@ -73,10 +79,8 @@ async fn notify_ready_once_cri_answers_and_stopping_on_sigterm() {
     // reach the pod's monitor, which outlives berthd (berthd marks it close-on-exec at start).
     let inherited = std::fs::File::create(berthd.dir.join("inherited.lock")).unwrap();
     // SAFETY: fcntl(F_SETFD) on a descriptor this test owns: clears its close-on-exec flag.
-    assert_eq!(
-        unsafe { libc::fcntl(inherited.as_raw_fd(), libc::F_SETFD, 0) },
-        0
-    );
+    let cleared = unsafe { libc::fcntl(inherited.as_raw_fd(), libc::F_SETFD, 0) };
+    assert_eq!(cleared, 0);
     let mut running = Running(Some(berthd.spawn(&[]).unwrap()));
     drop(inherited);
     let berthd_pid = running.0.as_ref().expect("berthd runs").id() as i32;

@@ -2,6 +2,9 @@
 //! and ListPodSandboxMetrics against real workloads: a CPU burner, a memory hog, network traffic
 //! into a pod, and a writable layer that grows.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -110,7 +113,7 @@ async fn cpu_burner_uses_about_one_core() {
     // The rate is exactly the growth over the interval between the two samples' timestamps.
     let rate =
         rate2.unwrap_or_else(|| panic!("no usage_nano_cores on the second sample: {second:?}"));
-    let expected = (used as u128 * 1_000_000_000 / elapsed as u128) as u64;
+    let expected = u64::try_from(used as u128 * 1_000_000_000 / elapsed as u128).unwrap();
     assert!(
         rate.abs_diff(expected) <= 1,
         "usage_nano_cores {rate} vs {used} ns / {elapsed} ns = {expected}"
@@ -319,7 +322,7 @@ async fn pod_stats_network_counters_grow_after_traffic() {
         tokio::net::TcpStream::connect(&address).await.ok()
     })
     .await;
-    let payload = vec![b'x'; MIB as usize];
+    let payload = vec![b'x'; usize::try_from(MIB).unwrap()];
     stream.write_all(&payload).await.expect("sending 1 MiB");
     stream.shutdown().await.expect("shutdown");
     let after = poll(LONG, "eth0 rx_bytes growing by 1 MiB", async || {

@@ -2,6 +2,9 @@
 //! memory and IO PSI of the container's and the pod's cgroup2 directory (on this hybrid host,
 //! the unified hierarchy), checked against the kernel's own pressure files read around the RPC.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::PathBuf;
 
 use berth_cri_api::v1 as cri;

@@ -1,5 +1,8 @@
 //! The metadata store across restarts: a clean stop closes it, a crash leaves it to be repaired.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_e2e::Berthd;
 use berth_e2e::containers::{Pod, busybox, pull, run, shell, stop_and_remove};
 

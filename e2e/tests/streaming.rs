@@ -3,6 +3,9 @@
 //! without a tty, stdin, resizes, exit statuses, timeouts and errors. Port-forward, tokens,
 //! disconnects and load are in `streaming_sessions.rs`.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::{Duration, Instant};
 
 use berth_e2e::Berthd;

@@ -13,6 +13,9 @@
 //! `BERTH_BENCH_CONTAINERD_ENDPOINT` (what `containerd.sh env` exports) names the CRI socket. The
 //! test removes its pod at the end, so containerd is left as it was.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use berth_e2e::containerd::{Checks, ReferencePod, container_config};

@@ -2,6 +2,9 @@
 //! connections in parallel), single-use and expiring URLs, clients that vanish mid-exec, and many
 //! sessions at once.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -282,7 +285,7 @@ async fn a_hundred_concurrent_exec_sessions_and_exec_syncs() {
                 String::from_utf8_lossy(&stderr).into_owned(),
                 code,
             );
-            if got != (want.clone(), want.clone(), (i % 5) as i32) {
+            if got != (want.clone(), want.clone(), i32::try_from(i % 5).unwrap()) {
                 return Err(format!("{i}: got (stdout, stderr, exit code) {got:?}"));
             }
             Ok(())

@@ -9,6 +9,9 @@
 //! - attach to a container without `stdin_once`: the attachment ends, the container's stdin stays
 //!   open for the next one (containerd's behaviour).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -11,6 +11,9 @@
 //! hack/bench/containerd.sh stop
 //! ```
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -1,5 +1,8 @@
 //! Pods with a user namespace (Kubernetes `hostUsers: false`): CRI `userns_options` mode POD.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 //! The first byte picks the request type (so the fuzzer can specialise), the rest is the
 //! protobuf message. Properties: nothing panics, whatever the message holds.
 #![no_main]
+// A panic in a fuzz target is a finding: its asserts, unwraps and expects are the properties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::OnceLock;

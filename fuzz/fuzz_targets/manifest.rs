@@ -4,6 +4,8 @@
 //!
 //! Properties: nothing panics; a parsed manifest's descriptors all carry valid digests.
 #![no_main]
+// A panic in a fuzz target is a finding: its asserts, unwraps and expects are the properties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use berth_registry::manifest::detect_media_type;
 use berth_registry::{Digest, ManifestKind, parse_config, parse_manifest, select_platform};

@@ -8,6 +8,8 @@
 //! padding and trailer) alike. The unpacked-size cap is set low so sparse-file and many-entry
 //! bombs end quickly.
 #![no_main]
+// A panic in a fuzz target is a finding: its asserts, unwraps and expects are the properties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::path::{Path, PathBuf};

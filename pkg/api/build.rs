@@ -13,9 +13,8 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() {
-    let manifest = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
+    // Cargo sets CARGO_MANIFEST_DIR when compiling the build script too, so no lookup can fail.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let proto_root = manifest.join("../../proto");
     let protos: Vec<PathBuf> = PROTOS.iter().map(|p| proto_root.join(p)).collect();
     for proto in &protos {

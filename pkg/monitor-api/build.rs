@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 fn main() {
-    let manifest = PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"),
-    );
+    // Cargo sets CARGO_MANIFEST_DIR when compiling the build script too, so no lookup can fail.
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let proto_root = manifest.join("../../proto");
     let proto = proto_root.join("monitor/v1/monitor.proto");
     println!("cargo:rerun-if-changed={}", proto.display());

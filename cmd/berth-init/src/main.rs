@@ -12,6 +12,9 @@
 #![no_std]
 #![no_main]
 
+// Everything unsafe: `_start` in global_asm, and the raw system calls (rt_sigprocmask, signalfd4,
+// read, wait4, exit_group) in inline asm, with no libc.
+#[allow(unsafe_code)]
 mod sys;
 
 use sys::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
@@ -65,5 +68,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 
 /// The precompiled `core` refers to the unwinding personality routine even though this binary
 /// aborts on panic; nothing ever calls it.
+// An exported symbol name (no_mangle) is an unsafe attribute; this one defines an empty function.
+#[allow(unsafe_code)]
 #[unsafe(no_mangle)]
 extern "C" fn rust_eh_personality() {}

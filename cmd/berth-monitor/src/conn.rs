@@ -196,6 +196,8 @@ impl Conn {
 }
 
 #[cfg(test)]
+// recvmsg with SCM_RIGHTS and setsockopt(SO_SNDBUF) on the test's socket pair.
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use std::os::fd::FromRawFd;

@@ -141,6 +141,8 @@ impl Timestamp {
 }
 
 /// Writes `v` as zero-padded decimal filling `dst`.
+// A digit (rem_euclid(10) is 0..=9) fits a u8.
+#[allow(clippy::cast_possible_truncation)]
 fn put(dst: &mut [u8], mut v: i64) {
     for b in dst.iter_mut().rev() {
         *b = b'0' + (v.rem_euclid(10)) as u8;

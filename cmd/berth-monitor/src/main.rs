@@ -16,7 +16,12 @@ mod exits;
 mod logs;
 mod runtime;
 mod server;
+// What std lacks: pipe2, fcntl, poll, signalfd, waitpid, kill, setrlimit, writev, clock_gettime,
+// sendmsg/recvmsg with SCM_RIGHTS.
+#[allow(unsafe_code)]
 mod sys;
+// malloc_trim and madvise(MADV_DONTNEED) of our own text pages.
+#[allow(unsafe_code)]
 mod trim;
 
 use std::ffi::OsString;
@@ -134,6 +139,8 @@ fn join_cgroups_in_background(cgroup_procs: &[PathBuf]) -> Result<(), String> {
 
 /// Everything before the loop. The readiness byte goes out last, so `Monitor::spawn` returns only
 /// once the socket accepts.
+// prctl(PR_SET_CHILD_SUBREAPER), and owning the readiness fd berthd passed by number.
+#[allow(unsafe_code)]
 fn start(args: &Args) -> Result<server::Server, String> {
     // Keep the readiness pipe away from the runtimes we start.
     if let Some(fd) = args.ready_fd {

@@ -79,8 +79,11 @@ pub fn write_all_vectored(fd: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<(), (us
             };
             count += 1;
         }
+        // At most iov.len() (6).
+        #[allow(clippy::cast_possible_truncation)]
+        let count = count as libc::c_int;
         // SAFETY: iov[..count] point into live slices.
-        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count as libc::c_int) };
+        let n = unsafe { libc::writev(fd.as_raw_fd(), iov.as_ptr(), count) };
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
@@ -279,6 +282,8 @@ pub fn send_with_fds(sock: BorrowedFd<'_>, data: &[u8], fds: &[RawFd]) -> io::Re
     };
     // u64 words keep the control buffer aligned for cmsghdr; 32 bytes hold three descriptors.
     let mut control = [0u64; 4];
+    // At most MAX_SEND_FDS (3) descriptors, checked above: 12 bytes.
+    #[allow(clippy::cast_possible_truncation)]
     let payload = std::mem::size_of_val(fds) as u32;
     // SAFETY: msghdr is plain data; the pointers set below outlive the call.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };

@@ -264,8 +264,7 @@ fn unpack(reader: impl Read, dir: &Path) -> anyhow::Result<()> {
     archive.set_preserve_permissions(true);
     archive.set_preserve_mtime(true);
     archive.set_overwrite(true);
-    // SAFETY: geteuid has no preconditions.
-    archive.set_preserve_ownerships(unsafe { libc::geteuid() } == 0);
+    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
     archive
         .unpack(dir)
         .with_context(|| format!("extracting into {}", dir.display()))

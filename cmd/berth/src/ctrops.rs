@@ -178,6 +178,8 @@ pub struct TopArgs {
 }
 
 /// `strftime` of a Unix time in local time.
+// localtime_r and strftime: std has no local time.
+#[allow(unsafe_code)]
 fn local_time(secs: i64, format: &std::ffi::CStr) -> String {
     let t: libc::time_t = secs;
     // SAFETY: tm is plain data, filled by localtime_r.
@@ -261,7 +263,7 @@ pub async fn top(connect: &Connect, args: &TopArgs) -> anyhow::Result<()> {
         .into_inner();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let items = response.processes.iter().map(process_json).collect();
     let processes = &response.processes;

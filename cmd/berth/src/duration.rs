@@ -79,6 +79,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
 }
 
 /// The civil date of a day count since the epoch (the inverse of [`days_from_civil`]).
+// Day (1..=31) and month (1..=12) are small by construction.
+#[allow(clippy::cast_possible_truncation)]
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let days = days + 719_468;
     let era = days.div_euclid(146_097);

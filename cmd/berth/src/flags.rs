@@ -97,7 +97,10 @@ pub fn memory(spec: &str) -> Result<i64, String> {
     if !(bytes >= 1.0 && bytes < i64::MAX as f64) {
         return Err(format!("{spec:?}: the size must be at least 1 byte"));
     }
-    Ok(bytes as i64)
+    // In 1..i64::MAX, checked above.
+    #[allow(clippy::cast_possible_truncation)]
+    let bytes = bytes as i64;
+    Ok(bytes)
 }
 
 /// `0.5` → 50000 µs per 100000 µs. The kernel refuses quotas below 1 ms.
@@ -109,6 +112,8 @@ pub fn cpus(spec: &str) -> Result<Cpus, String> {
     if !value.is_finite() || value <= 0.0 || value > 1e6 {
         return Err(format!("{spec:?}: the number of CPUs must be positive"));
     }
+    // value is at most 1e6 CPUs, so the quota is far below i64::MAX.
+    #[allow(clippy::cast_possible_truncation)]
     let quota = (value * CPU_PERIOD as f64).round() as i64;
     if quota < 1000 {
         return Err(format!("{spec:?}: at least 0.01 CPUs"));

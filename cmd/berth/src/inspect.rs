@@ -16,7 +16,9 @@ fn container_json(response: &cri::ContainerStatusResponse) -> anyhow::Result<ser
     if let Some(state) = status.get_mut("state")
         && let Some(n) = state.as_i64()
     {
-        let name = cri::ContainerState::try_from(n as i32)
+        let name = i32::try_from(n)
+            .ok()
+            .and_then(|n| cri::ContainerState::try_from(n).ok())
             .map_or("CONTAINER_UNKNOWN", |s| s.as_str_name());
         *state = serde_json::Value::from(name);
     }

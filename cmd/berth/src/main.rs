@@ -32,6 +32,8 @@ mod select;
 mod stats;
 mod stream;
 mod table;
+// ioctl(TIOCGWINSZ): the terminal's size.
+#[allow(unsafe_code)]
 mod term;
 mod volume;
 

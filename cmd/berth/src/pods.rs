@@ -175,7 +175,7 @@ pub async fn run(runtime: &mut Runtime, pod: &RunPod) -> anyhow::Result<()> {
 pub(crate) fn ago(created_ns: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
         .unwrap_or(0);
     let secs = (now - created_ns).max(0) / 1_000_000_000;
     let (n, unit) = match secs {

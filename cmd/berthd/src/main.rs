@@ -2,11 +2,17 @@
 
 mod cli;
 mod logging;
+// mallopt, mallinfo2, malloc_trim: glibc's allocator knobs.
+#[allow(unsafe_code)]
 mod malloc;
 mod migrate;
+// remove_var(NOTIFY_SOCKET) while single-threaded, clock_gettime(CLOCK_MONOTONIC).
+#[allow(unsafe_code)]
 mod notify;
 mod reload;
 mod serve;
+// flock(2) on the lock file beside the socket.
+#[allow(unsafe_code)]
 mod socket;
 
 use std::process::ExitCode;
@@ -64,8 +70,12 @@ fn run(cli: cli::Cli) -> anyhow::Result<()> {
     cloexec_inherited_fds();
     // Before any thread exists: the arena limit applies to threads created afterwards.
     malloc::limit_arenas();
+    // notify::init removes an environment variable, sound only while single-threaded.
+    #[allow(unsafe_code)]
     // SAFETY: no thread exists yet (the runtime and logging start below).
-    unsafe { notify::init() };
+    unsafe {
+        notify::init()
+    };
     let loaded = cli.load_config()?;
     let log = logging::init(&loaded.config.log)?;
     // Test-only crash points (BERTH_FAILPOINTS); logged loudly should one ever be set in production.
@@ -96,6 +106,8 @@ const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);
 /// (a shell's `flock FILE berthd`, a supervisor) may leave descriptors open, and berthd's children
 /// would inherit them: a pod's monitor outlives berthd by design, so a lock file its starter held
 /// stayed locked for the pod's whole life (seen in a test rig whose lock two monitors kept).
+// close_range(2), or fcntl(F_SETFD) one by one: std has neither.
+#[allow(unsafe_code)]
 fn cloexec_inherited_fds() {
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on open descriptors.
     let rc = unsafe {

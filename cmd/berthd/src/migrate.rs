@@ -131,7 +131,10 @@ fn go_duration_secs(s: &str) -> Option<u64> {
             _ => return None,
         };
     }
-    number.is_empty().then_some(total.round() as u64)
+    // Never negative (digits and dots only); float-to-int casts saturate.
+    #[allow(clippy::cast_possible_truncation)]
+    let secs = total.round() as u64;
+    number.is_empty().then_some(secs)
 }
 
 pub fn translate(text: &str, source: &str) -> anyhow::Result<String> {

@@ -27,6 +27,8 @@ sys.stdout.buffer.write(buf.getvalue())
 "#;
 
 /// Bytes no text mangling keeps intact.
+// Wraps modulo 256 on purpose.
+#[allow(clippy::cast_possible_truncation)]
 fn pattern(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 7 + i / 256) as u8).collect()
 }

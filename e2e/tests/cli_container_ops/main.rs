@@ -3,6 +3,9 @@
 //! checked by a peer that is not Berth's: Python's `tarfile` reads what CopyFrom writes and writes
 //! what CopyTo reads. Every test ends with the leak check.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod cp;
 mod kill;
 mod top;

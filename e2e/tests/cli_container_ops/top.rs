@@ -31,7 +31,7 @@ fn cgroup_pids_of(pid: i32) -> Vec<i32> {
 async fn top_lists_the_containers_processes() {
     let berthd = Berthd::start("clitop").await.expect("starting berthd");
     let id = run_detached(&berthd, "sleeper", "sleep 1000 & wait");
-    let main_pid = inspect(&berthd, &id)["info"]["pid"].as_i64().unwrap() as i32;
+    let main_pid = i32::try_from(inspect(&berthd, &id)["info"]["pid"].as_i64().unwrap()).unwrap();
     let processes = poll(LONG, "two processes: sh and sleep", async || {
         let json: Value =
             serde_json::from_str(&ok(&berthd, &["top", "sleeper", "-o", "json"])).unwrap();
@@ -59,7 +59,7 @@ async fn top_lists_the_containers_processes() {
     // The very PIDs of the container's cgroup.
     let mut listed: Vec<i32> = processes
         .iter()
-        .map(|p| p["pid"].as_i64().unwrap() as i32)
+        .map(|p| i32::try_from(p["pid"].as_i64().unwrap()).unwrap())
         .collect();
     listed.sort();
     assert_eq!(listed, cgroup_pids_of(main_pid));

@@ -12,6 +12,8 @@ mod cleanup;
 mod client;
 mod report;
 mod rss;
+// kill(2) of the runtime under test.
+#[allow(unsafe_code)]
 mod startup;
 mod stats;
 mod workloads;

@@ -215,10 +215,12 @@ pub async fn run(p: &StartupParams) -> Result<StartupReport> {
         label: p.label.clone(),
         endpoint: p.endpoint.clone(),
         command: p.command.clone(),
-        settle_ms: p.settle.as_millis() as u64,
+        settle_ms: u64::try_from(p.settle.as_millis()).unwrap_or(u64::MAX),
         median_startup_ms: median(&ms).unwrap_or(0.0),
         min_startup_ms: ms.iter().copied().fold(f64::INFINITY, f64::min),
         max_startup_ms: ms.iter().copied().fold(0.0, f64::max),
+        // The median of KiB counts that were u64 (float to int casts saturate).
+        #[allow(clippy::cast_possible_truncation)]
         median_idle_rss_kib: median(&rss).unwrap_or(0.0) as u64,
         runs,
     })

@@ -268,6 +268,9 @@ fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+// Every byte cast is of a value below the prefix's maximum (at most 255 for 8 bits) or masked to
+// 7 bits.
+#[allow(clippy::cast_possible_truncation)]
 fn encode_integer(out: &mut Vec<u8>, mut value: usize, prefix_bits: u8) {
     let max = (1usize << prefix_bits) - 1;
     if value < max {

@@ -60,7 +60,8 @@ pub(crate) fn decode(src: &[u8], dst: &mut Vec<u8>) -> Result<(), HuffmanError> 
                 if symbol == EOS {
                     return Err(HuffmanError::InvalidCode);
                 }
-                dst.push(symbol as u8);
+                // Every symbol but EOS is an octet.
+                dst.push(u8::try_from(symbol).map_err(|_| HuffmanError::InvalidCode)?);
                 code = 0;
                 len = 0;
             }
@@ -96,7 +97,7 @@ mod tests {
                     seed ^= seed << 13;
                     seed ^= seed >> 17;
                     seed ^= seed << 5;
-                    (seed % 256) as u8
+                    u8::try_from(seed % 256).unwrap()
                 })
                 .collect();
             let mut encoded = Vec::new();

@@ -2,6 +2,9 @@
 //! so that the test controls every byte: authorities h2 refuses on its own, CONTINUATIONs, padding,
 //! priority, indexed fields, and requests h2 must still refuse.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use berth_authority::{AuthorityFilter, Rewriter};
 use bytes::Bytes;
 use loona_hpack::Encoder;
@@ -10,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = (payload.len() as u32).to_be_bytes();
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
     let mut f = vec![len[1], len[2], len[3], kind, flags];
     f.extend_from_slice(&stream.to_be_bytes());
     f.extend_from_slice(payload);
@@ -145,7 +148,12 @@ async fn every_authority_form_reaches_the_server() {
     ];
     for (i, authority) in forms.iter().enumerate() {
         let block = enc.encode(request(*authority, &[]));
-        bytes.extend(frame(0x1, 0x4 | 0x1, 1 + 2 * i as u32, &block));
+        bytes.extend(frame(
+            0x1,
+            0x4 | 0x1,
+            1 + 2 * u32::try_from(i).unwrap(),
+            &block,
+        ));
     }
     let (seen, frames) = run(bytes, forms.len()).await;
     assert_eq!(rst_streams(&frames), vec![], "no stream refused");

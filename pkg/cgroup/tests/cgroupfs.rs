@@ -1,5 +1,8 @@
 //! cgroupfs driver against the real cgroups of this host (root required).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

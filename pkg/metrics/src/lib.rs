@@ -7,6 +7,8 @@
 mod config;
 mod cri;
 mod events;
+// sysconf(_SC_CLK_TCK) for the CPU seconds of /proc/self/stat.
+#[allow(unsafe_code)]
 mod process;
 mod server;
 
@@ -48,7 +50,7 @@ impl Metrics {
         let cri = CriMetrics::register(&registry)?;
         let events = EventMetrics::register(&registry)?;
         let config = ConfigMetrics::register(&registry)?;
-        registry.register(Box::new(process::ProcessCollector::new()))?;
+        registry.register(Box::new(process::ProcessCollector::new()?))?;
         Ok(Metrics {
             registry,
             cri,

@@ -17,26 +17,23 @@ pub(crate) struct ProcessCollector {
 }
 
 impl ProcessCollector {
-    pub(crate) fn new() -> ProcessCollector {
-        // Creating a metric only fails on invalid names; these are constants.
-        let gauge = |name: &str, help: &str| {
-            Gauge::with_opts(Opts::new(name, help)).expect("valid metric name")
-        };
+    /// Fails only on an invalid metric name, and these are constants.
+    pub(crate) fn new() -> Result<ProcessCollector, prometheus::Error> {
+        let gauge = |name: &str, help: &str| Gauge::with_opts(Opts::new(name, help));
         let rss = gauge(
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
-        );
-        let fds = gauge("process_open_fds", "Number of open file descriptors.");
-        let threads = gauge("process_threads", "Number of OS threads in the process.");
+        )?;
+        let fds = gauge("process_open_fds", "Number of open file descriptors.")?;
+        let threads = gauge("process_threads", "Number of OS threads in the process.")?;
         let start_time = gauge(
             "process_start_time_seconds",
             "Start time of the process since unix epoch in seconds.",
-        );
+        )?;
         let cpu = Counter::with_opts(Opts::new(
             "process_cpu_seconds_total",
             "Total user and system CPU time spent in seconds.",
-        ))
-        .expect("valid metric name");
+        ))?;
         let mut descs = Vec::new();
         for c in [&rss, &fds, &threads, &start_time] {
             descs.extend(c.desc().into_iter().cloned());
@@ -53,7 +50,7 @@ impl ProcessCollector {
         if let Some(start) = start_time_seconds() {
             collector.start_time.set(start);
         }
-        collector
+        Ok(collector)
     }
 }
 

@@ -12,8 +12,12 @@
 
 #[cfg(feature = "async")]
 mod aio;
+// Command::pre_exec (setsid, prctl) to start the monitor.
+#[allow(unsafe_code)]
 mod client;
 mod stream;
+// pipe2, poll, read, socket, connect, recvmsg with SCM_RIGHTS: what std lacks.
+#[allow(unsafe_code)]
 mod sys;
 
 use std::fs;
@@ -131,7 +135,9 @@ pub fn encode_frame(msg: &impl prost::Message) -> io::Result<Vec<u8>> {
     }
     let mut frame = Vec::with_capacity(4 + len);
     // len <= MAX_FRAME, so it fits in u32.
-    frame.extend_from_slice(&(len as u32).to_be_bytes());
+    #[allow(clippy::cast_possible_truncation)]
+    let prefix = len as u32;
+    frame.extend_from_slice(&prefix.to_be_bytes());
     msg.encode(&mut frame)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     Ok(frame)
@@ -226,7 +232,10 @@ mod tests {
         };
         let mut buf = Vec::new();
         write_frame(&mut buf, &req).unwrap();
-        assert_eq!(&buf[..4], &(buf.len() as u32 - 4).to_be_bytes());
+        assert_eq!(
+            &buf[..4],
+            &(u32::try_from(buf.len()).unwrap() - 4).to_be_bytes()
+        );
         // Two frames back to back come out one by one.
         write_frame(&mut buf, &proto::Request::default()).unwrap();
         let mut r = Cursor::new(buf);
@@ -243,7 +252,7 @@ mod tests {
 
     #[test]
     fn oversized_and_truncated_frames_are_errors() {
-        let mut big = ((MAX_FRAME + 1) as u32).to_be_bytes().to_vec();
+        let mut big = u32::try_from(MAX_FRAME + 1).unwrap().to_be_bytes().to_vec();
         big.extend_from_slice(&[0; 16]);
         let err = read_frame::<proto::Request>(&mut Cursor::new(big)).unwrap_err();
         assert!(matches!(err, MonitorError::Protocol(_)), "{err}");

@@ -157,6 +157,8 @@ impl FrameReader {
 }
 
 #[cfg(all(test, feature = "async"))]
+// sendmsg with SCM_RIGHTS, to hand the reader a descriptor.
+#[allow(unsafe_code)]
 mod tests {
     use super::*;
     use std::os::fd::AsRawFd;

@@ -110,7 +110,10 @@ pub(crate) fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
             format!("socket path {} is too long", path.display()),
         ));
     }
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    // AF_UNIX is 1.
+    #[allow(clippy::cast_possible_truncation)]
+    let family = libc::AF_UNIX as libc::sa_family_t;
+    addr.sun_family = family;
     for (dst, &src) in addr.sun_path.iter_mut().zip(bytes) {
         *dst = src as libc::c_char;
     }
@@ -128,13 +131,16 @@ pub(crate) fn connect(path: &Path, timeout: Duration) -> io::Result<UnixStream> 
     }
     // SAFETY: a fresh descriptor.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // sockaddr_un is 110 bytes.
+    #[allow(clippy::cast_possible_truncation)]
+    let addr_len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
     loop {
         // SAFETY: addr is a valid sockaddr_un of the given size.
         let r = unsafe {
             libc::connect(
                 fd.as_raw_fd(),
                 (&addr as *const libc::sockaddr_un).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                addr_len,
             )
         };
         if r == 0 {

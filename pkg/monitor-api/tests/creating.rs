@@ -2,6 +2,9 @@
 //! Forget while the runtime still runs makes the monitor kill the container once it is made and
 //! then exit. Needs root, runc and a built monitor, like tests/monitor.rs.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[allow(dead_code)]
 mod common;
 

@@ -1,6 +1,9 @@
 //! The monitor binary against real runc containers. Needs root, runc and a built monitor
 //! (`make build`, or `$BERTH_MONITOR_BIN`); each test prints why it skips otherwise.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;
@@ -321,6 +324,8 @@ fn cgroup_procs_and_malformed_frames() {
 const SPAWNER_ENV: &str = "BERTH_MONITOR_TEST_SPAWN_DIR";
 
 #[test]
+// prctl(PR_SET_CHILD_SUBREAPER), then kill and waitpid of the orphaned monitor, our child.
+#[allow(unsafe_code)]
 fn survives_its_parent() {
     let Some((bin, _)) = prerequisites() else {
         return;
@@ -334,10 +339,8 @@ fn survives_its_parent() {
     }
     // The orphaned monitor is reparented to us (this host's PID 1 reaps nothing), so we reap it.
     // SAFETY: prctl with integer arguments.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let subreaper = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(subreaper, 0);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
     let mut spawner = std::process::Command::new(std::env::current_exe().unwrap())

@@ -1,6 +1,9 @@
 //! Exec and attach through the real monitor and runc, with the async client. Needs root, runc and
 //! a built monitor, like tests/monitor.rs; each test prints why it skips otherwise.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 // Shared with tests/monitor.rs, which uses the helpers this file does not.
 #[allow(dead_code)]
 mod common;
@@ -52,6 +55,8 @@ async fn read_all(fd: OwnedFd) -> String {
 
 /// Reads `fd` (a pipe or a pty master, blocking or not) until the text read contains `needle`;
 /// EIO (a master whose terminal closed) counts as EOF.
+// poll and read on the pty: a raw fd, no File to own it.
+#[allow(unsafe_code)]
 fn read_until(fd: &OwnedFd, needle: &str, limit: Duration) -> String {
     let deadline = Instant::now() + limit;
     let mut out = Vec::new();
@@ -67,8 +72,9 @@ fn read_until(fd: &OwnedFd, needle: &str, limit: Duration) -> String {
             events: libc::POLLIN,
             revents: 0,
         };
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) } <= 0 {
+        if unsafe { libc::poll(&mut pfd, 1, ms) } <= 0 {
             continue;
         }
         let mut buf = [0u8; 4096];
@@ -87,6 +93,8 @@ fn read_until(fd: &OwnedFd, needle: &str, limit: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+// write(2) to the pty: a raw fd, no File to own it.
+#[allow(unsafe_code)]
 fn write_all(fd: &OwnedFd, data: &[u8]) {
     let mut done = 0;
     while done < data.len() {
@@ -103,6 +111,8 @@ fn write_all(fd: &OwnedFd, data: &[u8]) {
     }
 }
 
+// ioctl(TIOCSWINSZ) on the test's pty.
+#[allow(unsafe_code)]
 fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) {
     let size = libc::winsize {
         ws_row: rows,
@@ -111,10 +121,8 @@ fn set_winsize(fd: &OwnedFd, rows: u16, cols: u16) {
         ws_ypixel: 0,
     };
     // SAFETY: TIOCSWINSZ reads one winsize.
-    assert_eq!(
-        unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) },
-        0
-    );
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+    assert_eq!(r, 0);
 }
 
 /// The exec files (process JSON, pid file, runtime log, console socket) left in the monitor

@@ -1,6 +1,9 @@
 //! Measures pin + unpin of net+ipc+uts with a hostname and two sysctls (run as root):
 //! `cargo run --release -p berth-namespace --example pin_bench -- [iterations]`
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -40,8 +43,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn report(what: &str, times: &mut [Duration]) {
     times.sort_unstable();
+    // p is in 0..=1, so the index is within 0..len.
+    #[allow(clippy::cast_possible_truncation)]
     let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
-    let mean = times.iter().sum::<Duration>() / times.len().max(1) as u32;
+    let mean =
+        times.iter().sum::<Duration>() / u32::try_from(times.len().max(1)).unwrap_or(u32::MAX);
     println!(
         "{what:>6}: n={} mean={mean:?} p50={:?} p90={:?} p99={:?} max={:?}",
         times.len(),

@@ -8,7 +8,7 @@
 //! with the ids the pod sees.
 
 use std::fs::{self, File};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -90,8 +90,11 @@ pub(crate) fn mount_clone_with(
     if fd < 0 {
         return Err(mount_err(source)(Errno::last()));
     }
+    // The kernel returns an int descriptor, widened to long by syscall(2).
+    #[allow(clippy::cast_possible_truncation)]
+    let fd = fd as RawFd;
     // SAFETY: open_tree returned a new fd.
-    let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let tree = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: mount_setattr on our tree fd with an empty path and a correctly sized attr.
     let r = unsafe {
         libc::syscall(

@@ -50,13 +50,19 @@
 //! iproute2's `/run/netns`), but never back into the parent's peers, so there are no duplicates.
 
 mod error;
+// open_tree, mount_setattr, move_mount: idmapped mounts have no std or nix wrapper.
+#[allow(unsafe_code)]
 mod idmap;
+// socket and ioctl(SIOCGIFFLAGS/SIOCSIFFLAGS) to bring lo up.
+#[allow(unsafe_code)]
 mod loopback;
 mod mounts;
 mod netns;
 mod pin;
 mod rro;
 mod sysctl;
+// raw clone into new namespaces, close_range, prctl, kill and waitpid of the holder child.
+#[allow(unsafe_code)]
 mod userns;
 
 use std::fmt;

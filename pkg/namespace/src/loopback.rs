@@ -23,12 +23,15 @@ pub(crate) fn up() -> Result<(), NamespaceError> {
     for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
         *dst = *src as libc::c_char;
     }
+    // IFF_UP is 1.
+    #[allow(clippy::cast_possible_truncation)]
+    let up = libc::IFF_UP as libc::c_short;
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write `req`, which lives across the calls.
     unsafe {
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
             return Err(fail(io::Error::last_os_error()));
         }
-        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        req.ifr_ifru.ifru_flags |= up;
         if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
             return Err(fail(io::Error::last_os_error()));
         }

@@ -193,9 +193,10 @@ impl Holder {
                 source: Errno::last(),
             });
         }
-        Ok(Holder {
-            pid: pid as libc::pid_t,
-        })
+        // A pid from clone(2), widened to long by syscall(2); pid_max is at most 2^22.
+        #[allow(clippy::cast_possible_truncation)]
+        let pid = pid as libc::pid_t;
+        Ok(Holder { pid })
     }
 
     fn proc_path(&self, file: &str) -> PathBuf {

@@ -1,5 +1,8 @@
 //! pin/unpin/run_in_netns against the real kernel (run as root).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

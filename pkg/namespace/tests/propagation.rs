@@ -1,5 +1,8 @@
 //! prepare_ns_root: pins under a shared state dir appear once, not once per peer.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

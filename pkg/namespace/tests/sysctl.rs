@@ -1,5 +1,8 @@
 //! validate_sysctls / normalize_sysctl_name tables (no privileges needed).
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use berth_namespace::{NamespaceError, normalize_sysctl_name, validate_sysctls};

@@ -1,6 +1,9 @@
 //! Pod network setup and teardown with the real CNI plugins (bridge, host-local, portmap, loopback,
 //! bandwidth) in network namespaces created by the tests. Needs root; see `common::prerequisites`.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -85,6 +88,8 @@ async fn add_check_del_roundtrip() {
 }
 
 /// A listener inside the namespace; the thread's setns only moves this thread.
+// setns(CLONE_NEWNET) on the listener's thread.
+#[allow(unsafe_code)]
 fn listen_in(netns: PathBuf, port: u16) -> std::thread::JoinHandle<std::io::Result<()>> {
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {

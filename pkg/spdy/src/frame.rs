@@ -416,7 +416,8 @@ fn parse_control(frame_type: u16, flags: u8, p: &[u8]) -> Result<Frame, FrameErr
         frame_type => Frame::Unknown {
             frame_type,
             flags,
-            length: p.len() as u32,
+            // A payload is at most MAX_PAYLOAD_LEN (24 bits).
+            length: u32::try_from(p.len()).unwrap_or(u32::MAX),
         },
     })
 }

@@ -163,7 +163,7 @@ fn control(frame_type: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut v = vec![0x80, 0x03];
     v.extend_from_slice(&frame_type.to_be_bytes());
     v.push(flags);
-    v.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    v.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes()[1..]);
     v.extend_from_slice(payload);
     v
 }

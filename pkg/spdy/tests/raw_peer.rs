@@ -2,6 +2,9 @@
 //! no SETTINGS, no WINDOW_UPDATE, ever. The server session must still move any amount of data,
 //! and must answer protocol violations as documented.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use berth_spdy::frame::{self, Frame, RstStatus};

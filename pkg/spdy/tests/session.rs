@@ -1,5 +1,8 @@
 //! Session tests: a client and a server of this crate over `tokio::io::duplex`.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use berth_spdy::{Headers, RstStatus, Session, SessionConfig, SpdyError, Stream};
@@ -119,7 +122,7 @@ async fn many_concurrent_streams() {
                 .await
                 .expect("open");
             let (mut r, mut w) = stream.split();
-            let payload = vec![i as u8; 100_000 + i as usize];
+            let payload = vec![u8::try_from(i).unwrap(); 100_000 + i as usize];
             w.send(&payload).await.expect("send");
             w.finish().await.expect("finish");
             let mut got = Vec::new();

@@ -27,6 +27,8 @@ mod image;
 mod lsm;
 mod mounts;
 mod namespaces;
+// getrlimit(RLIMIT_NOFILE): berthd's own hard limit caps a container's.
+#[allow(unsafe_code)]
 mod process;
 mod profiles;
 mod resources;

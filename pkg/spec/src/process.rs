@@ -145,6 +145,8 @@ fn own_nofile_hard_limit() -> Option<u64> {
 /// bound for that minimum, so the result is never below it. With the capability, it is the
 /// request as is.
 pub fn oom_score_adj_clamped(requested: i64) -> i32 {
+    // Clamped to -1000..=1000 first, so it fits.
+    #[allow(clippy::cast_possible_truncation)]
     let requested = requested.clamp(-1000, 1000) as i32;
     if own_effective_capability("SYS_RESOURCE") == Some(true) {
         return requested;

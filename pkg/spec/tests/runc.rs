@@ -3,6 +3,9 @@
 //! and permission to create cgroups (CI has all of them); without them each test says why and
 //! passes without running.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;

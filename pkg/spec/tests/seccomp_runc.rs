@@ -6,6 +6,9 @@
 //! Every container gets its own UTS and network namespaces (added to the built spec, and the
 //! script checks it before calling `hostname`), so nothing here can change the host.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::fs;
@@ -344,6 +347,8 @@ fn startup_cost_of_the_runtime_default_profile() {
             runc(dir, &["delete", "-f", id]);
         }
     }
+    // A percentile's index: p is in 0..=1, and min keeps it in range.
+    #[allow(clippy::cast_possible_truncation)]
     let pct = |v: &mut Vec<f64>, p: f64| {
         v.sort_by(f64::total_cmp);
         v[((v.len() as f64 * p) as usize).min(v.len() - 1)]

@@ -1,5 +1,8 @@
 //! Port-forward over SPDY, WebSocket and SPDY tunnelled in WebSocket, to local TCP servers.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::future::poll_fn;

@@ -1,5 +1,8 @@
 //! Exec and attach over SPDY/3.1 with the berth-spdy client, as kubectl/kubelet speak it.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

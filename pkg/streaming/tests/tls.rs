@@ -1,5 +1,8 @@
 //! HTTPS: the server loads PEM files and serves the same protocols over TLS.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

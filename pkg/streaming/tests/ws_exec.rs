@@ -1,5 +1,8 @@
 //! Exec and attach over WebSocket with the tokio-tungstenite client.
 
+// Test code: a panic here is a failed test (clippy.toml covers #[test] fns, not helpers).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

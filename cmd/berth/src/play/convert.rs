@@ -69,6 +69,8 @@ pub fn quantity(q: &Quantity) -> Option<f64> {
     (value.is_finite() && value >= 0.0).then_some(value)
 }
 
+// Quantities are finite and not negative; float-to-int casts saturate.
+#[allow(clippy::cast_possible_truncation)]
 fn milli_cpu(q: &Quantity) -> Option<i64> {
     quantity(q).map(|v| (v * 1000.0).ceil() as i64)
 }
@@ -105,7 +107,10 @@ fn resources(
         out.cpu_quota = (limit * QUOTA_PERIOD / 1000).max(MIN_QUOTA);
     }
     if let Some(bytes) = r.limits.get("memory").and_then(quantity) {
-        out.memory_limit_in_bytes = bytes.ceil() as i64;
+        // Finite and not negative (quantity); float-to-int casts saturate.
+        #[allow(clippy::cast_possible_truncation)]
+        let bytes = bytes.ceil() as i64;
+        out.memory_limit_in_bytes = bytes;
     }
     Ok(out)
 }

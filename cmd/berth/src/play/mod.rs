@@ -169,7 +169,7 @@ pub async fn play(connect: &Connect, args: &PlayArgs) -> anyhow::Result<ExitCode
             .to_string_lossy()
             .into_owned(),
         state_root,
-        restart_delay_ms: args.restart_delay.as_millis() as u64,
+        restart_delay_ms: u64::try_from(args.restart_delay.as_millis()).unwrap_or(u64::MAX),
     };
     up(connect, args, state, paths).await
 }

@@ -482,6 +482,8 @@ pub async fn supervise(connect: &Connect, state_file: &std::path::Path) -> anyho
 
 /// Starts the supervisor in a session of its own (setsid), so it outlives this CLI and its
 /// terminal; its output goes to `supervisor.log` in the play's directory.
+// Command::pre_exec: setsid and close_range in the forked child.
+#[allow(unsafe_code)]
 pub fn spawn(connect: &Connect, paths: &Paths) -> anyhow::Result<u32> {
     use std::os::unix::process::CommandExt;
     let exe = std::env::current_exe().context("locating the berth binary")?;

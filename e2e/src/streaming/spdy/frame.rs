@@ -123,49 +123,52 @@ pub fn decode(head: &FrameHead, payload: Vec<u8>, inflate: &mut Inflater) -> any
     }
     let p = &payload;
     let stream = || be32(p, 0).map(|v| v & 0x7fff_ffff);
-    Ok(match head.kind_or_stream as u16 {
-        SYN_STREAM => Frame::SynStream {
-            stream: stream()?,
-            fin,
-            headers: inflate.block(p.get(10..).context("short SYN_STREAM")?)?,
-        },
-        SYN_REPLY => Frame::SynReply {
-            stream: stream()?,
-            fin,
-            headers: inflate.block(p.get(4..).context("short SYN_REPLY")?)?,
-        },
-        RST_STREAM => Frame::RstStream {
-            stream: stream()?,
-            status: be32(p, 4)?,
-        },
-        SETTINGS => {
-            let n = be32(p, 0)? as usize;
-            let mut entries = Vec::with_capacity(n.min(16));
-            for i in 0..n {
-                let id = be32(p, 4 + 8 * i)? & 0x00ff_ffff;
-                entries.push((id, be32(p, 8 + 8 * i)?));
-            }
-            Frame::Settings { entries }
-        }
-        PING => Frame::Ping { id: be32(p, 0)? },
-        GOAWAY => Frame::GoAway {
-            last_stream: stream()?,
-            status: be32(p, 4).unwrap_or(0),
-        },
-        HEADERS => {
-            // Decompress anyway: the block advances the shared zlib context.
-            inflate.block(p.get(4..).context("short HEADERS")?)?;
-            Frame::Headers {
+    // parse_head masked a control frame's type to 16 bits.
+    Ok(
+        match u16::try_from(head.kind_or_stream).context("SPDY control frame type")? {
+            SYN_STREAM => Frame::SynStream {
                 stream: stream()?,
                 fin,
+                headers: inflate.block(p.get(10..).context("short SYN_STREAM")?)?,
+            },
+            SYN_REPLY => Frame::SynReply {
+                stream: stream()?,
+                fin,
+                headers: inflate.block(p.get(4..).context("short SYN_REPLY")?)?,
+            },
+            RST_STREAM => Frame::RstStream {
+                stream: stream()?,
+                status: be32(p, 4)?,
+            },
+            SETTINGS => {
+                let n = be32(p, 0)? as usize;
+                let mut entries = Vec::with_capacity(n.min(16));
+                for i in 0..n {
+                    let id = be32(p, 4 + 8 * i)? & 0x00ff_ffff;
+                    entries.push((id, be32(p, 8 + 8 * i)?));
+                }
+                Frame::Settings { entries }
             }
-        }
-        WINDOW_UPDATE => Frame::WindowUpdate {
-            stream: stream()?,
-            delta: be32(p, 4)? & 0x7fff_ffff,
+            PING => Frame::Ping { id: be32(p, 0)? },
+            GOAWAY => Frame::GoAway {
+                last_stream: stream()?,
+                status: be32(p, 4).unwrap_or(0),
+            },
+            HEADERS => {
+                // Decompress anyway: the block advances the shared zlib context.
+                inflate.block(p.get(4..).context("short HEADERS")?)?;
+                Frame::Headers {
+                    stream: stream()?,
+                    fin,
+                }
+            }
+            WINDOW_UPDATE => Frame::WindowUpdate {
+                stream: stream()?,
+                delta: be32(p, 4)? & 0x7fff_ffff,
+            },
+            kind => Frame::Unknown { kind },
         },
-        kind => Frame::Unknown { kind },
-    })
+    )
 }
 
 fn control(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
@@ -173,7 +176,11 @@ fn control(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + payload.len());
     out.extend_from_slice(&(0x8003_0000u32 | kind as u32).to_be_bytes());
     out.push(flags);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .expect("asserted above")
+            .to_be_bytes()[1..],
+    );
     out.extend_from_slice(payload);
     out
 }
@@ -183,7 +190,11 @@ pub fn data(stream: u32, fin: bool, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + data.len());
     out.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
     out.push(if fin { FLAG_FIN } else { 0 });
-    out.extend_from_slice(&(data.len() as u32).to_be_bytes()[1..]);
+    out.extend_from_slice(
+        &u32::try_from(data.len())
+            .expect("asserted above")
+            .to_be_bytes()[1..],
+    );
     out.extend_from_slice(data);
     out
 }
@@ -221,10 +232,12 @@ pub fn go_away(last_stream: u32) -> Vec<u8> {
 
 /// The uncompressed name/value block: count, then length-prefixed names and values.
 fn encode_block(headers: &[(&str, &str)]) -> Vec<u8> {
-    let mut out = (headers.len() as u32).to_be_bytes().to_vec();
+    let count = u32::try_from(headers.len()).expect("a test's header block is small");
+    let mut out = count.to_be_bytes().to_vec();
     for (name, value) in headers {
         for s in [name.to_ascii_lowercase().as_str(), value] {
-            out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            let len = u32::try_from(s.len()).expect("a test's header is small");
+            out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(s.as_bytes());
         }
     }
@@ -248,14 +261,17 @@ impl Deflater {
         let mut out = Vec::with_capacity(input.len() + 64);
         let start_in = self.0.total_in();
         loop {
-            let consumed = (self.0.total_in() - start_in) as usize;
+            let consumed =
+                usize::try_from(self.0.total_in() - start_in).expect("at most the input's length");
             if out.capacity() - out.len() < 64 {
                 out.reserve(256);
             }
             self.0
                 .compress_vec(&input[consumed..], &mut out, FlushCompress::Sync)
                 .context("compressing a SPDY header block")?;
-            let done = (self.0.total_in() - start_in) as usize == input.len();
+            let done = usize::try_from(self.0.total_in() - start_in)
+                .expect("at most the input's length")
+                == input.len();
             // A sync flush is complete once zlib leaves output space unused.
             if done && out.len() < out.capacity() {
                 return Ok(out);
@@ -283,7 +299,8 @@ impl Inflater {
         let mut out = Vec::with_capacity(input.len() * 4 + 64);
         let start_in = self.0.total_in();
         loop {
-            let consumed = (self.0.total_in() - start_in) as usize;
+            let consumed =
+                usize::try_from(self.0.total_in() - start_in).expect("at most the input's length");
             if out.capacity() - out.len() < 256 {
                 out.reserve(out.capacity().max(1024));
             }
@@ -301,7 +318,8 @@ impl Inflater {
                 }
                 Err(e) => return Err(e).context("decompressing a SPDY header block"),
             }
-            let consumed = (self.0.total_in() - start_in) as usize;
+            let consumed =
+                usize::try_from(self.0.total_in() - start_in).expect("at most the input's length");
             if consumed == input.len() && out.len() < out.capacity() {
                 break;
             }

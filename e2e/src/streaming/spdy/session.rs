@@ -248,7 +248,8 @@ impl Session {
         let mut st = self.shared.state.lock().unwrap();
         match frame {
             Frame::Data { stream, fin, data } => {
-                let len = data.len() as u32;
+                // A frame carries at most 2^24 bytes.
+                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
                 let delivered = match st.streams.get(&stream) {
                     Some(s) if !data.is_empty() => s.tx.send(Incoming::Data(data)).is_ok(),
                     _ => false,
@@ -344,7 +345,9 @@ impl Session {
                     let window = s.send_window.min(session_window);
                     if data.is_empty() || !enforce || window > 0 {
                         let n = if enforce {
-                            data.len().min(MAX_CHUNK).min(window.max(0) as usize)
+                            data.len()
+                                .min(MAX_CHUNK)
+                                .min(usize::try_from(window.max(0)).unwrap_or(usize::MAX))
                         } else {
                             data.len().min(MAX_CHUNK)
                         };
@@ -444,7 +447,7 @@ impl RecvStream {
         }
         match self.rx.recv().await {
             Some(Incoming::Data(data)) => {
-                self.consumed(data.len() as u32);
+                self.consumed(u32::try_from(data.len()).unwrap_or(u32::MAX));
                 Some(data)
             }
             Some(Incoming::End(why)) => {

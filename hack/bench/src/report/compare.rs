@@ -126,12 +126,16 @@ pub fn render_compare(
     for (w, op) in &keys {
         let lo = find_op(left, w, op);
         let ro = find_op(right, w, op);
-        let both = lo.is_some_and(|o| o.has_samples()) && ro.is_some_and(|o| o.has_samples());
-        let (r50, r99) = if both {
-            let (ls, rs) = (&lo.unwrap().summary, &ro.unwrap().summary);
-            (ratio(ls.p50_us, rs.p50_us), ratio(ls.p99_us, rs.p99_us))
-        } else {
-            ("-".into(), "-".into())
+        let sampled = (
+            lo.filter(|o| o.has_samples()),
+            ro.filter(|o| o.has_samples()),
+        );
+        let (r50, r99) = match sampled {
+            (Some(l), Some(r)) => {
+                let (ls, rs) = (&l.summary, &r.summary);
+                (ratio(ls.p50_us, rs.p50_us), ratio(ls.p99_us, rs.p99_us))
+            }
+            _ => ("-".into(), "-".into()),
         };
         rows.push(vec![
             format!("{w}/{op}"),

@@ -228,7 +228,8 @@ impl Stats {
             let ids = Arc::clone(&self.stage().containers);
             match ids.len() as u64 {
                 0 => NO_SUCH_CONTAINER.to_string(),
-                n => ids[(iter % n) as usize].clone(),
+                // Below ids.len(), so it fits.
+                n => ids[usize::try_from(iter % n).unwrap_or(0)].clone(),
             }
         };
         let req = cri::ContainerStatsRequest {

@@ -440,7 +440,7 @@ impl Workload for ImageQueries {
                 rec.fail("ImageStatus", "no images (--many-count 0)");
                 return;
             }
-            let name = &self.names[(iter as usize) % self.names.len()];
+            let name = &self.names[usize::try_from(iter % self.names.len() as u64).unwrap_or(0)];
             let req = ImageStatusRequest {
                 image: spec(name),
                 verbose: false,

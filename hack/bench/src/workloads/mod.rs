@@ -27,6 +27,8 @@ use crate::report::MemoryRow;
 pub mod runner;
 
 mod container_stats;
+// kill(2) of the grandchildren a stopped workload leaves behind.
+#[allow(unsafe_code)]
 mod containers;
 mod cycles;
 mod floor;

@@ -217,7 +217,7 @@ mod tests {
     fn control(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
         let mut out = (0x8003_0000u32 | u32::from(kind)).to_be_bytes().to_vec();
         out.push(flags);
-        out.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+        out.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes()[1..]);
         out.extend_from_slice(payload);
         out
     }

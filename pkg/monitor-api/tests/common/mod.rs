@@ -21,6 +21,8 @@ const APPLETS: &[&str] = &[
 ];
 
 /// The monitor binary and runc, or `None` (with the reason printed) when the test cannot run here.
+// geteuid: the tests need root.
+#[allow(unsafe_code)]
 pub fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

@@ -8,6 +8,8 @@
 mod args;
 mod config;
 mod error;
+// kill(2) of a timed-out plugin's process group.
+#[allow(unsafe_code)]
 mod exec;
 mod list;
 mod metrics;

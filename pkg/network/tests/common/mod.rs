@@ -17,6 +17,8 @@ pub const PLUGIN_DIR: &str = "/usr/lib/cni";
 
 /// Whether this machine can run the plugin tests: root, the plugins and iproute2. Elsewhere the tests
 /// skip with a message, except in CI, where a missing prerequisite must fail rather than pass green.
+// geteuid: the plugin tests need root.
+#[allow(unsafe_code)]
 pub fn prerequisites() -> bool {
     let mut missing = Vec::new();
     // SAFETY: geteuid has no preconditions.
@@ -51,7 +53,7 @@ fn unique() -> u32 {
 fn next_subnet() -> u8 {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let base = std::process::id() % 200;
-    ((base + NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1) as u8
+    u8::try_from((base + NEXT.fetch_add(1, Ordering::Relaxed)) % 250 + 1).expect("1..=250")
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> std::process::Output {

@@ -4,6 +4,8 @@
 //! to the same frame; header blocks of parsed frames go through one shared decoder (as in a
 //! session), and the raw input also goes through a fresh decoder and the block parser.
 #![no_main]
+// A panic in a fuzz target is a finding: its asserts, unwraps and expects are the properties.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use berth_spdy::frame::{self, Frame};
 use berth_spdy::headers::{self, Decoder, Encoder};

@@ -14,21 +14,27 @@ fn check_id(id: u32) -> Result<u32, FrameError> {
     Ok(id)
 }
 
+/// `len` as the 24-bit length field of a frame header, or `TooLarge`.
+fn length_field(len: usize) -> Result<u32, FrameError> {
+    u32::try_from(len)
+        .ok()
+        .filter(|_| len <= MAX_PAYLOAD_LEN)
+        .ok_or(FrameError::TooLarge {
+            len,
+            max: MAX_PAYLOAD_LEN,
+        })
+}
+
 fn control_header(
     out: &mut BytesMut,
     frame_type: u16,
     flags: u8,
     len: usize,
 ) -> Result<(), FrameError> {
-    if len > MAX_PAYLOAD_LEN {
-        return Err(FrameError::TooLarge {
-            len,
-            max: MAX_PAYLOAD_LEN,
-        });
-    }
+    let len = length_field(len)?;
     out.put_u16(0x8000 | VERSION);
     out.put_u16(frame_type);
-    out.put_u32(((flags as u32) << 24) | len as u32);
+    out.put_u32(((flags as u32) << 24) | len);
     Ok(())
 }
 
@@ -49,15 +55,10 @@ impl Frame {
                     return Err(FrameError::ZeroStreamId("DATA"));
                 }
                 check_id(*stream_id)?;
-                if data.len() > MAX_PAYLOAD_LEN {
-                    return Err(FrameError::TooLarge {
-                        len: data.len(),
-                        max: MAX_PAYLOAD_LEN,
-                    });
-                }
+                let len = length_field(data.len())?;
                 out.reserve(HEADER_LEN + data.len());
                 out.put_u32(*stream_id);
-                out.put_u32(((fin_flag(*fin) as u32) << 24) | data.len() as u32);
+                out.put_u32(((fin_flag(*fin) as u32) << 24) | len);
                 out.put_slice(data);
             }
             Frame::SynStream {
@@ -119,7 +120,8 @@ impl Frame {
                     .unwrap_or(usize::MAX);
                 let flags = if *clear { FLAG_CLEAR_SETTINGS } else { 0 };
                 control_header(out, kind::SETTINGS, flags, len)?;
-                out.put_u32(entries.len() as u32);
+                // Fits: the payload length (8 per entry) passed control_header's check.
+                out.put_u32(length_field(entries.len())?);
                 for e in entries {
                     out.put_u32(((e.flags as u32) << 24) | (e.id & 0x00ff_ffff));
                     out.put_u32(e.value);

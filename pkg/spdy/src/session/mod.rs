@@ -186,11 +186,12 @@ impl Session {
                     },
                 ],
             });
+            // session_target is a u32, so a positive difference fits one.
             let grow = i64::from(st.session_target) - DEFAULT_WINDOW;
-            if grow > 0 {
+            if let Ok(delta @ 1..) = u32::try_from(grow) {
                 st.push_frame(Frame::WindowUpdate {
                     stream_id: 0,
-                    delta: grow as u32,
+                    delta,
                 });
             }
         }

@@ -20,7 +20,7 @@ use crate::error::SpdyError;
 use crate::frame::{self, Frame, GoAwayStatus, RstStatus, setting};
 use crate::headers::{Decoder, Headers};
 use crate::session::Role;
-use crate::session::state::{MAX_WINDOW, Outgoing, Shared, State, StreamState};
+use crate::session::state::{MAX_WINDOW, MAX_WINDOW_U32, Outgoing, Shared, State, StreamState};
 use crate::session::stream::Stream;
 
 pub(crate) async fn run<R: AsyncRead + Unpin>(shared: Arc<Shared>, io: R) {
@@ -332,7 +332,7 @@ fn on_data(st: &mut State, id: u32, fin: bool, data: bytes::Bytes) -> bool {
             .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
         let target = st.config.initial_window;
         if !fin && s.recv_unacked >= target / 2 {
-            let delta = std::mem::take(&mut s.recv_unacked).min(MAX_WINDOW as u32);
+            let delta = std::mem::take(&mut s.recv_unacked).min(MAX_WINDOW_U32);
             st.push_frame(Frame::WindowUpdate {
                 stream_id: id,
                 delta,

@@ -20,6 +20,11 @@ use crate::session::{Role, SessionConfig, stream::Stream};
 pub(crate) const DEFAULT_WINDOW: i64 = 65_536;
 /// Largest window the protocol allows.
 pub(crate) const MAX_WINDOW: i64 = 0x7fff_ffff;
+/// The two windows as the u32 of WINDOW_UPDATE deltas and SETTINGS values: 2^16 and 2^31 - 1 fit.
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) const DEFAULT_WINDOW_U32: u32 = DEFAULT_WINDOW as u32;
+#[allow(clippy::cast_possible_truncation)]
+pub(crate) const MAX_WINDOW_U32: u32 = MAX_WINDOW as u32;
 /// Largest DATA payload we send in one frame.
 pub(crate) const MAX_CHUNK: usize = 16 * 1024;
 /// Queued-but-unwritten DATA bytes above which senders wait for the writer.
@@ -132,8 +137,10 @@ impl Shared {
         config: SessionConfig,
         incoming: Option<mpsc::Sender<Stream>>,
     ) -> Arc<Shared> {
-        let session_target = (i64::from(config.initial_window.max(DEFAULT_WINDOW as u32)) * 4)
-            .min(MAX_WINDOW) as u32;
+        let session_target = u32::try_from(
+            (i64::from(config.initial_window.max(DEFAULT_WINDOW_U32)) * 4).min(MAX_WINDOW),
+        )
+        .unwrap_or(MAX_WINDOW_U32);
         let state = State {
             role,
             config,
@@ -312,7 +319,7 @@ impl State {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         self.session_unacked = self.session_unacked.saturating_add(n);
         if self.session_unacked >= self.session_target / 2 {
-            let delta = std::mem::take(&mut self.session_unacked).min(MAX_WINDOW as u32);
+            let delta = std::mem::take(&mut self.session_unacked).min(MAX_WINDOW_U32);
             self.push_frame(Frame::WindowUpdate {
                 stream_id: 0,
                 delta,
@@ -330,7 +337,7 @@ impl State {
                 .recv_unacked
                 .saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
             if !s.recv_fin && s.reset.is_none() && s.recv_unacked >= target / 2 {
-                let delta = std::mem::take(&mut s.recv_unacked).min(MAX_WINDOW as u32);
+                let delta = std::mem::take(&mut s.recv_unacked).min(MAX_WINDOW_U32);
                 self.push_frame(Frame::WindowUpdate {
                     stream_id: id,
                     delta,
@@ -352,7 +359,7 @@ impl State {
     /// Receive-side buffering bound per stream before the reader stops reading (for peers that
     /// ignore our windows).
     pub fn stream_buffer_limit(&self) -> usize {
-        (self.config.initial_window as usize).max(DEFAULT_WINDOW as usize)
+        (self.config.initial_window as usize).max(DEFAULT_WINDOW_U32 as usize)
     }
 
     pub fn session_buffer_limit(&self) -> usize {

@@ -122,6 +122,7 @@ fn kernel_release() -> Option<String> {
     // SAFETY: utsname is plain old data for which all-zero bytes are valid, and uname only
     // writes NUL-terminated strings into the struct we own.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: uname writes only into `uts`, which lives for the call.
     if unsafe { libc::uname(&mut uts) } != 0 {
         return None;
     }

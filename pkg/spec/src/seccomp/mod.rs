@@ -20,6 +20,8 @@
 //! without x32, argument rules compacted): README.md, "What the filter costs".
 
 mod compact;
+// uname(2) and a raw x32 getpid probe: what the host kernel can filter.
+#[allow(unsafe_code)]
 mod host;
 mod profile;
 mod render;
@@ -95,7 +97,8 @@ fn load(path: &Path) -> Result<Profile, SpecError> {
         )));
     }
     // Bounded read too: the file may grow after the stat.
-    let mut data = Vec::with_capacity(meta.len() as usize);
+    // Only a capacity hint (the length is checked above).
+    let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_PROFILE_BYTES + 1)
         .read_to_end(&mut data)
         .map_err(|e| invalid(format!("cannot read it: {e}")))?;
