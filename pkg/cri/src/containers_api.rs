@@ -295,4 +295,52 @@ mod tests {
             tonic::Code::FailedPrecondition
         );
     }
+
+    /// No request's mistake is UNKNOWN, and Berth's own failures are INTERNAL.
+    #[test]
+    fn container_errors_get_request_or_internal_codes() {
+        use std::time::Duration;
+        let code = |e: ContainerError| Status::from(CriError::from(e)).code();
+        assert_eq!(
+            code(ContainerError::EmptyCommand),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(ContainerError::MissingId),
+            tonic::Code::InvalidArgument
+        );
+        let not_found = berth_monitor_api::MonitorError::Runtime(
+            "exec failed: unable to start container process: exec: \"nope\": executable file \
+             not found in $PATH"
+                .into(),
+        );
+        assert_eq!(
+            code(ContainerError::from(not_found)),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ContainerError::ExecTimedOut {
+                cmd: vec!["sleep".into()],
+                after: Duration::from_secs(1),
+            }),
+            tonic::Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(ContainerError::Runtime {
+                op: "kill",
+                message: "permission denied".into(),
+            }),
+            tonic::Code::Internal
+        );
+        assert_eq!(
+            code(ContainerError::Io {
+                op: "read",
+                path: "/x".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+            tonic::Code::Internal
+        );
+        let url = CriError::from(berth_streaming::StreamingError::InvalidRequest("no id"));
+        assert_eq!(Status::from(url).code(), tonic::Code::InvalidArgument);
+    }
 }

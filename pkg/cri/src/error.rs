@@ -32,6 +32,9 @@ pub enum CriError {
     Sandbox(Box<SandboxError>),
     #[error(transparent)]
     Container(Box<ContainerError>),
+    /// Handing out an Exec, Attach or PortForward URL.
+    #[error(transparent)]
+    Streaming(#[from] berth_streaming::StreamingError),
     #[error(transparent)]
     Stats(Box<StatsError>),
     #[error(transparent)]
@@ -56,6 +59,7 @@ impl CriError {
             CriError::Image(e) => image_code(e),
             CriError::Sandbox(e) => sandbox_code(e),
             CriError::Container(e) => container_code(e),
+            CriError::Streaming(e) => streaming_code(e),
             CriError::Stats(e) => stats_code(e),
             CriError::Volume(e) => volume_code(e),
             CriError::Cdi(_) => Code::InvalidArgument,
@@ -178,6 +182,18 @@ fn container_code(e: &ContainerError) -> Code {
         | ContainerError::Task { .. }
         | ContainerError::CopyEndedEarly
         | ContainerError::Failpoint(_) => Code::Internal,
+    }
+}
+
+fn streaming_code(e: &berth_streaming::StreamingError) -> Code {
+    use berth_streaming::StreamingError;
+    match e {
+        StreamingError::InvalidRequest(_) => Code::InvalidArgument,
+        StreamingError::TooManyInFlight { .. } => Code::Unavailable,
+        StreamingError::Bind { .. }
+        | StreamingError::TlsFile { .. }
+        | StreamingError::Tls(_)
+        | StreamingError::Random(_) => Code::Internal,
     }
 }
 
