@@ -78,7 +78,7 @@ impl ContainerService {
             return Err(ContainerError::WrongState {
                 id: id.clone(),
                 state: format!("{:?}", record.state()),
-                needs: "only a running container can be checkpointed",
+                needs: "not running: only a running container can be checkpointed",
             });
         }
         criu_usable().await?;

@@ -182,7 +182,7 @@ pub(crate) async fn access(
         return Err(ContainerError::WrongState {
             id: id.to_string(),
             state: "being created or removed".to_string(),
-            needs: "its files cannot be copied now",
+            needs: "so its files cannot be copied now",
         });
     }
     let mounts = inner.deps.rootfs.clone();

@@ -230,8 +230,8 @@ async fn prepare(
             if t.pid == 0 {
                 return Err(ContainerError::WrongState {
                     id: target.clone(),
-                    state: "not running".to_string(),
-                    needs: "a PID namespace target must be running",
+                    state: format!("{:?}", t.state()),
+                    needs: "not running: a PID namespace target must be running",
                 });
             }
             Some(PathBuf::from(format!("/proc/{}/ns/pid", t.pid)))

@@ -59,7 +59,8 @@ pub enum ContainerError {
     },
 
     // The container, its pod or the node is not in a state that allows the operation.
-    #[error("container {id} is {state}: {needs}")]
+    /// `needs` says what the state is not and what the operation needs ("not running: ...").
+    #[error("container {id} is {state}, {needs}")]
     WrongState {
         id: String,
         state: String,

@@ -71,7 +71,10 @@ pub(crate) async fn exec(
         return Err(ContainerError::EmptyCommand);
     }
     let record = inner.record(id)?;
-    require_running(&record, "only a running container can be exec'd in")?;
+    require_running(
+        &record,
+        "not running: only a running container can be exec'd in",
+    )?;
     let process_json = exec_process(&record, options)?;
     let runtime = inner.runtime_for(&record);
     let request = ExecRequest {
@@ -166,7 +169,10 @@ pub(crate) async fn attach(
     want_stdin: bool,
 ) -> Result<Attached, ContainerError> {
     let record = inner.record(id)?;
-    require_running(&record, "only a running container can be attached to")?;
+    require_running(
+        &record,
+        "not running: only a running container can be attached to",
+    )?;
     let stdin = want_stdin && record.config.stdin;
     let mut attachment = berth_monitor_api::attach(&record.monitor_dir, id, stdin)
         .await

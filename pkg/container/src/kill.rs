@@ -101,7 +101,7 @@ async fn kill(inner: &Arc<Inner>, id: &str, sig: i32) -> Result<(), ContainerErr
     let not_running = || ContainerError::WrongState {
         id: id.to_string(),
         state: format!("{:?}", record.state()),
-        needs: "only a running container can be signalled",
+        needs: "not running: nothing to signal",
     };
     // No lock: a kill must get through while a stop waits out its grace period.
     if record.phase != Phase::Running || record.pid <= 0 {

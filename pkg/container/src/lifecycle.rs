@@ -27,7 +27,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         return Err(ContainerError::WrongState {
             id: id.to_string(),
             state: format!("{:?}", record.state()),
-            needs: "only a created container can be started",
+            needs: "not created: only a created container can be started",
         });
     }
     let sandbox = inner
@@ -323,7 +323,7 @@ pub(crate) async fn update_resources(
             return Err(ContainerError::WrongState {
                 id: id.to_string(),
                 state: format!("{:?}", record.state()),
-                needs: "only created or running containers can be updated",
+                needs: "neither created nor running: only those can be updated",
             });
         }
     }

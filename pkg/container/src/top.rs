@@ -236,7 +236,7 @@ impl ContainerService {
             return Err(ContainerError::WrongState {
                 id: id.clone(),
                 state: format!("{:?}", record.state()),
-                needs: "only a running container has processes",
+                needs: "not running: it has no processes",
             });
         }
         let sandbox = self.inner.deps.sandboxes.get(&record.sandbox_id);
