@@ -60,25 +60,26 @@ impl ContainerService {
         timeout: Option<Duration>,
     ) -> Result<PathBuf, ContainerError> {
         if !location.is_absolute() || location.file_name().is_none() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "checkpoint location {:?} must be an absolute file path",
-                location.display()
-            )));
+            return Err(ContainerError::InvalidCheckpointLocation {
+                location: location.to_path_buf(),
+                reason: "must be an absolute file path",
+            });
         }
         let dir = location.parent().unwrap_or(Path::new("/"));
         if !dir.is_dir() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "checkpoint location's directory {} does not exist",
-                dir.display()
-            )));
+            return Err(ContainerError::InvalidCheckpointLocation {
+                location: location.to_path_buf(),
+                reason: "its directory does not exist",
+            });
         }
         let id = self.resolve(id)?;
         let record = self.inner.record(&id)?;
         if record.phase != Phase::Running {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "container {id} is {:?}: only a running container can be checkpointed",
-                record.state()
-            )));
+            return Err(ContainerError::WrongState {
+                id: id.clone(),
+                state: format!("{:?}", record.state()),
+                needs: "not running: only a running container can be checkpointed",
+            });
         }
         criu_usable().await?;
         let timeout = timeout.filter(|t| !t.is_zero()).unwrap_or(DEFAULT_TIMEOUT);
@@ -121,25 +122,26 @@ impl ContainerService {
             .map_err(ContainerError::io("run", &runtime.path))?;
         let output = tokio::time::timeout(timeout, child.wait_with_output())
             .await
-            .map_err(|_| {
-                ContainerError::Timeout(format!(
-                    "checkpoint of {} did not finish within {timeout:?}",
-                    record.id
-                ))
+            .map_err(|_| ContainerError::CheckpointTimedOut {
+                id: record.id.clone(),
+                after: timeout,
             })?
             .map_err(ContainerError::io("wait for", &runtime.path))?;
         // runc's own message names the step; CRIU's log says why the dump itself failed.
         let criu_log = work.join("dump.log");
         if !output.status.success() {
             let log = fs::read_to_string(&criu_log).unwrap_or_default();
-            return Err(ContainerError::Runtime(format!(
-                "{} checkpoint failed: {}{}",
-                runtime.path.display(),
-                crate::runtime::error_text(&output.stderr),
-                last_error_line(&log)
-                    .map(|l| format!(" (CRIU: {l})"))
-                    .unwrap_or_default()
-            )));
+            return Err(ContainerError::Runtime {
+                op: "checkpoint",
+                message: format!(
+                    "{} checkpoint failed: {}{}",
+                    runtime.path.display(),
+                    crate::runtime::error_text(&output.stderr),
+                    last_error_line(&log)
+                        .map(|l| format!(" (CRIU: {l})"))
+                        .unwrap_or_default()
+                ),
+            });
         }
         let record = record.clone();
         let scratch = scratch.to_path_buf();
@@ -148,7 +150,7 @@ impl ContainerService {
             write_archive(&record, &scratch, &location, checkpointed_ns)
         })
         .await
-        .map_err(ContainerError::task)?
+        .map_err(ContainerError::task("writing the checkpoint archive"))?
     }
 }
 
@@ -166,7 +168,7 @@ async fn criu_usable() -> Result<(), ContainerError> {
     let output = match output {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ContainerError::FailedPrecondition(
+            return Err(ContainerError::CriuUnavailable(
                 "checkpointing needs CRIU, which is not installed (Debian package criu)".into(),
             ));
         }
@@ -180,7 +182,7 @@ async fn criu_usable() -> Result<(), ContainerError> {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    Err(ContainerError::FailedPrecondition(format!(
+    Err(ContainerError::CriuUnavailable(format!(
         "CRIU cannot checkpoint on this host: `criu check` failed: {}",
         first_error_line(&text).unwrap_or("no message")
     )))
@@ -211,10 +213,7 @@ fn tempfile_dir(dir: &Path, id: &str) -> Result<PathBuf, ContainerError> {
             Err(e) => return Err(ContainerError::io("create", &path)(e)),
         }
     }
-    Err(ContainerError::Internal(format!(
-        "no free scratch dir name in {}",
-        dir.display()
-    )))
+    Err(ContainerError::NoScratchDir(dir.to_path_buf()))
 }
 
 /// Adds the metadata files to `scratch` and tars `checkpoint/` and them into `location`.
@@ -234,8 +233,8 @@ fn write_archive(
         created_time: berth_image::rfc3339(record.created_at_ns),
         checkpointed_time: berth_image::rfc3339(checkpointed_ns),
     };
-    let json = serde_json::to_vec_pretty(&config)
-        .map_err(|e| ContainerError::Internal(format!("encoding config.dump: {e}")))?;
+    let json =
+        serde_json::to_vec_pretty(&config).map_err(ContainerError::json("encoding config.dump"))?;
     write_file(&scratch.join("config.dump"), &json)?;
     let spec_src = record.bundle.join("config.json");
     let spec_dst = scratch.join("spec.dump");

@@ -155,9 +155,10 @@ pub(crate) async fn access(
 ) -> Result<RootfsAccess, ContainerError> {
     let record = inner.record(id)?;
     if write && record.config.security.readonly_rootfs {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {id} has a read-only root filesystem"
-        )));
+        return Err(ContainerError::RootfsUnavailable {
+            id: id.to_string(),
+            reason: "its root filesystem is read-only",
+        });
     }
     let sandbox = inner.deps.sandboxes.get(&record.sandbox_id);
     let ids = IdMap::from_maps(sandbox.as_ref().and_then(|s| s.userns.clone()));
@@ -165,7 +166,7 @@ pub(crate) async fn access(
     let check = rootfs.clone();
     let mounted = tokio::task::spawn_blocking(move || open_mounted(&check))
         .await
-        .map_err(ContainerError::task)??;
+        .map_err(ContainerError::task("checking the rootfs mount"))??;
     if let Some(root) = mounted {
         return Ok(RootfsAccess {
             root,
@@ -178,9 +179,11 @@ pub(crate) async fn access(
     // Again under the lock: the container may have changed (or gone) while it was waited for.
     let record = inner.record(id)?;
     if matches!(record.phase, Phase::Creating | Phase::Removing) {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {id} is being created or removed"
-        )));
+        return Err(ContainerError::WrongState {
+            id: id.to_string(),
+            state: "being created or removed".to_string(),
+            needs: "so its files cannot be copied now",
+        });
     }
     let mounts = inner.deps.rootfs.clone();
     let userns = ids.maps.is_some();
@@ -193,15 +196,18 @@ pub(crate) async fn access(
             Ok(Some(root)) => Ok((root, Some(rootfs))),
             other => {
                 let _ = mounts.unmount(&rootfs);
-                Err(other.err().unwrap_or_else(|| {
-                    ContainerError::Internal(format!("{} is not mounted", rootfs.display()))
-                }))
+                Err(other
+                    .err()
+                    .unwrap_or_else(|| ContainerError::RootfsNotMounted {
+                        id: record.id.clone(),
+                        path: rootfs,
+                    }))
             }
         }
     };
     let (root, mounted) = tokio::task::spawn_blocking(work)
         .await
-        .map_err(ContainerError::task)??;
+        .map_err(ContainerError::task("mounting the rootfs for a copy"))??;
     Ok(RootfsAccess {
         root,
         ids,
@@ -218,24 +224,24 @@ fn mount_for_copy(
 ) -> Result<(), ContainerError> {
     let rootfs = record.rootfs();
     if record.phase == Phase::Running {
-        return Err(ContainerError::Internal(format!(
-            "the rootfs of running container {} is not mounted at {}",
-            record.id,
-            rootfs.display()
-        )));
+        // A running container's rootfs stays mounted until it exits: Berth lost track of it.
+        return Err(ContainerError::RootfsNotMounted {
+            id: record.id.clone(),
+            path: rootfs,
+        });
     }
     if userns {
         // Its image layers would need idmapped mounts of the pod's user namespace again.
-        return Err(ContainerError::FailedPrecondition(format!(
-            "the rootfs of container {} (in a pod with a user namespace) is no longer mounted",
-            record.id
-        )));
+        return Err(ContainerError::RootfsUnavailable {
+            id: record.id.clone(),
+            reason: "its rootfs (in a pod with a user namespace) is no longer mounted",
+        });
     }
     if !record.bundle.is_dir() || !record.overlay_dir().is_dir() {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "the rootfs of container {} is gone",
-            record.id
-        )));
+        return Err(ContainerError::RootfsUnavailable {
+            id: record.id.clone(),
+            reason: "its rootfs is gone",
+        });
     }
     std::fs::create_dir_all(&rootfs).map_err(ContainerError::io("create", &rootfs))?;
     mounts.mount_rootfs(&record.snapshot, &record.overlay_dir(), &rootfs)?;
@@ -268,7 +274,7 @@ fn path_of(path: &str) -> PathBuf {
 }
 
 fn resolve_err(path: &str) -> impl FnOnce(io::Error) -> ContainerError + '_ {
-    move |source| ContainerError::Io {
+    move |source| ContainerError::CopyPath {
         op: "resolve",
         path: PathBuf::from(path),
         source,
@@ -299,7 +305,7 @@ impl ContainerService {
             stat_of(&fd, name).map_err(resolve_err(&path))
         })
         .await
-        .map_err(ContainerError::task)?
+        .map_err(ContainerError::task("resolving a path for a copy"))?
     }
 
     /// A tar of `path` in the container's rootfs, as chunks, after its stat. The path is resolved
@@ -319,7 +325,7 @@ impl ContainerService {
             r => r.to_string(),
         };
         if resolve::archive_path(Path::new(&name)).is_none_or(|p| p.len() > 1) && name != "." {
-            return Err(ContainerError::InvalidArgument(format!(
+            return Err(ContainerError::InvalidCopy(format!(
                 "rebase name {name:?} must be a single path component"
             )));
         }
@@ -358,7 +364,7 @@ impl ContainerService {
                 .archive_top(&fd, reopen, Path::new(&name))
                 .and_then(|mut out| std::io::Write::flush(&mut out));
             if let Err(e) = written {
-                let _ = tx.blocking_send(Err(ContainerError::Io {
+                let _ = tx.blocking_send(Err(ContainerError::CopyPath {
                     op: "archive",
                     path: PathBuf::from(&path),
                     source: e,
@@ -368,7 +374,7 @@ impl ContainerService {
         });
         let stat = stat_rx
             .await
-            .map_err(|_| ContainerError::Internal("the copy ended before its stat".into()))??;
+            .map_err(|_| ContainerError::CopyEndedEarly)??;
         Ok((stat, rx))
     }
 
@@ -387,7 +393,9 @@ impl ContainerService {
             tarin::extract(&access.root, &dest, reader, &access.ids)
         })
         .await
-        .map_err(ContainerError::task)?
+        .map_err(ContainerError::task(
+            "extracting an archive into the container",
+        ))?
     }
 }
 

@@ -24,10 +24,10 @@ pub(crate) async fn create(
         .get(sandbox_id)
         .ok_or_else(|| ContainerError::SandboxNotFound(sandbox_id.to_string()))?;
     if sandbox.state() != SandboxState::Ready {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "pod sandbox {} is not ready",
-            sandbox.id
-        )));
+        return Err(ContainerError::SandboxUnusable {
+            id: sandbox.id.clone(),
+            reason: "is not ready",
+        });
     }
 
     // kubelet retries a CreateContainer that timed out with the same name and attempt: the
@@ -83,13 +83,14 @@ async fn create_named(
         .ok_or_else(|| ContainerError::ImageNotFound(config.image.clone()))?;
     let snapshot = image
         .top_chain_id()
-        .ok_or_else(|| {
-            ContainerError::FailedPrecondition(format!("image {} has no layers", image.id))
-        })?
+        .ok_or_else(|| ContainerError::ImageWithoutLayers(image.id.clone()))?
         .to_string();
     let image_config = {
-        let json = inner.deps.images.config_json(&image.id).map_err(|e| {
-            ContainerError::Internal(format!("reading the config of image {}: {e}", image.id))
+        let json = inner.deps.images.config_json(&image.id).map_err(|source| {
+            ContainerError::ImageConfig {
+                image: image.id.clone(),
+                source: Box::new(source),
+            }
         })?;
         ImageConfig::from_json(&json)?
     };
@@ -98,16 +99,19 @@ async fn create_named(
         None => image_config.stop_signal_number()?,
     };
     let handler_name = sandbox.runtime_handler.clone();
-    let handler = inner.deps.handlers.get(&handler_name).ok_or_else(|| {
-        ContainerError::FailedPrecondition(format!(
-            "runtime handler {handler_name:?} is not configured"
-        ))
-    })?;
-    let runtime_path = handler.path.clone().ok_or_else(|| {
-        ContainerError::FailedPrecondition(format!(
-            "runtime handler {handler_name:?}: binary not found"
-        ))
-    })?;
+    let unavailable = |reason| ContainerError::HandlerUnavailable {
+        handler: handler_name.clone(),
+        reason,
+    };
+    let handler = inner
+        .deps
+        .handlers
+        .get(&handler_name)
+        .ok_or_else(|| unavailable("not configured"))?;
+    let runtime_path = handler
+        .path
+        .clone()
+        .ok_or_else(|| unavailable("binary not found"))?;
 
     let id = ids::generate()?;
     let log_path = (!sandbox.log_directory.is_empty() && !config.log_path.is_empty())
@@ -154,7 +158,7 @@ async fn create_named(
         config,
     };
     inner.save(&record).await?;
-    berth_failpoint::fail("container/create/after-record").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/create/after-record").map_err(ContainerError::Failpoint)?;
 
     match prepare(inner, &mut record, sandbox, &image_config).await {
         Ok(()) => {
@@ -175,12 +179,12 @@ async fn create_named(
 
 fn validate(config: &ContainerConfig) -> Result<(), ContainerError> {
     if config.name.is_empty() {
-        return Err(ContainerError::InvalidArgument(
+        return Err(ContainerError::InvalidConfig(
             "container metadata.name is required".into(),
         ));
     }
     if config.image.is_empty() {
-        return Err(ContainerError::InvalidArgument(
+        return Err(ContainerError::InvalidConfig(
             "container image is required".into(),
         ));
     }
@@ -190,7 +194,7 @@ fn validate(config: &ContainerConfig) -> Result<(), ContainerError> {
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(ContainerError::InvalidArgument(format!(
+        return Err(ContainerError::InvalidConfig(format!(
             "log_path {:?} must be relative to the pod's log directory",
             config.log_path
         )));
@@ -219,14 +223,16 @@ async fn prepare(
     let target_pid_ns = match &record.config.security.pid_mode {
         PidMode::Target(target) => {
             let t = inner.record(target).map_err(|_| {
-                ContainerError::InvalidArgument(format!(
+                ContainerError::InvalidConfig(format!(
                     "PID namespace target container {target:?} not found"
                 ))
             })?;
             if t.pid == 0 {
-                return Err(ContainerError::FailedPrecondition(format!(
-                    "PID namespace target container {target} is not running"
-                )));
+                return Err(ContainerError::WrongState {
+                    id: target.clone(),
+                    state: format!("{:?}", t.state()),
+                    needs: "not running: a PID namespace target must be running",
+                });
             }
             Some(PathBuf::from(format!("/proc/{}/ns/pid", t.pid)))
         }
@@ -239,10 +245,10 @@ async fn prepare(
             Some(userns::PodUserns::open(path, maps)?)
         }
         (Some(_), None) => {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "pod sandbox {} has user namespace mappings but no pinned user namespace",
-                sandbox.id
-            )));
+            return Err(ContainerError::SandboxUnusable {
+                id: sandbox.id.clone(),
+                reason: "has user namespace mappings but no pinned user namespace",
+            });
         }
     };
     let mounts = inner.deps.rootfs.clone();
@@ -254,7 +260,8 @@ async fn prepare(
         let rootfs = rec.rootfs();
         std::fs::create_dir_all(&rootfs).map_err(ContainerError::io("create", &rootfs))?;
         let mount = mounts.mount_rootfs(&rec.snapshot, &rec.overlay_dir(), &rootfs)?;
-        berth_failpoint::fail("container/create/after-rootfs").map_err(ContainerError::Internal)?;
+        berth_failpoint::fail("container/create/after-rootfs")
+            .map_err(ContainerError::Failpoint)?;
         mounts.mount_image_volumes(&rec.bundle, &mut rec.config.mounts)?;
         let volumes = rec.rw_dir.join("volumes");
         std::fs::create_dir_all(&volumes).map_err(ContainerError::io("create", &volumes))?;
@@ -305,7 +312,8 @@ async fn prepare(
             userns::apply_to_spec(&mut built.spec, userns)?;
         }
         berth_spec::write_bundle_config(&rec.bundle, &built.spec)?;
-        berth_failpoint::fail("container/create/after-bundle").map_err(ContainerError::Internal)?;
+        berth_failpoint::fail("container/create/after-bundle")
+            .map_err(ContainerError::Failpoint)?;
         rec.user = built.user;
         rec.stop_signal = built.stop_signal;
         rec.oom_score_adj = built
@@ -317,10 +325,10 @@ async fn prepare(
         Ok(rec)
     })
     .await
-    .map_err(ContainerError::task)??;
+    .map_err(ContainerError::task("preparing the container"))??;
     *record = rec;
     berth_failpoint::fail("container/create/before-final-save")
-        .map_err(ContainerError::Internal)?;
+        .map_err(ContainerError::Failpoint)?;
     Ok(())
 }
 
@@ -358,7 +366,7 @@ pub(crate) async fn remove_files(
         monitors::remove_dir(&rw_dir)
     })
     .await
-    .map_err(ContainerError::task)?
+    .map_err(ContainerError::task("removing the container files"))?
 }
 
 /// What a container of a pod with a user namespace cannot have. Privileged: it would want the
@@ -368,7 +376,7 @@ pub(crate) async fn remove_files(
 /// containers anyway.
 fn check_userns_container(config: &ContainerConfig) -> Result<(), ContainerError> {
     if config.security.privileged {
-        return Err(ContainerError::InvalidArgument(
+        return Err(ContainerError::InvalidConfig(
             "a privileged container cannot run in a pod with a user namespace (hostUsers: false)"
                 .into(),
         ));
@@ -378,10 +386,13 @@ fn check_userns_container(config: &ContainerConfig) -> Result<(), ContainerError
         .iter()
         .find(|m| m.propagation != berth_spec::Propagation::Private)
     {
-        Some(m) => Err(ContainerError::InvalidArgument(format!(
-            "mount {}: propagation {:?} is not supported in a pod with a user namespace",
-            m.container_path, m.propagation
-        ))),
+        Some(m) => Err(ContainerError::InvalidMount {
+            mount: m.container_path.clone(),
+            reason: format!(
+                "propagation {:?} is not supported in a pod with a user namespace",
+                m.propagation
+            ),
+        }),
         None => Ok(()),
     }
 }

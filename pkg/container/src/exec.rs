@@ -68,12 +68,13 @@ pub(crate) async fn exec(
     options: &ExecOptions,
 ) -> Result<ExecProcess, ContainerError> {
     if options.cmd.is_empty() || options.cmd[0].is_empty() {
-        return Err(ContainerError::InvalidArgument(
-            "exec needs a command".to_string(),
-        ));
+        return Err(ContainerError::EmptyCommand);
     }
     let record = inner.record(id)?;
-    require_running(&record, "exec in")?;
+    require_running(
+        &record,
+        "not running: only a running container can be exec'd in",
+    )?;
     let process_json = exec_process(&record, options)?;
     let runtime = inner.runtime_for(&record);
     let request = ExecRequest {
@@ -85,12 +86,15 @@ pub(crate) async fn exec(
         stdin: options.stdin,
         stdout: options.stdout,
         stderr: options.stderr && !options.tty,
-        timeout_ms: RUNTIME_EXEC_TIMEOUT.as_millis() as u64,
+        timeout_ms: u64::try_from(RUNTIME_EXEC_TIMEOUT.as_millis()).unwrap_or(u64::MAX),
     };
     let (started, wait) = berth_monitor_api::exec(&record.monitor_dir, &request)
         .await
         .map_err(|e| monitor_error(&record, e))?;
-    let io = |e: std::io::Error| ContainerError::Internal(format!("exec stdio: {e}"));
+    let io = |source| ContainerError::Stdio {
+        what: "exec",
+        source,
+    };
     Ok(ExecProcess {
         pid: started.pid,
         stdin: started
@@ -142,11 +146,10 @@ pub(crate) async fn exec_sync(
                 // process. kubelet tells probe timeouts apart by DEADLINE_EXCEEDED.
                 stdout.abort();
                 stderr.abort();
-                return Err(ContainerError::Timeout(format!(
-                    "command {:?} timed out after {:?}",
-                    options.cmd,
-                    timeout.unwrap_or_default()
-                )));
+                return Err(ContainerError::ExecTimedOut {
+                    cmd: options.cmd,
+                    after: timeout.unwrap_or_default(),
+                });
             }
         },
         None => wait.await?,
@@ -166,12 +169,18 @@ pub(crate) async fn attach(
     want_stdin: bool,
 ) -> Result<Attached, ContainerError> {
     let record = inner.record(id)?;
-    require_running(&record, "attach to")?;
+    require_running(
+        &record,
+        "not running: only a running container can be attached to",
+    )?;
     let stdin = want_stdin && record.config.stdin;
     let mut attachment = berth_monitor_api::attach(&record.monitor_dir, id, stdin)
         .await
         .map_err(|e| monitor_error(&record, e))?;
-    let io = |e: std::io::Error| ContainerError::Internal(format!("attach stdio: {e}"));
+    let io = |source| ContainerError::Stdio {
+        what: "attach",
+        source,
+    };
     let tty = record.config.tty;
     let (stdin_fd, pty_fd) = (attachment.stdin.take(), attachment.pty.take());
     Ok(Attached {
@@ -193,15 +202,15 @@ pub(crate) async fn close_stdin(inner: &Arc<Inner>, id: &str) -> Result<(), Cont
         .map_err(|e| monitor_error(&record, e))
 }
 
-fn require_running(record: &ContainerRecord, what: &str) -> Result<(), ContainerError> {
+fn require_running(record: &ContainerRecord, needs: &'static str) -> Result<(), ContainerError> {
     if record.phase == Phase::Running {
         return Ok(());
     }
-    Err(ContainerError::FailedPrecondition(format!(
-        "cannot {what} container {}: it is {:?}, not running",
-        record.id,
-        record.state()
-    )))
+    Err(ContainerError::WrongState {
+        id: record.id.clone(),
+        state: format!("{:?}", record.state()),
+        needs,
+    })
 }
 
 /// The monitor says the container is not running (or is gone with its monitor): that is the
@@ -209,11 +218,12 @@ fn require_running(record: &ContainerRecord, what: &str) -> Result<(), Container
 fn monitor_error(record: &ContainerRecord, e: berth_monitor_api::MonitorError) -> ContainerError {
     use berth_monitor_api::MonitorError;
     match e {
-        MonitorError::FailedPrecondition(message) => ContainerError::FailedPrecondition(message),
         MonitorError::NotRunning(_) | MonitorError::UnknownContainer(_) => {
-            ContainerError::FailedPrecondition(format!("container {} is not running", record.id))
+            ContainerError::NotRunning {
+                id: record.id.clone(),
+            }
         }
-        e => ContainerError::Monitor(e),
+        e => ContainerError::from(e),
     }
 }
 
@@ -225,23 +235,31 @@ fn exec_process(
 ) -> Result<Vec<u8>, ContainerError> {
     let path = record.bundle.join("config.json");
     let bytes = std::fs::read(&path).map_err(ContainerError::io("read", &path))?;
-    process_from_spec(&bytes, options)
-        .map_err(|e| ContainerError::Internal(format!("{}: {e}", Path::new(&path).display())))
+    process_from_spec(&path, &bytes, options)
 }
 
-fn process_from_spec(spec: &[u8], options: &ExecOptions) -> Result<Vec<u8>, String> {
-    let spec: serde_json::Value = serde_json::from_slice(spec).map_err(|e| e.to_string())?;
+fn process_from_spec(
+    path: &Path,
+    spec: &[u8],
+    options: &ExecOptions,
+) -> Result<Vec<u8>, ContainerError> {
+    let malformed = |reason| ContainerError::MalformedBundleConfig {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let spec: serde_json::Value =
+        serde_json::from_slice(spec).map_err(ContainerError::json(path.display().to_string()))?;
     let mut process = spec
         .get("process")
         .cloned()
-        .ok_or_else(|| "the spec has no process".to_string())?;
+        .ok_or_else(|| malformed("the spec has no process"))?;
     let object = process
         .as_object_mut()
-        .ok_or_else(|| "the spec's process is not an object".to_string())?;
+        .ok_or_else(|| malformed("the spec's process is not an object"))?;
     object.insert("args".to_string(), serde_json::json!(options.cmd));
     object.insert("terminal".to_string(), serde_json::json!(options.tty));
     object.remove("consoleSize");
-    serde_json::to_vec(&process).map_err(|e| e.to_string())
+    serde_json::to_vec(&process).map_err(ContainerError::json("encoding the exec's process"))
 }
 
 /// One output stream of an ExecSync, read into a shared buffer so that what was read survives a
@@ -311,8 +329,10 @@ mod tests {
             stdout: true,
             stderr: true,
         };
-        let process: serde_json::Value =
-            serde_json::from_slice(&process_from_spec(spec, &options).unwrap()).unwrap();
+        let process: serde_json::Value = serde_json::from_slice(
+            &process_from_spec(Path::new("config.json"), spec, &options).unwrap(),
+        )
+        .unwrap();
         assert_eq!(process["args"], serde_json::json!(["sh", "-c", "id"]));
         assert_eq!(process["terminal"], false);
         assert!(process.get("consoleSize").is_none());
@@ -331,7 +351,7 @@ mod tests {
             stdout: true,
             stderr: false,
         };
-        assert!(process_from_spec(b"{}", &options).is_err());
-        assert!(process_from_spec(b"not json", &options).is_err());
+        assert!(process_from_spec(Path::new("config.json"), b"{}", &options).is_err());
+        assert!(process_from_spec(Path::new("config.json"), b"not json", &options).is_err());
     }
 }

@@ -90,7 +90,7 @@ impl World {
 
     fn injected(&self, op: &str) -> Result<(), ContainerError> {
         match self.failing(op) {
-            true => Err(ContainerError::Internal(format!(
+            true => Err(ContainerError::Failpoint(format!(
                 "injected failure of {op}"
             ))),
             false => Ok(()),

@@ -11,7 +11,7 @@ pub fn generate() -> Result<String, ContainerError> {
 /// Why `prefix` names no single container, as a container error.
 pub fn lookup_error(e: IdLookup, prefix: &str) -> ContainerError {
     match e {
-        IdLookup::Empty => ContainerError::InvalidArgument("a container ID is required".into()),
+        IdLookup::Empty => ContainerError::MissingId,
         IdLookup::NotFound => ContainerError::NotFound(prefix.to_string()),
         IdLookup::Ambiguous { matches } => ContainerError::Ambiguous {
             prefix: prefix.to_string(),
@@ -36,7 +36,7 @@ mod tests {
         ));
         assert!(matches!(
             lookup_error(IdLookup::Empty, ""),
-            ContainerError::InvalidArgument(_)
+            ContainerError::MissingId
         ));
         assert_eq!(generate().unwrap().len(), 64);
     }

@@ -11,7 +11,7 @@
 
 use std::path::{Component, Path};
 
-use berth_snapshot::{Snapshotter, SubPathError};
+use berth_snapshot::Snapshotter;
 use berth_spec::{Mount, Propagation};
 
 use crate::error::ContainerError;
@@ -31,29 +31,29 @@ pub(crate) fn resolve(
             continue;
         };
         if !m.host_path.is_empty() {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount {}: an image volume has no host path",
-                m.container_path
-            )));
+            return Err(ContainerError::InvalidMount {
+                mount: m.container_path.clone(),
+                reason: "an image volume has no host path".into(),
+            });
         }
         let sub = Path::new(&source.sub_path);
         if sub
             .components()
             .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
         {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount {}: image_sub_path {:?} must be relative and stay inside the image",
-                m.container_path, source.sub_path
-            )));
+            return Err(ContainerError::InvalidMount {
+                mount: m.container_path.clone(),
+                reason: format!(
+                    "image_sub_path {:?} must be relative and stay inside the image",
+                    source.sub_path
+                ),
+            });
         }
         let image = images
             .image(&source.image)
             .ok_or_else(|| ContainerError::ImageNotFound(source.image.clone()))?;
         let snapshot = image.top_chain_id().ok_or_else(|| {
-            ContainerError::FailedPrecondition(format!(
-                "mount {}: image {} has no layers",
-                m.container_path, image.id
-            ))
+            ContainerError::ImageWithoutLayers(format!("{} (mount {})", image.id, m.container_path))
         })?;
         source.snapshot = snapshot.to_string();
         source.image_id = image.id.clone();
@@ -84,15 +84,12 @@ pub(crate) fn mount_all(
         let host_path = if source.sub_path.is_empty() {
             target
         } else {
-            berth_snapshot::resolve_sub_dir(&target, &source.sub_path).map_err(|e| match e {
-                SubPathError::Io { .. } => ContainerError::Internal(format!(
-                    "mount {}: image {}: {e}",
-                    m.container_path, source.image
-                )),
-                _ => ContainerError::InvalidArgument(format!(
-                    "mount {}: image_sub_path of image {}: {e}",
-                    m.container_path, source.image
-                )),
+            berth_snapshot::resolve_sub_dir(&target, &source.sub_path).map_err(|source_err| {
+                ContainerError::ImageSubPath {
+                    mount: m.container_path.clone(),
+                    image: source.image.clone(),
+                    source: source_err,
+                }
             })?
         };
         m.host_path = host_path.to_string_lossy().into_owned();

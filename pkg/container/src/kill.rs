@@ -56,10 +56,9 @@ const RTMAX: i32 = 64;
 /// A signal by name (`KILL`, `SIGUSR1`, `usr1`, `RTMIN+3`, `SIGRTMAX-1`) or number (`10`); empty
 /// is SIGKILL, docker kill's default.
 pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
-    let bad = || {
-        ContainerError::InvalidArgument(format!(
-            "invalid signal {text:?}: give a name (KILL, SIGUSR1, RTMIN+1) or a number 1-{RTMAX}"
-        ))
+    let bad = || ContainerError::InvalidSignal {
+        text: text.to_string(),
+        max: RTMAX,
     };
     let t = text.trim();
     if t.is_empty() {
@@ -99,11 +98,10 @@ pub fn parse_signal(text: &str) -> Result<i32, ContainerError> {
 /// Sends `sig` to the running container `id`'s main process.
 async fn kill(inner: &Arc<Inner>, id: &str, sig: i32) -> Result<(), ContainerError> {
     let record = inner.record(id)?;
-    let not_running = || {
-        ContainerError::FailedPrecondition(format!(
-            "container {id} is {:?}, not running: nothing to signal",
-            record.state()
-        ))
+    let not_running = || ContainerError::WrongState {
+        id: id.to_string(),
+        state: format!("{:?}", record.state()),
+        needs: "not running: nothing to signal",
     };
     // No lock: a kill must get through while a stop waits out its grace period.
     if record.phase != Phase::Running || record.pid <= 0 {
@@ -166,7 +164,7 @@ mod tests {
             "0", "65", "-9", "NOPE", "SIG", "RTMIN+40", "RTMAX+1", "RTMIN+x", "9x", "USR3",
         ] {
             assert!(
-                matches!(parse_signal(bad), Err(ContainerError::InvalidArgument(_))),
+                matches!(parse_signal(bad), Err(ContainerError::InvalidSignal { .. })),
                 "{bad:?}"
             );
         }

@@ -28,16 +28,26 @@ mod monitors;
 mod record;
 mod recover;
 mod removal;
+// raw syscalls: openat2, fstatat, openat on descriptors of the container's rootfs
+#[allow(unsafe_code)]
 mod resolve;
 mod rro;
 mod runtime;
 mod seams;
+// raw syscalls: pidfd_open, pidfd_send_signal
+#[allow(unsafe_code)]
 mod signal;
+// non-blocking pipe and pty descriptors: fcntl, ioctl, read, write, AsyncFd::register
+#[allow(unsafe_code)]
 mod stdio;
+// raw syscalls relative to a directory descriptor: fchmod, symlinkat, mknodat, linkat
+#[allow(unsafe_code)]
 mod tarin;
 mod tarout;
 #[cfg(test)]
 mod tests;
+// sysconf(_SC_CLK_TCK)
+#[allow(unsafe_code)]
 mod top;
 mod userns;
 mod watch;
@@ -454,7 +464,9 @@ impl ContainerService {
 async fn detached<T: Send + 'static>(
     work: impl Future<Output = Result<T, ContainerError>> + Send + 'static,
 ) -> Result<T, ContainerError> {
-    tokio::spawn(work).await.map_err(ContainerError::task)?
+    tokio::spawn(work)
+        .await
+        .map_err(ContainerError::task("a container operation"))?
 }
 
 struct PodHook(Arc<Inner>);

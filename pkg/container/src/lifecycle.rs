@@ -24,10 +24,11 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     let _guard = lock.lock().await;
     let mut record = inner.record(id)?;
     if record.phase != Phase::Created {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {id} is {:?}, not created: only a created container can be started",
-            record.state()
-        )));
+        return Err(ContainerError::WrongState {
+            id: id.to_string(),
+            state: format!("{:?}", record.state()),
+            needs: "not created: only a created container can be started",
+        });
     }
     let sandbox = inner
         .deps
@@ -35,10 +36,10 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
         .get(&record.sandbox_id)
         .ok_or_else(|| ContainerError::SandboxNotFound(record.sandbox_id.clone()))?;
     if sandbox.state() != SandboxState::Ready {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "pod sandbox {} is not ready",
-            sandbox.id
-        )));
+        return Err(ContainerError::SandboxUnusable {
+            id: sandbox.id.clone(),
+            reason: "is not ready",
+        });
     }
     if let Some(log) = &record.log_path {
         prepare_log_path(log)?;
@@ -48,7 +49,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     // gone until this container is the monitor's.
     let gate = inner.gates.start_gate(&sandbox.id).await;
     let (monitor, systemd_cgroup, oom_files) = pod_monitor(inner, &sandbox, id).await?;
-    berth_failpoint::fail("container/start/after-monitor").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/start/after-monitor").map_err(ContainerError::Failpoint)?;
 
     let monitor_ready = began.elapsed();
     // Starting is not written to the store: that would cost a durable write before the runtime
@@ -56,7 +57,7 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     // the pod's monitor whether it has the container (see `recover.rs`).
     record.phase = Phase::Starting;
     inner.cache(&record);
-    berth_failpoint::fail("container/start/before-runtime").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/start/before-runtime").map_err(ContainerError::Failpoint)?;
     let recorded = began.elapsed();
     let runtime = inner.bound_runtime(OciRuntime {
         path: record.runtime_path.clone(),
@@ -80,14 +81,16 @@ pub(crate) async fn start(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerE
     let started_at = berth_clock::now_ns();
     let created = tokio::task::spawn_blocking(move || monitor.create(&request))
         .await
-        .map_err(ContainerError::task)?;
+        .map_err(ContainerError::task(
+            "starting the container in its monitor",
+        ))?;
     // The monitor has the container now (or never will): a failed start may release the
     // monitor, which needs the gate exclusively.
     drop(gate);
     match created {
         Ok(pid) => {
             berth_failpoint::fail("container/start/after-runtime")
-                .map_err(ContainerError::Internal)?;
+                .map_err(ContainerError::Failpoint)?;
             record.phase = Phase::Running;
             record.pid = pid;
             record.pid_start_time = signal::start_time(pid).unwrap_or(0);
@@ -163,24 +166,18 @@ pub(crate) fn prespawn_monitor(inner: &Arc<Inner>, sandbox: berth_sandbox::Sandb
 /// it, crictl users often don't. A path that cannot hold a log file is the request's mistake, so it
 /// is refused before anything is started.
 fn prepare_log_path(path: &Path) -> Result<(), ContainerError> {
-    let refused = |what: String| ContainerError::FailedPrecondition(what);
     if let Some(dir) = path.parent() {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o755)
             .create(dir)
-            .map_err(|e| {
-                refused(format!(
-                    "cannot create the log directory {}: {e}",
-                    dir.display()
-                ))
+            .map_err(|source| ContainerError::LogDirectory {
+                dir: dir.to_path_buf(),
+                source,
             })?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => Err(refused(format!(
-            "log path {} is a directory",
-            path.display()
-        ))),
+        Ok(meta) if meta.is_dir() => Err(ContainerError::LogPathIsDirectory(path.to_path_buf())),
         _ => Ok(()),
     }
 }
@@ -231,7 +228,7 @@ pub(crate) async fn stop(
         return Ok(());
     }
     let exit = stop_process(inner, &record, timeout).await?;
-    berth_failpoint::fail("container/stop/after-kill").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/stop/after-kill").map_err(ContainerError::Failpoint)?;
     record.set_exited(&exit);
     inner.save(&record).await?;
     delete_runtime_state(inner, &record);
@@ -261,10 +258,10 @@ pub(crate) async fn stop_process(
     kill(inner, record, libc::SIGKILL).await?;
     match tokio::time::timeout(KILL_WAIT, exit).await {
         Ok(exit) => exit,
-        Err(_) => Err(ContainerError::Runtime(format!(
-            "container {} did not exit {KILL_WAIT:?} after SIGKILL",
-            record.id
-        ))),
+        Err(_) => Err(ContainerError::SurvivedSigkill {
+            what: format!("container {}", record.id),
+            after: KILL_WAIT,
+        }),
     }
 }
 
@@ -320,13 +317,14 @@ pub(crate) async fn update_resources(
             let bundle = record.bundle.clone();
             tokio::task::spawn_blocking(move || rewrite_resources(&bundle, linux))
                 .await
-                .map_err(ContainerError::task)??;
+                .map_err(ContainerError::task("rewriting the bundle resources"))??;
         }
         _ => {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "container {id} is {:?}: only created or running containers can be updated",
-                record.state()
-            )));
+            return Err(ContainerError::WrongState {
+                id: id.to_string(),
+                state: format!("{:?}", record.state()),
+                needs: "neither created nor running: only those can be updated",
+            });
         }
     }
     record.resources = resources;
@@ -338,8 +336,9 @@ fn rewrite_resources(
     linux: oci_spec::runtime::LinuxResources,
 ) -> Result<(), ContainerError> {
     let path = bundle.join("config.json");
-    let mut spec = oci_spec::runtime::Spec::load(&path)
-        .map_err(|e| ContainerError::Internal(format!("reading {}: {e}", path.display())))?;
+    let mut spec = oci_spec::runtime::Spec::load(&path).map_err(ContainerError::oci_spec(
+        format!("reading {}", path.display()),
+    ))?;
     if let Some(l) = spec.linux_mut() {
         l.set_resources(Some(linux));
     }
@@ -350,21 +349,17 @@ fn rewrite_resources(
 pub(crate) async fn reopen_log(inner: &Arc<Inner>, id: &str) -> Result<(), ContainerError> {
     let record = inner.record(id)?;
     if record.phase != Phase::Running {
-        return Err(ContainerError::FailedPrecondition(format!(
-            "container {id} is not running"
-        )));
+        return Err(ContainerError::NotRunning { id: id.to_string() });
     }
     let monitor = inner
         .monitors
         .get(&record.sandbox_id)
         .await
-        .ok_or_else(|| {
-            ContainerError::FailedPrecondition(format!("container {id} has no running monitor"))
-        })?;
+        .ok_or_else(|| ContainerError::NotRunning { id: id.to_string() })?;
     let cid = id.to_string();
     tokio::task::spawn_blocking(move || monitor.reopen_log(&cid))
         .await
-        .map_err(ContainerError::task)??;
+        .map_err(ContainerError::task("reopening the container log"))??;
     Ok(())
 }
 
@@ -379,7 +374,10 @@ pub(crate) async fn stop_pod(inner: &Arc<Inner>, sandbox_id: &str) -> Result<(),
         }));
     }
     for task in tasks {
-        match task.await.map_err(ContainerError::task)? {
+        match task
+            .await
+            .map_err(ContainerError::task("stopping a container"))?
+        {
             // Removed meanwhile by a concurrent RemoveContainer: nothing left to stop.
             Ok(()) | Err(ContainerError::NotFound(_)) => {}
             Err(e) => return Err(e),

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_monitor_api::{Exit, Monitor, MonitorError, proto};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::error::ContainerError;
@@ -100,7 +102,7 @@ impl Monitors {
             move || Monitor::open(&dir)
         })
         .await
-        .map_err(ContainerError::task)?;
+        .map_err(ContainerError::task("opening the pod monitor"))?;
         let entry = match found {
             Ok(monitor) => Entry {
                 monitor,
@@ -113,7 +115,7 @@ impl Monitors {
                     Monitor::spawn(&binary, &dir, &cgroup_procs)
                 })
                 .await
-                .map_err(ContainerError::task)??;
+                .map_err(ContainerError::task("spawning the pod monitor"))??;
                 tracing::debug!(sandbox_id, pid = monitor.pid(), took = ?began.elapsed(), "pod monitor started");
                 Entry {
                     monitor,
@@ -189,7 +191,9 @@ impl Monitors {
                 m.forget(&id, !last).map(|()| true)
             })
             .await
-            .map_err(ContainerError::task)?;
+            .map_err(ContainerError::task(
+                "telling the pod monitor to forget a container",
+            ))?;
             match forgot {
                 Ok(true) | Err(MonitorError::UnknownContainer(_)) => {}
                 // Nothing asked of the monitor, nothing changed: it stays as it is.
@@ -209,7 +213,7 @@ impl Monitors {
                 (gone, child)
             })
             .await
-            .map_err(ContainerError::task)?;
+            .map_err(ContainerError::task("waiting for the pod monitor to exit"))?;
             if !gone {
                 // It still knows containers berthd does not (or is wedged): its directory holds
                 // what it needs, so it stays; RemovePodSandbox retires the monitor.
@@ -260,13 +264,14 @@ impl Monitors {
                 if !wait_gone(pid, child.as_mut(), RETIRE_GRACE) {
                     tracing::warn!(sandbox_id = %monitor.dir().display(), pid, "pod monitor still running at pod removal; killing it");
                     if monitor.alive() {
-                        // SAFETY: kill(2) has no memory-safety preconditions.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        // Its exit is waited for next; a monitor already gone is fine.
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                     }
                     if !wait_gone(pid, child.as_mut(), KILL_WAIT) {
-                        return Err(ContainerError::Internal(format!(
-                            "pod monitor {pid} did not exit {KILL_WAIT:?} after SIGKILL"
-                        )));
+                        return Err(ContainerError::SurvivedSigkill {
+                            what: format!("pod monitor {pid}"),
+                            after: KILL_WAIT,
+                        });
                     }
                 }
             }
@@ -276,7 +281,7 @@ impl Monitors {
             remove_dir(&dir)
         })
         .await
-        .map_err(ContainerError::task)??;
+        .map_err(ContainerError::task("retiring the pod monitor"))??;
         self.pods
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -408,16 +413,16 @@ fn empty_cgroup(dir: &Path) -> Result<(), ContainerError> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(ContainerError::Internal(format!(
-                "processes {pids:?} are still in {} {KILL_WAIT:?} after SIGKILL",
-                dir.display()
-            )));
+            return Err(ContainerError::SurvivedSigkill {
+                what: format!("processes {pids:?} in {}", dir.display()),
+                after: KILL_WAIT,
+            });
         }
         // cgroup v2 kills the whole cgroup atomically; v1 (and v2 before 5.14) pid by pid.
         if std::fs::write(dir.join("cgroup.kill"), "1").is_err() {
             for pid in pids {
-                // SAFETY: kill(2) has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+                // A process already gone is fine: the cgroup is read again.
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
         std::thread::sleep(Duration::from_millis(10));

@@ -203,7 +203,10 @@ async fn reconcile(
                 let id = record.id.clone();
                 let _ = tokio::task::spawn_blocking(move || monitor.forget(&id, false)).await;
             }
-            let error = ContainerError::Runtime(why.to_string());
+            let error = ContainerError::Runtime {
+                op: "create",
+                message: why.to_string(),
+            };
             lifecycle::start_failed(inner, &mut record, &runtime, &error).await;
             return Ok(());
         }

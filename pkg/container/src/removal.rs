@@ -50,7 +50,7 @@ pub(crate) async fn remove(inner: &Arc<Inner>, id: &str) -> Result<(), Container
     // What a user sees of the container goes with the answer (a few unlinks, in Berth's own log
     // directories only); the rest is left to the background.
     remove_log(inner, &record);
-    berth_failpoint::fail("container/remove/after-tombstone").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/remove/after-tombstone").map_err(ContainerError::Failpoint)?;
     // The cleanup runs once RemoveContainer has let go of the container's lock.
     spawn_cleanup(inner, id);
     drop(guard);
@@ -80,7 +80,7 @@ async fn kill_and_tombstone(
             }
         }
     }
-    berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/remove/after-kill").map_err(ContainerError::Failpoint)?;
     inner.tombstone(record).await
 }
 
@@ -111,20 +111,20 @@ async fn finish_removal(
         runtime.delete(id).await?;
     }
     berth_failpoint::fail("container/cleanup/after-runtime-delete")
-        .map_err(ContainerError::Internal)?;
+        .map_err(ContainerError::Failpoint)?;
     let runtime_deleted = began.elapsed();
     release_monitor(inner, &record, pod_removal).await?;
-    berth_failpoint::fail("container/cleanup/after-monitor").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/cleanup/after-monitor").map_err(ContainerError::Failpoint)?;
     let monitor_released = began.elapsed();
     create::remove_files(inner, &record).await?;
     remove_log(inner, &record);
-    berth_failpoint::fail("container/cleanup/after-files").map_err(ContainerError::Internal)?;
+    berth_failpoint::fail("container/cleanup/after-files").map_err(ContainerError::Failpoint)?;
     let files_removed = began.elapsed();
     let store = inner.deps.store.clone();
     let key = id.to_string();
     tokio::task::spawn_blocking(move || store.delete::<ContainerRecord>(&key))
         .await
-        .map_err(ContainerError::task)??;
+        .map_err(ContainerError::task("deleting the container record"))??;
     inner.removing_mut().remove(id);
     drop(_guard);
     inner.forget_lock(id);

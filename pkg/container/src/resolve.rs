@@ -10,7 +10,7 @@
 
 use std::ffi::{CStr, CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Component, Path};
 
@@ -32,8 +32,8 @@ impl Root {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: just returned to us, owned by nobody else.
         Ok(Root {
+            // SAFETY: just returned to us, owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
         })
     }
@@ -111,8 +111,11 @@ fn openat2_in_root(dir: BorrowedFd<'_>, path: &Path, flags: i32) -> io::Result<O
             )
         };
         if fd >= 0 {
+            // The kernel returns a descriptor as an int: the syscall's long holds one.
+            #[allow(clippy::cast_possible_truncation)]
+            let fd = fd as RawFd;
             // SAFETY: a new descriptor, owned by nobody else.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
         let e = io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EAGAIN) {
@@ -276,7 +279,10 @@ pub(crate) fn fchmodat_nofollow(dir: BorrowedFd<'_>, name: &CStr, mode: u32) -> 
             libc::AT_SYMLINK_NOFOLLOW,
         )
     };
-    check(rc as libc::c_int)
+    // fchmodat2 returns 0 or -1 as an int: the syscall's long holds it.
+    #[allow(clippy::cast_possible_truncation)]
+    let rc = rc as libc::c_int;
+    check(rc)
 }
 
 /// `utimensat(..., AT_SYMLINK_NOFOLLOW)`: access and modification time set to `mtime` seconds.

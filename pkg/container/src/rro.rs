@@ -28,20 +28,27 @@ pub(crate) fn check(config: &ContainerConfig, problem: Option<&str>) -> Result<(
     for m in config.mounts.iter().filter(|m| m.recursive_read_only) {
         let path = &m.container_path;
         if !m.readonly {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount {path}: recursive_read_only requires readonly to be set"
-            )));
+            return Err(ContainerError::InvalidMount {
+                mount: path.clone(),
+                reason: "recursive_read_only requires readonly to be set".into(),
+            });
         }
         if m.propagation != Propagation::Private {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount {path}: recursive_read_only requires private propagation, not {:?}",
-                m.propagation
-            )));
+            return Err(ContainerError::InvalidMount {
+                mount: path.clone(),
+                reason: format!(
+                    "recursive_read_only requires private propagation, not {:?}",
+                    m.propagation
+                ),
+            });
         }
         if let Some(problem) = problem {
-            return Err(ContainerError::InvalidArgument(format!(
-                "mount {path}: recursive read-only mounts are not supported on this node: {problem}"
-            )));
+            return Err(ContainerError::InvalidMount {
+                mount: path.clone(),
+                reason: format!(
+                    "recursive read-only mounts are not supported on this node: {problem}"
+                ),
+            });
         }
     }
     Ok(())
@@ -79,13 +86,13 @@ pub(crate) fn stage_binds(spec: &mut Spec, bundle: &Path) -> Result<(), Containe
                 .open(&target)
                 .map_err(ContainerError::io("create", &target))?;
         }
-        berth_namespace::mount_recursive_readonly(&source, &target).map_err(|e| {
-            ContainerError::Internal(format!(
-                "making a recursively read-only copy of {} for {}: {e}",
+        berth_namespace::mount_recursive_readonly(&source, &target).map_err(
+            ContainerError::namespace(format!(
+                "making a recursively read-only copy of {} for {}",
                 source.display(),
                 m.destination().display()
-            ))
-        })?;
+            )),
+        )?;
         options.retain(|o| o != RECURSIVE_READ_ONLY && o != "rw");
         if !options.iter().any(|o| o == "ro") {
             options.push("ro".into());
@@ -137,7 +144,7 @@ mod tests {
             ),
         ] {
             let err = check(&config, problem).unwrap_err();
-            assert!(matches!(err, ContainerError::InvalidArgument(_)), "{err}");
+            assert!(matches!(err, ContainerError::InvalidMount { .. }), "{err}");
         }
     }
 

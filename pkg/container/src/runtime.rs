@@ -36,9 +36,9 @@ impl OciRuntime {
     /// Sends `signal` to the container's process. A container that is already gone is not an
     /// error: the caller waits for its exit either way.
     pub async fn kill(&self, id: &str, signal: i32) -> Result<(), ContainerError> {
-        match self.run(&["kill", id, &signal.to_string()], None).await {
+        match self.run("kill", &[id, &signal.to_string()], None).await {
             Ok(()) => Ok(()),
-            Err(ContainerError::Runtime(msg)) if gone(&msg) => Ok(()),
+            Err(ContainerError::Runtime { message, .. }) if gone(&message) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -46,9 +46,9 @@ impl OciRuntime {
     /// Deletes the runtime's state (and the container's cgroup), killing what still runs.
     /// Idempotent.
     pub async fn delete(&self, id: &str) -> Result<(), ContainerError> {
-        match self.run(&["delete", "--force", id], None).await {
+        match self.run("delete", &["--force", id], None).await {
             Ok(()) => Ok(()),
-            Err(ContainerError::Runtime(msg)) if gone(&msg) => Ok(()),
+            Err(ContainerError::Runtime { message, .. }) if gone(&message) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -59,9 +59,9 @@ impl OciRuntime {
         id: &str,
         resources: &oci_spec::runtime::LinuxResources,
     ) -> Result<(), ContainerError> {
-        let json = serde_json::to_vec(resources)
-            .map_err(|e| ContainerError::Internal(format!("encoding resources: {e}")))?;
-        self.run(&["update", "--resources", "-", id], Some(json))
+        let json =
+            serde_json::to_vec(resources).map_err(ContainerError::json("encoding resources"))?;
+        self.run("update", &["--resources", "-", id], Some(json))
             .await
     }
 
@@ -70,9 +70,16 @@ impl OciRuntime {
         self.root.join(id).join("state.json").exists()
     }
 
-    async fn run(&self, args: &[&str], stdin: Option<Vec<u8>>) -> Result<(), ContainerError> {
+    /// Runs the runtime's subcommand `op` with `args`.
+    async fn run(
+        &self,
+        op: &'static str,
+        args: &[&str],
+        stdin: Option<Vec<u8>>,
+    ) -> Result<(), ContainerError> {
         let mut cmd = Command::new(&self.path);
         cmd.args(self.global_args())
+            .arg(op)
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
@@ -91,18 +98,18 @@ impl OciRuntime {
         }
         let output = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
             .await
-            .map_err(|_| {
-                ContainerError::Runtime(format!(
-                    "{} {} did not finish within {COMMAND_TIMEOUT:?}",
-                    self.path.display(),
-                    args.join(" ")
-                ))
+            .map_err(|_| ContainerError::RuntimeTimedOut {
+                command: format!("{} {op} {}", self.path.display(), args.join(" ")),
+                after: COMMAND_TIMEOUT,
             })?
             .map_err(ContainerError::io("wait for", &self.path))?;
         if output.status.success() {
             return Ok(());
         }
-        Err(ContainerError::Runtime(error_text(&output.stderr)))
+        Err(ContainerError::Runtime {
+            op,
+            message: error_text(&output.stderr),
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! Go process start, ~15 ms): through a pidfd, after checking that the PID still names the
 //! process the container started with (its start time), so a recycled PID is never signalled.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// What happened to the signal.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,8 +33,11 @@ pub(crate) fn send(pid: i32, started: u64, signal: i32) -> std::io::Result<Sent>
             _ => Err(e),
         };
     }
+    // The kernel returns a descriptor as an int: the syscall's long holds one.
+    #[allow(clippy::cast_possible_truncation)]
+    let fd = fd as RawFd;
     // SAFETY: the fd was just returned to us and is owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
     // With the pidfd held the PID can't be recycled under us: check it is still ours.
     if start_time(pid) != Some(started) {
         return Ok(Sent::Gone);

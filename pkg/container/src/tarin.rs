@@ -26,12 +26,12 @@ pub struct CopyStats {
 }
 
 fn invalid(msg: String) -> ContainerError {
-    ContainerError::InvalidArgument(msg)
+    ContainerError::InvalidCopy(msg)
 }
 
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ContainerError + use<> {
     let path = path.to_path_buf();
-    move |source| ContainerError::Io { op, path, source }
+    move |source| ContainerError::CopyPath { op, path, source }
 }
 
 /// Extracts `archive` into `dest` (a container path of an existing directory).
@@ -73,8 +73,16 @@ pub(crate) fn extract(
         let header = entry.header();
         let kind = header.entry_type();
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
-        let uid = header.uid().unwrap_or(0) as u32;
-        let gid = header.gid().unwrap_or(0) as u32;
+        let id = |id: u64| {
+            u32::try_from(id).map_err(|_| {
+                invalid(format!(
+                    "entry {}: owner id {id} is out of range",
+                    raw_path.display()
+                ))
+            })
+        };
+        let uid = id(header.uid().unwrap_or(0))?;
+        let gid = id(header.gid().unwrap_or(0))?;
         let mtime = header.mtime().unwrap_or(0) as i64;
         let (host_uid, host_gid) = ids.host_ids(uid, gid).ok_or_else(|| {
             invalid(format!(
@@ -350,10 +358,7 @@ mod tests {
         for bad in ["../escape", "/abs", "a/../../b"] {
             let tar = archive(|b| file(b, bad, b"x"));
             let e = extract(&r, Path::new("/dest"), &tar[..], &IdMap::default()).unwrap_err();
-            assert!(
-                matches!(e, ContainerError::InvalidArgument(_)),
-                "{bad}: {e}"
-            );
+            assert!(matches!(e, ContainerError::InvalidCopy(_)), "{bad}: {e}");
         }
         assert!(!tmp.path().join("escape").exists());
         // An existing symlink where a file goes is replaced, not written through.

@@ -226,7 +226,9 @@ impl<R: Read> Read for Exactly<R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = match self.inner.read(&mut buf[..want])? {
             0 => {
                 buf[..want].fill(0);

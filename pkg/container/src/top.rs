@@ -127,7 +127,7 @@ fn process(pid: i32, ids: &IdMap, ticks: u64, btime: i64) -> Option<ProcessInfo>
     Some(ProcessInfo {
         pid,
         container_pid: if namespaced { inner_pid } else { 0 },
-        ppid: field(4).unwrap_or(0) as i32,
+        ppid: field(4).and_then(|p| i32::try_from(p).ok()).unwrap_or(0),
         uid: ids.container_uid(host_uid),
         gid: ids.container_gid(host_gid),
         user: String::new(),
@@ -233,10 +233,11 @@ impl ContainerService {
         let id = self.resolve(id_or_prefix)?;
         let record = self.inner.record(&id)?;
         if record.phase != Phase::Running {
-            return Err(ContainerError::FailedPrecondition(format!(
-                "container {id} is {:?}, not running: it has no processes",
-                record.state()
-            )));
+            return Err(ContainerError::WrongState {
+                id: id.clone(),
+                state: format!("{:?}", record.state()),
+                needs: "not running: it has no processes",
+            });
         }
         let sandbox = self.inner.deps.sandboxes.get(&record.sandbox_id);
         let ids = IdMap::from_maps(sandbox.as_ref().and_then(|s| s.userns.clone()));
@@ -268,7 +269,7 @@ impl ContainerService {
                 .collect::<Vec<_>>()
         })
         .await
-        .map_err(ContainerError::task)?;
+        .map_err(ContainerError::task("listing the container processes"))?;
         Ok((id, processes))
     }
 }
@@ -288,10 +289,7 @@ mod tests {
         let (ppid, euid) = unsafe { (libc::getppid(), libc::geteuid()) };
         assert_eq!((p.ppid, p.host_uid, p.uid), (ppid, euid, euid));
         assert!(!p.args.is_empty() && !p.comm.is_empty());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as i64;
+        let now = berth_clock::now_ns();
         assert!(
             p.start_time_ns <= now + 1_000_000_000 && p.start_time_ns > now - 3_600_000_000_000
         );

@@ -38,10 +38,6 @@ pub(crate) const LAYER_STAGING: &str = "l";
 /// Bound on the upper-dir entries shifted (berthd only creates the working dir's path there).
 const MAX_SHIFTED: usize = 4096;
 
-fn ns_err(what: &str) -> impl FnOnce(berth_namespace::NamespaceError) -> ContainerError + '_ {
-    move |e| ContainerError::Internal(format!("{what}: {e}"))
-}
-
 /// The pod's user namespace, as a container needs it.
 pub(crate) struct PodUserns {
     pub path: PathBuf,
@@ -51,8 +47,9 @@ pub(crate) struct PodUserns {
 
 impl PodUserns {
     pub(crate) fn open(path: &Path, maps: &UserNamespaceMappings) -> Result<Self, ContainerError> {
-        let fd = berth_namespace::open_user_namespace(path)
-            .map_err(ns_err("opening the pod's user namespace"))?;
+        let fd = berth_namespace::open_user_namespace(path).map_err(ContainerError::namespace(
+            "opening the pod's user namespace",
+        ))?;
         Ok(PodUserns {
             path: path.to_path_buf(),
             maps: maps.clone(),
@@ -72,7 +69,7 @@ fn oci_mappings(
                 .host_id(m.host_id)
                 .size(m.length)
                 .build()
-                .map_err(|e| ContainerError::Internal(format!("id mapping: {e}")))
+                .map_err(ContainerError::oci_spec("id mapping"))
         })
         .collect()
 }
@@ -83,14 +80,17 @@ pub(crate) fn apply_to_spec(spec: &mut Spec, userns: &PodUserns) -> Result<(), C
     let linux = spec
         .linux_mut()
         .as_mut()
-        .ok_or_else(|| ContainerError::Internal("spec without a linux section".into()))?;
+        .ok_or_else(|| ContainerError::MalformedBundleConfig {
+            path: PathBuf::from("config.json"),
+            reason: "the spec has no linux section",
+        })?;
     let mut namespaces = linux.namespaces().clone().unwrap_or_default();
     namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
     let user = LinuxNamespaceBuilder::default()
         .typ(LinuxNamespaceType::User)
         .path(userns.path.clone())
         .build()
-        .map_err(|e| ContainerError::Internal(format!("user namespace entry: {e}")))?;
+        .map_err(ContainerError::oci_spec("user namespace entry"))?;
     namespaces.insert(0, user);
     linux.set_namespaces(Some(namespaces));
     linux.set_uid_mappings(Some(oci_mappings(&userns.maps.uids)?));
@@ -109,10 +109,10 @@ pub(crate) fn shift_upper(
     while let Some(path) = todo.pop() {
         done += 1;
         if done > MAX_SHIFTED {
-            return Err(ContainerError::Internal(format!(
-                "more than {MAX_SHIFTED} entries in the new upper dir {}",
-                upper.display()
-            )));
+            return Err(ContainerError::UpperDirTooLarge {
+                dir: upper.to_path_buf(),
+                max: MAX_SHIFTED,
+            });
         }
         let md = fs::symlink_metadata(&path).map_err(ContainerError::io("stat", &path))?;
         let uid = maps.host_uid(md.uid()).unwrap_or(md.uid());
@@ -143,7 +143,7 @@ pub(crate) fn mount_rootfs(
         let target = staging.join(i.to_string());
         mkdir(&target)?;
         berth_namespace::mount_idmapped(lower, &target, userns.fd.as_fd(), false)
-            .map_err(ns_err("idmapping an image layer"))?;
+            .map_err(ContainerError::namespace("idmapping an image layer"))?;
         idmapped.lowerdirs.push(target);
     }
     let mounted = idmapped.mount(rootfs, false);
@@ -186,13 +186,11 @@ pub(crate) fn stage_binds(
                 .map_err(ContainerError::io("create", &target))?;
         }
         berth_namespace::mount_idmapped(&source, &target, userns.fd.as_fd(), true).map_err(
-            |e| {
-                ContainerError::Internal(format!(
-                    "idmapping bind mount source {} for {}: {e}",
-                    source.display(),
-                    m.destination().display()
-                ))
-            },
+            ContainerError::namespace(format!(
+                "idmapping bind mount source {} for {}",
+                source.display(),
+                m.destination().display()
+            )),
         )?;
         m.set_source(Some(target));
     }
@@ -209,7 +207,8 @@ pub(crate) fn unstage(dir: &Path) -> Result<(), ContainerError> {
     };
     for entry in entries {
         let path = entry.map_err(ContainerError::io("read", dir))?.path();
-        berth_namespace::unmount_all(&path).map_err(ns_err("unmounting a staging mount"))?;
+        berth_namespace::unmount_all(&path)
+            .map_err(ContainerError::namespace("unmounting a staging mount"))?;
         let md = fs::symlink_metadata(&path).map_err(ContainerError::io("stat", &path))?;
         let removed = if md.is_dir() {
             fs::remove_dir(&path)

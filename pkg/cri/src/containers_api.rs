@@ -8,7 +8,7 @@
 
 use berth_api::containers::v1 as api;
 use berth_api::containers::v1::containers_server::{Containers, ContainersServer};
-use berth_container::{ContainerError, PathStat, ProcessInfo};
+use berth_container::{PathStat, ProcessInfo};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -70,30 +70,6 @@ fn container_id(id: &str) -> Result<&str, CriError> {
             "a container ID is required".into(),
         )),
         id => Ok(id),
-    }
-}
-
-/// A container error, with failures to resolve or archive a path given their own codes.
-fn copy_error(e: ContainerError) -> CriError {
-    let ContainerError::Io { op, path, source } = &e else {
-        return e.into();
-    };
-    let what = format!("{op} {}", path.display());
-    use std::io::ErrorKind as Kind;
-    match source.kind() {
-        Kind::NotFound => CriError::NotFound(format!("{what}: no such file or directory")),
-        Kind::NotADirectory => CriError::NotFound(format!("{what}: not a directory")),
-        Kind::CrossesDevices => CriError::InvalidArgument(format!(
-            "{what}: the path crosses a mount point (a volume or other mount of the container \
-             is not reachable through its root filesystem)"
-        )),
-        Kind::AlreadyExists | Kind::IsADirectory | Kind::DirectoryNotEmpty => {
-            CriError::FailedPrecondition(format!("{what}: {source}"))
-        }
-        Kind::StorageFull | Kind::QuotaExceeded => {
-            CriError::Unavailable(format!("{what}: {source}"))
-        }
-        _ => e.into(),
     }
 }
 
@@ -177,8 +153,7 @@ impl Containers for ContainersApi {
                     .deps
                     .containers
                     .stat_path(id, &req.path, req.follow_link)
-                    .await
-                    .map_err(copy_error)?;
+                    .await?;
                 Ok(api::StatPathResponse {
                     stat: Some(stat_message(stat)),
                 })
@@ -198,8 +173,7 @@ impl Containers for ContainersApi {
                     .deps
                     .containers
                     .copy_from(id, &req.path, req.follow_link, &req.rebase_name)
-                    .await
-                    .map_err(copy_error)?;
+                    .await?;
                 let (tx, rx) = mpsc::channel(1);
                 tokio::spawn(async move {
                     let first = api::CopyFromResponse {
@@ -214,7 +188,7 @@ impl Containers for ContainersApi {
                     while let Some(chunk) = chunks.recv().await {
                         let message = chunk
                             .map(|data| api::CopyFromResponse { stat: None, data })
-                            .map_err(|e| Status::from(copy_error(e)));
+                            .map_err(|e| Status::from(CriError::from(e)));
                         let failed = message.is_err();
                         if tx.send(message).await.is_err() || failed {
                             return;
@@ -272,7 +246,7 @@ impl Containers for ContainersApi {
                 });
                 let extracted = shared.deps.containers.copy_to(&id, &first.path, rx).await;
                 forward.abort();
-                let stats = extracted.map_err(copy_error)?;
+                let stats = extracted?;
                 Ok(api::CopyToResponse {
                     entries: stats.entries,
                     bytes: stats.bytes,
@@ -285,15 +259,16 @@ impl Containers for ContainersApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_container::ContainerError;
 
     #[test]
     fn path_errors_get_their_own_codes() {
-        let io = |errno| ContainerError::Io {
+        let io = |errno| ContainerError::CopyPath {
             op: "resolve",
             path: "/x".into(),
             source: std::io::Error::from(errno),
         };
-        let code = |e| Status::from(copy_error(e)).code();
+        let code = |e: ContainerError| Status::from(CriError::from(e)).code();
         assert_eq!(
             code(io(std::io::ErrorKind::NotFound)),
             tonic::Code::NotFound
@@ -303,12 +278,69 @@ mod tests {
             tonic::Code::InvalidArgument
         );
         assert_eq!(
+            code(io(std::io::ErrorKind::PermissionDenied)),
+            tonic::Code::Internal
+        );
+        assert!(
+            io(std::io::ErrorKind::NotFound)
+                .to_string()
+                .contains("no such file"),
+        );
+        assert_eq!(
             code(ContainerError::NotFound("c".into())),
             tonic::Code::NotFound
         );
         assert_eq!(
-            code(ContainerError::FailedPrecondition("x".into())),
+            code(ContainerError::NotRunning { id: "x".into() }),
             tonic::Code::FailedPrecondition
         );
+    }
+
+    /// No request's mistake is UNKNOWN, and Berth's own failures are INTERNAL.
+    #[test]
+    fn container_errors_get_request_or_internal_codes() {
+        use std::time::Duration;
+        let code = |e: ContainerError| Status::from(CriError::from(e)).code();
+        assert_eq!(
+            code(ContainerError::EmptyCommand),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            code(ContainerError::MissingId),
+            tonic::Code::InvalidArgument
+        );
+        let not_found = berth_monitor_api::MonitorError::Runtime(
+            "exec failed: unable to start container process: exec: \"nope\": executable file \
+             not found in $PATH"
+                .into(),
+        );
+        assert_eq!(
+            code(ContainerError::from(not_found)),
+            tonic::Code::FailedPrecondition
+        );
+        assert_eq!(
+            code(ContainerError::ExecTimedOut {
+                cmd: vec!["sleep".into()],
+                after: Duration::from_secs(1),
+            }),
+            tonic::Code::DeadlineExceeded
+        );
+        assert_eq!(
+            code(ContainerError::Runtime {
+                op: "kill",
+                message: "permission denied".into(),
+            }),
+            tonic::Code::Internal
+        );
+        assert_eq!(
+            code(ContainerError::Io {
+                op: "read",
+                path: "/x".into(),
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            }),
+            tonic::Code::Internal
+        );
+        let url = CriError::from(berth_streaming::StreamingError::InvalidRequest("no id"));
+        assert_eq!(Status::from(url).code(), tonic::Code::InvalidArgument);
     }
 }

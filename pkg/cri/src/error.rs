@@ -32,6 +32,9 @@ pub enum CriError {
     Sandbox(Box<SandboxError>),
     #[error(transparent)]
     Container(Box<ContainerError>),
+    /// Handing out an Exec, Attach or PortForward URL.
+    #[error(transparent)]
+    Streaming(#[from] berth_streaming::StreamingError),
     #[error(transparent)]
     Stats(Box<StatsError>),
     #[error(transparent)]
@@ -70,6 +73,7 @@ impl CriError {
             CriError::Image(e) => image_code(e),
             CriError::Sandbox(e) => sandbox_code(e),
             CriError::Container(e) => container_code(e),
+            CriError::Streaming(e) => streaming_code(e),
             CriError::Stats(e) => stats_code(e),
             CriError::Volume(e) => volume_code(e),
             CriError::Cdi(_) => Code::InvalidArgument,
@@ -157,32 +161,97 @@ fn sandbox_code(e: &SandboxError) -> Code {
     }
 }
 
+/// A request's mistake is INVALID_ARGUMENT (or NOT_FOUND), a container, pod or node not in the
+/// state the operation needs is FAILED_PRECONDITION, a deadline the request set is
+/// DEADLINE_EXCEEDED; everything else failed in Berth (or under it) and is INTERNAL.
 fn container_code(e: &ContainerError) -> Code {
+    use berth_monitor_api::MonitorError;
     match e {
         ContainerError::NotFound(_)
         | ContainerError::SandboxNotFound(_)
         | ContainerError::ImageNotFound(_) => Code::NotFound,
-        ContainerError::InvalidArgument(_) | ContainerError::Ambiguous { .. } => {
-            Code::InvalidArgument
+        ContainerError::MissingId
+        | ContainerError::Ambiguous { .. }
+        | ContainerError::InvalidConfig(_)
+        | ContainerError::InvalidMount { .. }
+        | ContainerError::InvalidSignal { .. }
+        | ContainerError::EmptyCommand
+        | ContainerError::InvalidCheckpointLocation { .. }
+        | ContainerError::InvalidCopy(_) => Code::InvalidArgument,
+        ContainerError::ImageSubPath {
+            source: berth_snapshot::SubPathError::Io { .. },
+            ..
+        } => Code::Internal,
+        ContainerError::ImageSubPath { .. } => Code::InvalidArgument,
+        ContainerError::CopyPath { source, .. } => copy_path_code(source.kind()),
+        // The command is missing (or not executable) in the container's filesystem: the
+        // container's image and command do not fit, which no retry of Berth's changes.
+        ContainerError::WrongState { .. }
+        | ContainerError::NotRunning { .. }
+        | ContainerError::SandboxUnusable { .. }
+        | ContainerError::ImageWithoutLayers(_)
+        | ContainerError::HandlerUnavailable { .. }
+        | ContainerError::LogDirectory { .. }
+        | ContainerError::LogPathIsDirectory(_)
+        | ContainerError::RootfsUnavailable { .. }
+        | ContainerError::CriuUnavailable(_)
+        | ContainerError::CommandNotStartable(_) => Code::FailedPrecondition,
+        ContainerError::ExecTimedOut { .. } | ContainerError::CheckpointTimedOut { .. } => {
+            Code::DeadlineExceeded
         }
-        ContainerError::FailedPrecondition(_) => Code::FailedPrecondition,
-        ContainerError::Timeout(_) => Code::DeadlineExceeded,
         ContainerError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,
         ContainerError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
         ContainerError::Store(e) => store_code(e),
-        ContainerError::Monitor(berth_monitor_api::MonitorError::UnknownContainer(_)) => {
-            Code::NotFound
-        }
-        ContainerError::Monitor(berth_monitor_api::MonitorError::Timeout(_)) => {
-            Code::DeadlineExceeded
-        }
-        ContainerError::Runtime(_)
+        ContainerError::ImageConfig { source, .. } => image_code(source),
+        ContainerError::Monitor(MonitorError::UnknownContainer(_)) => Code::NotFound,
+        ContainerError::Monitor(MonitorError::FailedPrecondition(_)) => Code::FailedPrecondition,
+        ContainerError::Monitor(MonitorError::Timeout(_)) => Code::DeadlineExceeded,
+        ContainerError::Runtime { .. }
+        | ContainerError::RuntimeTimedOut { .. }
+        | ContainerError::SurvivedSigkill { .. }
         | ContainerError::Spec(_)
         | ContainerError::Monitor(_)
         | ContainerError::Snapshot(_)
         | ContainerError::Cgroup(_)
         | ContainerError::Io { .. }
-        | ContainerError::Internal(_) => Code::Unknown,
+        | ContainerError::Stdio { .. }
+        | ContainerError::Json { .. }
+        | ContainerError::OciSpec { .. }
+        | ContainerError::MalformedBundleConfig { .. }
+        | ContainerError::Namespace { .. }
+        | ContainerError::UpperDirTooLarge { .. }
+        | ContainerError::NoScratchDir(_)
+        | ContainerError::RootfsNotMounted { .. }
+        | ContainerError::Task { .. }
+        | ContainerError::CopyEndedEarly
+        | ContainerError::Failpoint(_) => Code::Internal,
+    }
+}
+
+fn streaming_code(e: &berth_streaming::StreamingError) -> Code {
+    use berth_streaming::StreamingError;
+    match e {
+        StreamingError::InvalidRequest(_) => Code::InvalidArgument,
+        StreamingError::TooManyInFlight { .. } => Code::Unavailable,
+        StreamingError::Bind { .. }
+        | StreamingError::TlsFile { .. }
+        | StreamingError::Tls(_)
+        | StreamingError::Random(_) => Code::Internal,
+    }
+}
+
+/// A path a copy names in the container: missing, in the way or out of reach is the request's;
+/// a full disk is transient; anything else failed in Berth.
+fn copy_path_code(kind: std::io::ErrorKind) -> Code {
+    use std::io::ErrorKind as Kind;
+    match kind {
+        Kind::NotFound | Kind::NotADirectory => Code::NotFound,
+        Kind::CrossesDevices => Code::InvalidArgument,
+        Kind::AlreadyExists | Kind::IsADirectory | Kind::DirectoryNotEmpty => {
+            Code::FailedPrecondition
+        }
+        Kind::StorageFull | Kind::QuotaExceeded => Code::Unavailable,
+        _ => Code::Internal,
     }
 }
 

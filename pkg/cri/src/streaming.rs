@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use berth_container::{ContainerService, ContainerState, ExecOptions, Pty};
+use berth_container::{ContainerError, ContainerService, ContainerState, ExecOptions, Pty};
 use berth_cri_api::v1 as cri;
-use berth_monitor_api::AttachEvent;
-use berth_sandbox::{SandboxService, SandboxState};
+use berth_monitor_api::{AttachEvent, MonitorError};
+use berth_sandbox::{SandboxError, SandboxService, SandboxState};
 use berth_streaming::{AttachTarget, Backend, BoxFuture, ExecTarget, Process, StreamingServer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -64,16 +64,14 @@ pub(crate) fn exec_url(
     }
     let record = containers.get(&req.container_id)?;
     require_running(&record.id, record.state())?;
-    let url = server
-        .exec_url(ExecTarget {
-            container_id: record.id,
-            cmd: req.cmd,
-            tty: req.tty,
-            stdin: req.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr,
-        })
-        .map_err(|e| CriError::Unavailable(e.to_string()))?;
+    let url = server.exec_url(ExecTarget {
+        container_id: record.id,
+        cmd: req.cmd,
+        tty: req.tty,
+        stdin: req.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr,
+    })?;
     Ok(cri::ExecResponse { url })
 }
 
@@ -89,15 +87,13 @@ pub(crate) fn attach_url(
     // The container's terminal setting decides, whatever the request says: a tty container
     // has one output stream.
     let tty = record.config.tty;
-    let url = server
-        .attach_url(AttachTarget {
-            container_id: record.id,
-            tty,
-            stdin: req.stdin && record.config.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr && !tty,
-        })
-        .map_err(|e| CriError::Unavailable(e.to_string()))?;
+    let url = server.attach_url(AttachTarget {
+        container_id: record.id,
+        tty,
+        stdin: req.stdin && record.config.stdin,
+        stdout: req.stdout,
+        stderr: req.stderr && !tty,
+    })?;
     Ok(cri::AttachResponse { url })
 }
 
@@ -123,9 +119,7 @@ pub(crate) fn port_forward_url(
             record.id
         )));
     }
-    let url = server
-        .port_forward_url(record.id)
-        .map_err(|e| CriError::Unavailable(e.to_string()))?;
+    let url = server.port_forward_url(record.id)?;
     Ok(cri::PortForwardResponse { url })
 }
 
@@ -180,128 +174,35 @@ fn resizer(pty: Pty) -> Box<dyn Fn(u16, u16) + Send + Sync> {
     })
 }
 
+/// Why a session could not start or ended badly. The streaming server hands it to the client as
+/// text (its [`Backend`] contract), so it is rendered once, where it leaves for the server.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    #[error(transparent)]
+    Sandbox(#[from] SandboxError),
+    /// Another descriptor for the container's terminal (for output or resizing).
+    #[error("cloning the terminal: {0}")]
+    Terminal(#[source] std::io::Error),
+    /// The task copying the container's output panicked or was cancelled.
+    #[error("attach: {0}")]
+    Pump(#[source] tokio::task::JoinError),
+}
+
+fn text(e: impl Into<SessionError>) -> String {
+    e.into().to_string()
+}
+
 impl Backend for StreamingBackend {
     fn exec(&self, target: ExecTarget) -> BoxFuture<'_, Result<Process, String>> {
-        Box::pin(async move {
-            let options = ExecOptions {
-                cmd: target.cmd,
-                tty: target.tty,
-                stdin: target.stdin,
-                stdout: target.stdout,
-                stderr: target.stderr,
-            };
-            let process = self
-                .containers
-                .exec(&target.container_id, &options)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (stdin, stdout, resize) = match process.pty {
-                Some(pty) => {
-                    let output = pty.try_clone().map_err(|e| e.to_string())?;
-                    let size = pty.try_clone().map_err(|e| e.to_string())?;
-                    (
-                        target.stdin.then(|| writer(pty)),
-                        Some(reader(output)),
-                        Some(resizer(size)),
-                    )
-                }
-                None => (process.stdin.map(writer), process.stdout.map(reader), None),
-            };
-            let wait = process.wait;
-            Ok(Process {
-                stdin,
-                stdout,
-                stderr: process.stderr.map(reader),
-                resize,
-                // Holds the monitor connection: dropping the Process kills the exec.
-                exit: Box::pin(async move {
-                    wait.wait()
-                        .await
-                        .map(|exit| exit.exit_code)
-                        .map_err(|e| e.to_string())
-                }),
-            })
-        })
+        Box::pin(async move { self.exec_session(target).await.map_err(text) })
     }
 
     fn attach(&self, target: AttachTarget) -> BoxFuture<'_, Result<Process, String>> {
-        Box::pin(async move {
-            let attached = self
-                .containers
-                .attach(&target.container_id, target.stdin)
-                .await
-                .map_err(|e| e.to_string())?;
-            let (stdin, resize) = match attached.pty {
-                Some(pty) => {
-                    let size = pty.try_clone().map_err(|e| e.to_string())?;
-                    (target.stdin.then(|| writer(pty)), Some(resizer(size)))
-                }
-                None => (attached.stdin.map(writer), None),
-            };
-            // stdin_once applies to the first attachment with stdin; one without (stdin already
-            // closed, or not asked for) leaves the container's stdin alone.
-            let close_stdin = (attached.stdin_once && stdin.is_some()).then(|| {
-                Arc::new(CloseStdinOnce {
-                    target: Mutex::new(Some((
-                        self.containers.clone(),
-                        target.container_id.clone(),
-                    ))),
-                })
-            });
-            // containerd's rule for what the client's stdin EOF means: with stdin_once (and no
-            // terminal) the container's stdin is closed and the session goes on until the
-            // container's output ends; otherwise the attachment ends and the container's stdin
-            // stays open for others.
-            let (on_eof, detached) = match &close_stdin {
-                Some(once) if !attached.tty => (StdinEof::CloseContainerStdin(once.clone()), None),
-                _ => {
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    (StdinEof::Detach(tx), Some(rx))
-                }
-            };
-            let stdin = stdin.map(|inner| {
-                writer(AttachStdin {
-                    inner: Some(inner),
-                    on_eof: Some(on_eof),
-                    closing: None,
-                })
-            });
-            let (stdout_tx, stdout_rx) =
-                target.stdout.then(|| tokio::io::duplex(64 * 1024)).unzip();
-            let (stderr_tx, stderr_rx) =
-                target.stderr.then(|| tokio::io::duplex(64 * 1024)).unzip();
-            let pump = tokio::spawn(pump_output(attached.output, stdout_tx, stderr_tx));
-            let detach = Detach {
-                pump: pump.abort_handle(),
-                close_stdin,
-            };
-            Ok(Process {
-                stdin,
-                stdout: stdout_rx.map(reader),
-                stderr: stderr_rx.map(reader),
-                resize,
-                exit: Box::pin(async move {
-                    // Dropped on the way out: the pump stops, so the session's output ends.
-                    let _detach = detach;
-                    let detached = async {
-                        // A dropped sender (no stdin EOF ever) is no detach.
-                        if let Some(rx) = detached
-                            && rx.await.is_ok()
-                        {
-                            return;
-                        }
-                        std::future::pending::<()>().await
-                    };
-                    tokio::select! {
-                        joined = pump => match joined {
-                            Ok(result) => result,
-                            Err(e) => Err(format!("attach: {e}")),
-                        },
-                        () = detached => Ok(0),
-                    }
-                }),
-            })
-        })
+        Box::pin(async move { self.attach_session(target).await.map_err(text) })
     }
 
     fn port_forward(
@@ -310,11 +211,114 @@ impl Backend for StreamingBackend {
         port: u16,
     ) -> BoxFuture<'_, Result<tokio::net::TcpStream, String>> {
         let pod = pod_sandbox_id.to_string();
-        Box::pin(async move {
-            self.sandboxes
-                .connect_port(&pod, port)
-                .await
-                .map_err(|e| e.to_string())
+        Box::pin(async move { self.sandboxes.connect_port(&pod, port).await.map_err(text) })
+    }
+}
+
+impl StreamingBackend {
+    async fn exec_session(&self, target: ExecTarget) -> Result<Process, SessionError> {
+        let options = ExecOptions {
+            cmd: target.cmd,
+            tty: target.tty,
+            stdin: target.stdin,
+            stdout: target.stdout,
+            stderr: target.stderr,
+        };
+        let process = self.containers.exec(&target.container_id, &options).await?;
+        let (stdin, stdout, resize) = match process.pty {
+            Some(pty) => {
+                let output = pty.try_clone().map_err(SessionError::Terminal)?;
+                let size = pty.try_clone().map_err(SessionError::Terminal)?;
+                (
+                    target.stdin.then(|| writer(pty)),
+                    Some(reader(output)),
+                    Some(resizer(size)),
+                )
+            }
+            None => (process.stdin.map(writer), process.stdout.map(reader), None),
+        };
+        let wait = process.wait;
+        Ok(Process {
+            stdin,
+            stdout,
+            stderr: process.stderr.map(reader),
+            resize,
+            // Holds the monitor connection: dropping the Process kills the exec.
+            exit: Box::pin(
+                async move { wait.wait().await.map(|exit| exit.exit_code).map_err(text) },
+            ),
+        })
+    }
+
+    async fn attach_session(&self, target: AttachTarget) -> Result<Process, SessionError> {
+        let attached = self
+            .containers
+            .attach(&target.container_id, target.stdin)
+            .await?;
+        let (stdin, resize) = match attached.pty {
+            Some(pty) => {
+                let size = pty.try_clone().map_err(SessionError::Terminal)?;
+                (target.stdin.then(|| writer(pty)), Some(resizer(size)))
+            }
+            None => (attached.stdin.map(writer), None),
+        };
+        // stdin_once applies to the first attachment with stdin; one without (stdin already
+        // closed, or not asked for) leaves the container's stdin alone.
+        let close_stdin = (attached.stdin_once && stdin.is_some()).then(|| {
+            Arc::new(CloseStdinOnce {
+                target: Mutex::new(Some((self.containers.clone(), target.container_id.clone()))),
+            })
+        });
+        // containerd's rule for what the client's stdin EOF means: with stdin_once (and no
+        // terminal) the container's stdin is closed and the session goes on until the
+        // container's output ends; otherwise the attachment ends and the container's stdin
+        // stays open for others.
+        let (on_eof, detached) = match &close_stdin {
+            Some(once) if !attached.tty => (StdinEof::CloseContainerStdin(once.clone()), None),
+            _ => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (StdinEof::Detach(tx), Some(rx))
+            }
+        };
+        let stdin = stdin.map(|inner| {
+            writer(AttachStdin {
+                inner: Some(inner),
+                on_eof: Some(on_eof),
+                closing: None,
+            })
+        });
+        let (stdout_tx, stdout_rx) = target.stdout.then(|| tokio::io::duplex(64 * 1024)).unzip();
+        let (stderr_tx, stderr_rx) = target.stderr.then(|| tokio::io::duplex(64 * 1024)).unzip();
+        let pump = tokio::spawn(pump_output(attached.output, stdout_tx, stderr_tx));
+        let detach = Detach {
+            pump: pump.abort_handle(),
+            close_stdin,
+        };
+        Ok(Process {
+            stdin,
+            stdout: stdout_rx.map(reader),
+            stderr: stderr_rx.map(reader),
+            resize,
+            exit: Box::pin(async move {
+                // Dropped on the way out: the pump stops, so the session's output ends.
+                let _detach = detach;
+                let detached = async {
+                    // A dropped sender (no stdin EOF ever) is no detach.
+                    if let Some(rx) = detached
+                        && rx.await.is_ok()
+                    {
+                        return;
+                    }
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    joined = pump => match joined {
+                        Ok(result) => result.map_err(text),
+                        Err(e) => Err(text(SessionError::Pump(e))),
+                    },
+                    () = detached => Ok(0),
+                }
+            }),
         })
     }
 }
@@ -327,9 +331,9 @@ async fn pump_output(
     mut output: berth_monitor_api::Attachment,
     mut stdout: Option<tokio::io::DuplexStream>,
     mut stderr: Option<tokio::io::DuplexStream>,
-) -> Result<i32, String> {
+) -> Result<i32, MonitorError> {
     loop {
-        let (sink, data) = match output.next().await.map_err(|e| e.to_string())? {
+        let (sink, data) = match output.next().await? {
             AttachEvent::Stdout(data) => (&mut stdout, data),
             AttachEvent::Stderr(data) => (&mut stderr, data),
             AttachEvent::Exit(_) => {

@@ -53,7 +53,7 @@ fn create_rolls_back_a_refused_spec_after_the_record() {
         let mut cfg = config("app");
         cfg.security.pid_mode = PidMode::Target("no-such-container".into());
         let err = service.create(POD, cfg).await.expect_err("refused");
-        assert!(matches!(err, ContainerError::InvalidArgument(_)), "{err}");
+        assert!(matches!(err, ContainerError::InvalidConfig(_)), "{err}");
     });
     h.assert_nothing_left();
 }
@@ -171,10 +171,7 @@ fn only_a_created_container_starts() {
         let id = service.create(POD, config("app")).await.expect("created");
         service.start(&id).await.expect("started");
         let err = service.start(&id).await.expect_err("twice");
-        assert!(
-            matches!(err, ContainerError::FailedPrecondition(_)),
-            "{err}"
-        );
+        assert!(matches!(err, ContainerError::WrongState { .. }), "{err}");
         assert_eq!(h.calls(&["monitor.create"]).len(), 1);
     });
 }
