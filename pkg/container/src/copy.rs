@@ -358,7 +358,7 @@ impl ContainerService {
                     .root
                     .resolve(&full, libc::O_RDONLY | libc::O_NONBLOCK, follow)
             };
-            let out = ChunkWriter::new(tx.clone());
+            let out = berth_snapshot::ChunkWriter::new(tx.clone(), CHUNK);
             let walker = Walker::new(out, &access.ids);
             let written = walker
                 .archive_top(&fd, reopen, Path::new(&name))
@@ -396,46 +396,6 @@ impl ContainerService {
         .map_err(ContainerError::task(
             "extracting an archive into the container",
         ))?
-    }
-}
-
-/// Collects the archive into chunks for the client; a client gone makes the write fail.
-struct ChunkWriter {
-    tx: mpsc::Sender<Result<Vec<u8>, ContainerError>>,
-    buf: Vec<u8>,
-}
-
-impl ChunkWriter {
-    fn new(tx: mpsc::Sender<Result<Vec<u8>, ContainerError>>) -> Self {
-        ChunkWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        }
-    }
-
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::from(io::ErrorKind::BrokenPipe))
-    }
-}
-
-impl io::Write for ChunkWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
-            self.send()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send()
     }
 }
 

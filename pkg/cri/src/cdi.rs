@@ -42,7 +42,10 @@ pub(crate) async fn resolve(
     let registry = Registry::new(config.spec_dirs.clone());
     let resolved = tokio::task::spawn_blocking(move || registry.resolve(&names))
         .await
-        .map_err(|e| CriError::Internal(format!("resolving CDI devices: {e}")))??;
+        .map_err(|source| CriError::Task {
+            what: "resolving CDI devices",
+            source,
+        })??;
     tracing::debug!(devices = ?resolved.devices, "CDI devices resolved");
     Ok(resolved)
 }

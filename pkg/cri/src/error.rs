@@ -42,9 +42,8 @@ pub enum CriError {
     /// Every CDI error is about the request's devices or the node's spec files for them.
     #[error(transparent)]
     Cdi(#[from] berth_cdi::CdiError),
-    #[error("{0}")]
-    Internal(String),
-    /// A blocking task of the gRPC layer's own (fs usage, logout) panicked or was cancelled.
+    /// A blocking task of the gRPC layer's own (fs usage, logout, CDI resolution) panicked or was
+    /// cancelled.
     #[error("{what} task: {source}")]
     Task {
         what: &'static str,
@@ -77,9 +76,7 @@ impl CriError {
             CriError::Stats(e) => stats_code(e),
             CriError::Volume(e) => volume_code(e),
             CriError::Cdi(_) => Code::InvalidArgument,
-            CriError::Internal(_) | CriError::Task { .. } | CriError::PauseRuntime { .. } => {
-                Code::Internal
-            }
+            CriError::Task { .. } | CriError::PauseRuntime { .. } => Code::Internal,
         }
     }
 }
@@ -149,12 +146,16 @@ fn sandbox_code(e: &SandboxError) -> Code {
         | SandboxError::UserNamespacesUnavailable { .. } => Code::FailedPrecondition,
         SandboxError::Cni(e) => cni_code(e),
         SandboxError::Store(e) => store_code(e),
-        // Berth's own failures (the container layer's included, as they reach a pod RPC).
+        // The pod's containers could not be stopped or removed: the container layer's error
+        // keeps its own code (a timeout stays DEADLINE_EXCEEDED).
+        SandboxError::Containers(e) => e
+            .downcast_ref::<ContainerError>()
+            .map_or(Code::Internal, container_code),
+        // Berth's own failures.
         SandboxError::Io { .. }
         | SandboxError::Mount { .. }
         | SandboxError::Init(_)
         | SandboxError::Task { .. }
-        | SandboxError::Containers(_)
         | SandboxError::Failpoint(_)
         | SandboxError::Namespace(_)
         | SandboxError::Cgroup(_) => Code::Internal,

@@ -139,7 +139,7 @@ fn parse_action(action: &str) -> Result<Action, FailpointError> {
 }
 
 /// Passes failpoint `name`: does what it is set to, if anything. Returns `Err` (a message for the
-/// caller's error type, e.g. `.map_err(SandboxError::Internal)?`) only for the `error` action.
+/// caller's error type, e.g. `.map_err(SandboxError::Failpoint)?`) only for the `error` action.
 #[inline]
 pub fn fail(name: &'static str) -> Result<(), String> {
     if !ENABLED.load(Ordering::Relaxed) {
