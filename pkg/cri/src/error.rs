@@ -140,8 +140,8 @@ fn sandbox_code(e: &SandboxError) -> Code {
         | SandboxError::InvalidHostname(_)
         | SandboxError::InvalidDnsEntry(_)
         | SandboxError::InvalidBandwidth { .. } => Code::InvalidArgument,
-        SandboxError::Namespace(e) if e.is_invalid_argument() => Code::InvalidArgument,
-        SandboxError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        SandboxError::Namespace(e) => namespace_code(e),
+        SandboxError::Cgroup(e) => cgroup_code(e),
         SandboxError::NotFound(_) => Code::NotFound,
         // What the pod or the node is not ready for: the request may succeed later or elsewhere.
         SandboxError::NotReady { .. }
@@ -155,9 +155,7 @@ fn sandbox_code(e: &SandboxError) -> Code {
         | SandboxError::Init(_)
         | SandboxError::Task { .. }
         | SandboxError::Containers(_)
-        | SandboxError::Failpoint(_)
-        | SandboxError::Namespace(_)
-        | SandboxError::Cgroup(_) => Code::Internal,
+        | SandboxError::Failpoint(_) => Code::Internal,
     }
 }
 
@@ -199,8 +197,8 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::ExecTimedOut { .. } | ContainerError::CheckpointTimedOut { .. } => {
             Code::DeadlineExceeded
         }
-        ContainerError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,
-        ContainerError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        ContainerError::Spec(e) => spec_code(e),
+        ContainerError::Cgroup(e) => cgroup_code(e),
         ContainerError::Store(e) => store_code(e),
         ContainerError::ImageConfig { source, .. } => image_code(source),
         ContainerError::Monitor(MonitorError::UnknownContainer(_)) => Code::NotFound,
@@ -209,10 +207,8 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::Runtime { .. }
         | ContainerError::RuntimeTimedOut { .. }
         | ContainerError::SurvivedSigkill { .. }
-        | ContainerError::Spec(_)
         | ContainerError::Monitor(_)
         | ContainerError::Snapshot(_)
-        | ContainerError::Cgroup(_)
         | ContainerError::Io { .. }
         | ContainerError::Stdio { .. }
         | ContainerError::Json { .. }
@@ -282,11 +278,113 @@ fn volume_code(e: &berth_volume::VolumeError) -> Code {
 
 fn cni_code(e: &CniError) -> Code {
     match e {
-        e if e.is_config_error() => Code::FailedPrecondition,
+        // The node's CNI configuration: retrying with it cannot help.
+        CniError::NoConfig { .. }
+        | CniError::InvalidConfig { .. }
+        | CniError::PluginNotFound { .. }
+        | CniError::IncompatibleVersion { .. } => Code::FailedPrecondition,
+        // A DEL whose every failure is the configuration's is too.
+        CniError::Teardown { errors }
+            if errors
+                .iter()
+                .all(|e| cni_code(e) == Code::FailedPrecondition) =>
+        {
+            Code::FailedPrecondition
+        }
         CniError::InvalidRequest(_) => Code::InvalidArgument,
         CniError::NetnsMissing { .. } => Code::NotFound,
         CniError::Timeout { .. } => Code::DeadlineExceeded,
-        _ => Code::Internal,
+        CniError::Plugin { .. }
+        | CniError::PluginOutput { .. }
+        | CniError::PluginExec { .. }
+        | CniError::Teardown { .. } => Code::Internal,
+    }
+}
+
+/// Spec errors are the request's or the image's mistakes (checked before any side effect), a
+/// profile the node could not load, or Berth's own failures.
+pub(crate) fn spec_code(e: &berth_spec::SpecError) -> Code {
+    use berth_spec::SpecError;
+    match e {
+        SpecError::InvalidRunAs(_)
+        | SpecError::InvalidId { .. }
+        | SpecError::UnknownUser { .. }
+        | SpecError::UnknownGroup { .. }
+        | SpecError::NoCommand
+        | SpecError::InvalidEnv { .. }
+        | SpecError::RelativeWorkingDir(_)
+        | SpecError::OomScoreAdjOutOfRange(_)
+        | SpecError::UnknownCapability(_)
+        | SpecError::AllAmbientCapabilities
+        | SpecError::InvalidResources(_)
+        | SpecError::NoPodPidNamespace
+        | SpecError::UnknownTargetPidNamespace(_)
+        | SpecError::InvalidMount(_)
+        | SpecError::InvalidDevice(_)
+        | SpecError::DeviceNotFound { .. }
+        | SpecError::InvalidCdiEdits(_)
+        | SpecError::InvalidSeccompRequest(_)
+        | SpecError::InvalidSeccompProfile { .. }
+        | SpecError::UnreadableSeccompProfile { .. }
+        | SpecError::InvalidApparmorRequest(_)
+        | SpecError::InvalidSelinuxOptions(_)
+        | SpecError::InvalidImageConfig(_)
+        | SpecError::InvalidStopSignal(_) => Code::InvalidArgument,
+        SpecError::ApparmorDefaultNotLoaded(_) => Code::FailedPrecondition,
+        SpecError::Io { .. }
+        | SpecError::Build(_)
+        | SpecError::DefaultSeccompProfile(_)
+        | SpecError::RelativeRootfs(_)
+        | SpecError::Serialize(_)
+        | SpecError::ApparmorParser { .. } => Code::Internal,
+    }
+}
+
+/// The pod's namespace request is checked before anything is created; a sysctl the kernel
+/// refuses at write time (EINVAL: a bad value, ENOENT: no such sysctl) is the request's too.
+fn namespace_code(e: &berth_namespace::NamespaceError) -> Code {
+    use berth_namespace::NamespaceError;
+    match e {
+        NamespaceError::InvalidSysctl { .. }
+        | NamespaceError::InconsistentNamespaces(_)
+        | NamespaceError::InvalidHostname { .. }
+        | NamespaceError::InvalidIdMappings { .. }
+        | NamespaceError::PathWithNul { .. } => Code::InvalidArgument,
+        NamespaceError::Sysctl { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) =>
+        {
+            Code::InvalidArgument
+        }
+        NamespaceError::AlreadyPinned { .. }
+        | NamespaceError::Unshare { .. }
+        | NamespaceError::Loopback { .. }
+        | NamespaceError::Hostname { .. }
+        | NamespaceError::Sysctl { .. }
+        | NamespaceError::Mount { .. }
+        | NamespaceError::Unmount { .. }
+        | NamespaceError::Setns { .. }
+        | NamespaceError::Io { .. }
+        | NamespaceError::Thread(_) => Code::Internal,
+    }
+}
+
+/// A bad parent, sandbox id, driver or resource value, or a feature this host's cgroups lack,
+/// is the request's; a cgroup that is gone is NOT_FOUND; the rest failed on the host.
+fn cgroup_code(e: &berth_cgroup::CgroupError) -> Code {
+    use berth_cgroup::CgroupError;
+    match e {
+        CgroupError::InvalidParent { .. }
+        | CgroupError::InvalidSandboxId { .. }
+        | CgroupError::InvalidDriver { .. }
+        | CgroupError::InvalidResources { .. }
+        | CgroupError::Unsupported { .. } => Code::InvalidArgument,
+        CgroupError::NotFound { .. } => Code::NotFound,
+        CgroupError::Detect { .. }
+        | CgroupError::Io { .. }
+        | CgroupError::Busy { .. }
+        | CgroupError::ForeignPath { .. }
+        | CgroupError::StatsFile { .. }
+        | CgroupError::Libcgroups { .. } => Code::Internal,
     }
 }
 

@@ -81,21 +81,6 @@ pub enum CniError {
     Teardown { errors: Vec<CniError> },
 }
 
-impl CniError {
-    /// True when retrying with the same node configuration cannot help; the CRI layer reports these
-    /// as FailedPrecondition.
-    pub fn is_config_error(&self) -> bool {
-        match self {
-            CniError::NoConfig { .. }
-            | CniError::InvalidConfig { .. }
-            | CniError::PluginNotFound { .. }
-            | CniError::IncompatibleVersion { .. } => true,
-            CniError::Teardown { errors } => errors.iter().all(CniError::is_config_error),
-            _ => false,
-        }
-    }
-}
-
 fn display_dirs(dirs: &[PathBuf]) -> String {
     let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     format!("[{}]", dirs.join(", "))
