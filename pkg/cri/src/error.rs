@@ -281,6 +281,7 @@ fn cni_code(e: &CniError) -> Code {
         // The node's CNI configuration: retrying with it cannot help.
         CniError::NoConfig { .. }
         | CniError::InvalidConfig { .. }
+        | CniError::ReadConfig { .. }
         | CniError::PluginNotFound { .. }
         | CniError::IncompatibleVersion { .. } => Code::FailedPrecondition,
         // A DEL whose every failure is the configuration's is too.

@@ -19,6 +19,13 @@ pub enum CniError {
     /// A configuration given explicitly (a file, or the copy persisted with a pod network) is invalid.
     #[error("invalid CNI network configuration {origin}: {reason}")]
     InvalidConfig { origin: String, reason: String },
+    /// A configuration file could not be read.
+    #[error("invalid CNI network configuration {}: {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("CNI plugin {plugin:?} not found in {}", display_dirs(bin_dirs))]
     PluginNotFound {
         plugin: String,
