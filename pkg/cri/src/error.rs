@@ -474,4 +474,53 @@ mod tests {
             Code::InvalidArgument
         );
     }
+
+    #[test]
+    fn a_sysctl_the_kernel_refuses_is_the_requests() {
+        use berth_namespace::NamespaceError;
+        let sysctl = |errno| NamespaceError::Sysctl {
+            name: "net.x".into(),
+            value: "1".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(namespace_code(&sysctl(libc::EINVAL)), Code::InvalidArgument);
+        assert_eq!(namespace_code(&sysctl(libc::ENOENT)), Code::InvalidArgument);
+        assert_eq!(namespace_code(&sysctl(libc::EPERM)), Code::Internal);
+    }
+
+    #[test]
+    fn a_teardown_is_the_configs_only_when_every_failure_is() {
+        let config = || CniError::InvalidConfig {
+            origin: "x".into(),
+            reason: "y".into(),
+        };
+        let exec = || CniError::PluginExec {
+            path: "/opt/cni/bin/x".into(),
+            command: berth_network::cni::Command::Del,
+            source: std::io::Error::other("boom"),
+        };
+        let all = CniError::Teardown {
+            errors: vec![config(), config()],
+        };
+        assert_eq!(cni_code(&all), Code::FailedPrecondition);
+        let mixed = CniError::Teardown {
+            errors: vec![config(), exec()],
+        };
+        assert_eq!(cni_code(&mixed), Code::Internal);
+    }
+
+    #[test]
+    fn spec_errors_of_the_request_are_invalid_argument() {
+        use berth_spec::SpecError;
+        assert_eq!(spec_code(&SpecError::NoCommand), Code::InvalidArgument);
+        assert_eq!(
+            spec_code(&SpecError::ApparmorDefaultNotLoaded("p")),
+            Code::FailedPrecondition
+        );
+        let io = SpecError::Io {
+            context: "writing x".into(),
+            source: std::io::Error::other("boom"),
+        };
+        assert_eq!(spec_code(&io), Code::Internal);
+    }
 }
