@@ -61,7 +61,7 @@ const SIGRTMAX: i32 = 64;
 impl ImageConfig {
     /// Parses the image config blob (`application/vnd.oci.image.config.v1+json` or Docker's
     /// `application/vnd.docker.container.image.v1+json`). A bad blob is the image's fault:
-    /// `InvalidArgument`.
+    /// [`SpecError::InvalidImageConfig`].
     pub fn from_json(config_json: &[u8]) -> Result<ImageConfig, SpecError> {
         let blob: Blob =
             serde_json::from_slice(config_json).map_err(SpecError::InvalidImageConfig)?;
@@ -79,7 +79,8 @@ impl ImageConfig {
     }
 
     /// The stop signal number: STOPSIGNAL (`SIGUSR1`, `USR1`, `10`, `SIGRTMIN+3`,
-    /// case-insensitive), SIGTERM when the image sets none. A bad name is `InvalidArgument`.
+    /// case-insensitive), SIGTERM when the image sets none. A bad name is
+    /// [`SpecError::InvalidStopSignal`].
     pub fn stop_signal_number(&self) -> Result<i32, SpecError> {
         if self.stop_signal.trim().is_empty() {
             return Ok(libc::SIGTERM);

@@ -8,7 +8,8 @@ use oci_spec::runtime::{
 use crate::{Resources, SpecError};
 
 /// The OCI resources for CRI resources. Zero (or empty) means unset, as in CRI, and leaves the
-/// field out so runc keeps the cgroup's default; negative values are `InvalidArgument`.
+/// field out so runc keeps the cgroup's default; negative values are
+/// [`SpecError::InvalidResources`].
 /// Hugepage limits are kept even when zero: kubelet sends 0 for every page size the node has,
 /// meaning "none allowed". But they are dropped when the host has no hugetlb cgroup controller,
 /// as containerd does by default (`tolerate_missing_hugetlb_controller`): kubelet sends them

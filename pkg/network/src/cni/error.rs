@@ -2,8 +2,8 @@
 //!
 //! The variants are split by who can fix the problem, because the CRI layer maps them to gRPC codes:
 //! configuration problems are the node admin's (FailedPrecondition), bad requests are the caller's
-//! (InvalidArgument), plugin failures and timeouts are the network's (Unknown/DeadlineExceeded), and a
-//! missing network namespace means the sandbox is gone (NotFound).
+//! (InvalidArgument), plugin failures and timeouts are the network's (Internal/DeadlineExceeded), and
+//! a missing network namespace means the sandbox is gone (NotFound).
 
 use std::path::PathBuf;
 use std::time::Duration;
