@@ -5,9 +5,7 @@ use std::path::PathBuf;
 use crate::Layout;
 
 /// Everything that can go wrong while naming, creating, configuring or removing a pod cgroup.
-///
-/// [`CgroupError::is_invalid_argument`] tells the CRI layer which of these are the caller's fault
-/// (`INVALID_ARGUMENT`) rather than the host's (`INTERNAL`/`FAILED_PRECONDITION`).
+/// The variants say what went wrong; berth-cri decides which gRPC code each one becomes.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     /// `cgroup_parent` (or a configured default parent) is not something we may turn into a path.
@@ -55,7 +53,7 @@ pub enum CgroupError {
 
     /// The cgroup whose statistics were asked for does not exist (its directory is missing in a
     /// hierarchy that should have it): the container or pod is gone. The CRI layer maps this to
-    /// `NOT_FOUND`; see [`CgroupError::is_not_found`].
+    /// `NOT_FOUND`.
     #[error("cgroup {path} does not exist")]
     NotFound { path: PathBuf },
 
@@ -74,25 +72,6 @@ pub enum CgroupError {
 }
 
 impl CgroupError {
-    /// True for errors caused by the request (bad parent, id, resources or a feature the host
-    /// lacks), which the CRI server should report as `INVALID_ARGUMENT`.
-    pub fn is_invalid_argument(&self) -> bool {
-        matches!(
-            self,
-            CgroupError::InvalidParent { .. }
-                | CgroupError::InvalidSandboxId { .. }
-                | CgroupError::InvalidDriver { .. }
-                | CgroupError::InvalidResources { .. }
-                | CgroupError::Unsupported { .. }
-        )
-    }
-
-    /// True when the cgroup asked about does not exist, which the CRI server should report as
-    /// `NOT_FOUND`.
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, CgroupError::NotFound { .. })
-    }
-
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CgroupError::Io {
             op,

@@ -183,8 +183,8 @@ impl Cgroups {
 
     /// The pod cgroup for kubelet's `cgroup_parent`, or Berth's default for `sandbox_id` when it
     /// is empty. Validated (an absolute path without `.`/`..`/NUL for cgroupfs, a well-formed
-    /// `*.slice` name for systemd); errors are [`CgroupError::is_invalid_argument`]. Touches
-    /// nothing on disk.
+    /// `*.slice` name for systemd); errors are [`CgroupError::InvalidParent`] and
+    /// [`CgroupError::InvalidSandboxId`]. Touches nothing on disk.
     pub fn pod_cgroup(
         &self,
         cgroup_parent: &str,

@@ -237,7 +237,10 @@ mod tests {
                 hugepage_limits: vec![(bad.into(), 1)],
                 ..Default::default()
             };
-            assert!(r.to_oci().unwrap_err().is_invalid_argument(), "{bad}");
+            assert!(
+                matches!(r.to_oci(), Err(CgroupError::InvalidResources { .. })),
+                "{bad}"
+            );
         }
         let r = PodResources {
             hugepage_limits: vec![("2MB".into(), u64::MAX)],

@@ -150,7 +150,7 @@ impl Cgroups {
     /// Stats of any cgroup given in cgroupfs form (`/berth/abc/def`; `/` is the root cgroup,
     /// where the kernel keeps no pids or v2 memory counters, so those parts are `None`).
     /// A path with `.`/`..` components or not starting with `/` is refused with an
-    /// [`CgroupError::is_invalid_argument`] error, so nothing outside the hierarchies is read.
+    /// [`CgroupError::InvalidParent`] error, so nothing outside the hierarchies is read.
     pub fn stats_at(&self, path: &str) -> Result<CgroupStats, CgroupError> {
         let rel = relative_path(path)?;
         let mut stats = CgroupStats::default();

@@ -8,7 +8,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use berth_cgroup::{Cgroups, Driver, Layout, PodResources};
+use berth_cgroup::{CgroupError, Cgroups, Driver, Layout, PodResources};
 use common::{Guard, dir_in, read_trim, token};
 
 fn cgroups() -> Cgroups {
@@ -19,12 +19,10 @@ fn cgroups() -> Cgroups {
 fn driver_from_config() {
     assert_eq!("systemd".parse::<Driver>().unwrap(), Driver::Systemd);
     assert_eq!("cgroupfs".parse::<Driver>().unwrap(), Driver::Cgroupfs);
-    assert!(
-        "Systemd"
-            .parse::<Driver>()
-            .unwrap_err()
-            .is_invalid_argument()
-    );
+    assert!(matches!(
+        "Systemd".parse::<Driver>(),
+        Err(CgroupError::InvalidDriver { .. })
+    ));
     assert_eq!(Driver::Systemd.to_string(), "systemd");
 }
 
@@ -56,7 +54,10 @@ fn slice_names_expand_like_systemd() {
         "kube\0pods.slice",
     ] {
         let err = cg.pod_cgroup(bad, "id").expect_err(bad);
-        assert!(err.is_invalid_argument(), "{bad:?}: {err}");
+        assert!(
+            matches!(err, CgroupError::InvalidParent { .. }),
+            "{bad:?}: {err}"
+        );
     }
     let pod = cg.pod_cgroup("", "abc").unwrap();
     assert_eq!(pod.path, "/berth.slice/berth-abc.slice");

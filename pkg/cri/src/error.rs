@@ -137,8 +137,8 @@ fn sandbox_code(e: &SandboxError) -> Code {
         | SandboxError::InvalidHostname(_)
         | SandboxError::InvalidDnsEntry(_)
         | SandboxError::InvalidBandwidth { .. } => Code::InvalidArgument,
-        SandboxError::Namespace(e) if e.is_invalid_argument() => Code::InvalidArgument,
-        SandboxError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        SandboxError::Namespace(e) => namespace_code(e),
+        SandboxError::Cgroup(e) => cgroup_code(e),
         SandboxError::NotFound(_) => Code::NotFound,
         // What the pod or the node is not ready for: the request may succeed later or elsewhere.
         SandboxError::NotReady { .. }
@@ -156,9 +156,7 @@ fn sandbox_code(e: &SandboxError) -> Code {
         | SandboxError::Mount { .. }
         | SandboxError::Init(_)
         | SandboxError::Task { .. }
-        | SandboxError::Failpoint(_)
-        | SandboxError::Namespace(_)
-        | SandboxError::Cgroup(_) => Code::Internal,
+        | SandboxError::Failpoint(_) => Code::Internal,
     }
 }
 
@@ -200,8 +198,8 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::ExecTimedOut { .. } | ContainerError::CheckpointTimedOut { .. } => {
             Code::DeadlineExceeded
         }
-        ContainerError::Spec(e) if e.is_invalid_argument() => Code::InvalidArgument,
-        ContainerError::Cgroup(e) if e.is_invalid_argument() => Code::InvalidArgument,
+        ContainerError::Spec(e) => spec_code(e),
+        ContainerError::Cgroup(e) => cgroup_code(e),
         ContainerError::Store(e) => store_code(e),
         ContainerError::ImageConfig { source, .. } => image_code(source),
         ContainerError::Monitor(MonitorError::UnknownContainer(_)) => Code::NotFound,
@@ -210,10 +208,8 @@ fn container_code(e: &ContainerError) -> Code {
         ContainerError::Runtime { .. }
         | ContainerError::RuntimeTimedOut { .. }
         | ContainerError::SurvivedSigkill { .. }
-        | ContainerError::Spec(_)
         | ContainerError::Monitor(_)
         | ContainerError::Snapshot(_)
-        | ContainerError::Cgroup(_)
         | ContainerError::Io { .. }
         | ContainerError::Stdio { .. }
         | ContainerError::Json { .. }
@@ -283,11 +279,114 @@ fn volume_code(e: &berth_volume::VolumeError) -> Code {
 
 fn cni_code(e: &CniError) -> Code {
     match e {
-        e if e.is_config_error() => Code::FailedPrecondition,
+        // The node's CNI configuration: retrying with it cannot help.
+        CniError::NoConfig { .. }
+        | CniError::InvalidConfig { .. }
+        | CniError::ReadConfig { .. }
+        | CniError::PluginNotFound { .. }
+        | CniError::IncompatibleVersion { .. } => Code::FailedPrecondition,
+        // A DEL whose every failure is the configuration's is too.
+        CniError::Teardown { errors }
+            if errors
+                .iter()
+                .all(|e| cni_code(e) == Code::FailedPrecondition) =>
+        {
+            Code::FailedPrecondition
+        }
         CniError::InvalidRequest(_) => Code::InvalidArgument,
         CniError::NetnsMissing { .. } => Code::NotFound,
         CniError::Timeout { .. } => Code::DeadlineExceeded,
-        _ => Code::Internal,
+        CniError::Plugin { .. }
+        | CniError::PluginOutput { .. }
+        | CniError::PluginExec { .. }
+        | CniError::Teardown { .. } => Code::Internal,
+    }
+}
+
+/// Spec errors are the request's or the image's mistakes (checked before any side effect), a
+/// profile the node could not load, or Berth's own failures.
+pub(crate) fn spec_code(e: &berth_spec::SpecError) -> Code {
+    use berth_spec::SpecError;
+    match e {
+        SpecError::InvalidRunAs(_)
+        | SpecError::InvalidId { .. }
+        | SpecError::UnknownUser { .. }
+        | SpecError::UnknownGroup { .. }
+        | SpecError::NoCommand
+        | SpecError::InvalidEnv { .. }
+        | SpecError::RelativeWorkingDir(_)
+        | SpecError::OomScoreAdjOutOfRange(_)
+        | SpecError::UnknownCapability(_)
+        | SpecError::AllAmbientCapabilities
+        | SpecError::InvalidResources(_)
+        | SpecError::NoPodPidNamespace
+        | SpecError::UnknownTargetPidNamespace(_)
+        | SpecError::InvalidMount(_)
+        | SpecError::InvalidDevice(_)
+        | SpecError::DeviceNotFound { .. }
+        | SpecError::InvalidCdiEdits(_)
+        | SpecError::InvalidSeccompRequest(_)
+        | SpecError::InvalidSeccompProfile { .. }
+        | SpecError::UnreadableSeccompProfile { .. }
+        | SpecError::InvalidApparmorRequest(_)
+        | SpecError::InvalidSelinuxOptions(_)
+        | SpecError::InvalidImageConfig(_)
+        | SpecError::InvalidStopSignal(_) => Code::InvalidArgument,
+        SpecError::ApparmorDefaultNotLoaded(_) => Code::FailedPrecondition,
+        SpecError::Io { .. }
+        | SpecError::Build(_)
+        | SpecError::DefaultSeccompProfile(_)
+        | SpecError::RelativeRootfs(_)
+        | SpecError::Serialize(_)
+        | SpecError::ApparmorParser { .. } => Code::Internal,
+    }
+}
+
+/// The pod's namespace request is checked before anything is created; a sysctl the kernel
+/// refuses at write time (EINVAL: a bad value, ENOENT: no such sysctl) is the request's too.
+fn namespace_code(e: &berth_namespace::NamespaceError) -> Code {
+    use berth_namespace::NamespaceError;
+    match e {
+        NamespaceError::InvalidSysctl { .. }
+        | NamespaceError::InconsistentNamespaces(_)
+        | NamespaceError::InvalidHostname { .. }
+        | NamespaceError::InvalidIdMappings { .. }
+        | NamespaceError::PathWithNul { .. } => Code::InvalidArgument,
+        NamespaceError::Sysctl { source, .. }
+            if matches!(source.raw_os_error(), Some(libc::EINVAL | libc::ENOENT)) =>
+        {
+            Code::InvalidArgument
+        }
+        NamespaceError::AlreadyPinned { .. }
+        | NamespaceError::Unshare { .. }
+        | NamespaceError::Loopback { .. }
+        | NamespaceError::Hostname { .. }
+        | NamespaceError::Sysctl { .. }
+        | NamespaceError::Mount { .. }
+        | NamespaceError::Unmount { .. }
+        | NamespaceError::Setns { .. }
+        | NamespaceError::Io { .. }
+        | NamespaceError::Thread(_) => Code::Internal,
+    }
+}
+
+/// A bad parent, sandbox id, driver or resource value, or a feature this host's cgroups lack,
+/// is the request's; a cgroup that is gone is NOT_FOUND; the rest failed on the host.
+fn cgroup_code(e: &berth_cgroup::CgroupError) -> Code {
+    use berth_cgroup::CgroupError;
+    match e {
+        CgroupError::InvalidParent { .. }
+        | CgroupError::InvalidSandboxId { .. }
+        | CgroupError::InvalidDriver { .. }
+        | CgroupError::InvalidResources { .. }
+        | CgroupError::Unsupported { .. } => Code::InvalidArgument,
+        CgroupError::NotFound { .. } => Code::NotFound,
+        CgroupError::Detect { .. }
+        | CgroupError::Io { .. }
+        | CgroupError::Busy { .. }
+        | CgroupError::ForeignPath { .. }
+        | CgroupError::StatsFile { .. }
+        | CgroupError::Libcgroups { .. } => Code::Internal,
     }
 }
 
@@ -375,5 +474,65 @@ mod tests {
             Status::from(CriError::from(err)).code(),
             Code::InvalidArgument
         );
+    }
+
+    #[test]
+    fn a_sysctl_the_kernel_refuses_is_the_requests() {
+        use berth_namespace::NamespaceError;
+        let sysctl = |errno| NamespaceError::Sysctl {
+            name: "net.x".into(),
+            value: "1".into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(namespace_code(&sysctl(libc::EINVAL)), Code::InvalidArgument);
+        assert_eq!(namespace_code(&sysctl(libc::ENOENT)), Code::InvalidArgument);
+        assert_eq!(namespace_code(&sysctl(libc::EPERM)), Code::Internal);
+    }
+
+    #[test]
+    fn a_teardown_is_the_configs_only_when_every_failure_is() {
+        let config = || CniError::InvalidConfig {
+            origin: "x".into(),
+            reason: "y".into(),
+        };
+        let exec = || CniError::PluginExec {
+            path: "/opt/cni/bin/x".into(),
+            command: berth_network::cni::Command::Del,
+            source: std::io::Error::other("boom"),
+        };
+        let all = CniError::Teardown {
+            errors: vec![config(), config()],
+        };
+        assert_eq!(cni_code(&all), Code::FailedPrecondition);
+        let mixed = CniError::Teardown {
+            errors: vec![config(), exec()],
+        };
+        assert_eq!(cni_code(&mixed), Code::Internal);
+    }
+
+    #[test]
+    fn spec_errors_of_the_request_are_invalid_argument() {
+        use berth_spec::SpecError;
+        assert_eq!(spec_code(&SpecError::NoCommand), Code::InvalidArgument);
+        assert_eq!(
+            spec_code(&SpecError::ApparmorDefaultNotLoaded("p")),
+            Code::FailedPrecondition
+        );
+        let io = SpecError::Io {
+            context: "writing x".into(),
+            source: std::io::Error::other("boom"),
+        };
+        assert_eq!(spec_code(&io), Code::Internal);
+    }
+
+    #[test]
+    fn a_pod_rpc_failing_in_the_container_layer_keeps_that_code() {
+        let stop_timed_out = SandboxError::Containers(Box::new(ContainerError::ExecTimedOut {
+            cmd: vec!["true".into()],
+            after: std::time::Duration::from_secs(1),
+        }));
+        assert_eq!(sandbox_code(&stop_timed_out), Code::DeadlineExceeded);
+        let other = SandboxError::Containers("not a container error".into());
+        assert_eq!(sandbox_code(&other), Code::Internal);
     }
 }

@@ -23,10 +23,12 @@ pub(crate) struct SecurityInputs<'a> {
     pub pod_seccomp: Option<&'a str>,
 }
 
+/// The profile requests are checked before anything is created: what is not the request's
+/// mistake is the node's (a profile berthd could not load), not a failure of this call.
 fn spec_error(e: SpecError) -> CriError {
-    match e {
-        SpecError::InvalidArgument(m) => CriError::InvalidArgument(m),
-        other => CriError::FailedPrecondition(other.to_string()),
+    match crate::error::spec_code(&e) {
+        tonic::Code::InvalidArgument => CriError::InvalidArgument(e.to_string()),
+        _ => CriError::FailedPrecondition(e.to_string()),
     }
 }
 

@@ -4,16 +4,31 @@ use std::path::PathBuf;
 use nix::errno::Errno;
 
 /// Errors from creating, pinning, entering and removing pod namespaces.
+///
+/// Not `#[non_exhaustive]`: berth-cri matches every variant, so a new one must get a gRPC code.
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum NamespaceError {
     /// A sysctl in the pod config may not be set (or is malformed). A client error.
     #[error("invalid sysctl {name:?}: {reason}")]
     InvalidSysctl { name: String, reason: String },
 
-    /// The request itself is inconsistent (e.g. a hostname without a new UTS namespace).
+    /// The namespaces asked for do not go together (e.g. a hostname without a new UTS
+    /// namespace).
     #[error("invalid namespace request: {0}")]
-    InvalidRequest(String),
+    InconsistentNamespaces(&'static str),
+
+    /// The pod's hostname is empty, too long or contains NUL.
+    #[error("invalid namespace request: hostname {hostname:?} must be 1..={max} bytes without NUL")]
+    InvalidHostname { hostname: String, max: usize },
+
+    /// The pod's uid or gid mappings break a rule of the kernel's or Berth's; `what` is "uid" or
+    /// "gid".
+    #[error("invalid namespace request: {what} mappings: {reason}")]
+    InvalidIdMappings { what: String, reason: String },
+
+    /// A path to idmap cannot be passed to the kernel.
+    #[error("invalid namespace request: path {} contains NUL", path.display())]
+    PathWithNul { path: PathBuf },
 
     /// The target file is already an nsfs mount; refusing to stack a second namespace on it.
     #[error("{path} already holds a pinned namespace")]
@@ -66,22 +81,6 @@ pub enum NamespaceError {
 }
 
 impl NamespaceError {
-    /// True when the error is the caller's fault (map to gRPC `INVALID_ARGUMENT`); everything
-    /// else is an internal/OS failure. A sysctl the kernel rejects at write time is reported as
-    /// [`NamespaceError::Sysctl`] with EINVAL, which is also treated as the caller's fault.
-    pub fn is_invalid_argument(&self) -> bool {
-        match self {
-            NamespaceError::InvalidSysctl { .. } | NamespaceError::InvalidRequest(_) => true,
-            NamespaceError::Sysctl { source, .. } => {
-                matches!(
-                    source.raw_os_error(),
-                    Some(libc::EINVAL) | Some(libc::ENOENT)
-                )
-            }
-            _ => false,
-        }
-    }
-
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         NamespaceError::Io {
             op,

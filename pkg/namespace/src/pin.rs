@@ -104,8 +104,8 @@ pub fn pin(req: &PinRequest<'_>) -> Result<Pinned, NamespaceError> {
     let has = |k| kinds.contains(&k);
     if let Some(h) = req.hostname {
         if !has(NsKind::Uts) {
-            return Err(NamespaceError::InvalidRequest(
-                "a hostname needs a new UTS namespace".into(),
+            return Err(NamespaceError::InconsistentNamespaces(
+                "a hostname needs a new UTS namespace",
             ));
         }
         validate_hostname(h)?;
@@ -114,8 +114,8 @@ pub fn pin(req: &PinRequest<'_>) -> Result<Pinned, NamespaceError> {
     if let Some(maps) = req.userns {
         maps.validate()?;
         if kinds.is_empty() {
-            return Err(NamespaceError::InvalidRequest(
-                "a user namespace for the pod needs new network, IPC or UTS namespaces".into(),
+            return Err(NamespaceError::InconsistentNamespaces(
+                "a user namespace for the pod needs new network, IPC or UTS namespaces",
             ));
         }
     }
@@ -295,9 +295,10 @@ pub fn unpin(dir: &Path) -> Result<(), NamespaceError> {
 
 fn validate_hostname(h: &str) -> Result<(), NamespaceError> {
     if h.is_empty() || h.len() > HOST_NAME_MAX || h.contains('\0') {
-        return Err(NamespaceError::InvalidRequest(format!(
-            "hostname {h:?} must be 1..={HOST_NAME_MAX} bytes without NUL"
-        )));
+        return Err(NamespaceError::InvalidHostname {
+            hostname: h.to_string(),
+            max: HOST_NAME_MAX,
+        });
     }
     Ok(())
 }

@@ -92,10 +92,11 @@ fn to_host(ranges: &[IdMapping], id: u32) -> Option<u32> {
 ///   images assume one;
 /// * host id 0 is not mapped: a pod user namespace containing host root would be no isolation.
 pub fn validate_id_mappings(what: &str, ranges: &[IdMapping]) -> Result<(), NamespaceError> {
-    let bad = |msg: String| {
-        Err(NamespaceError::InvalidRequest(format!(
-            "{what} mappings: {msg}"
-        )))
+    let bad = |reason: String| {
+        Err(NamespaceError::InvalidIdMappings {
+            what: what.to_string(),
+            reason,
+        })
     };
     if ranges.is_empty() {
         return bad("a pod user namespace needs at least one range".into());
@@ -363,8 +364,8 @@ pub fn read_id_map(path: &Path) -> Result<Vec<IdMapping>, NamespaceError> {
 
 /// For [`crate::idmap`]: a C string of a path.
 pub(crate) fn cpath(path: &Path) -> Result<CString, NamespaceError> {
-    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
-        NamespaceError::InvalidRequest(format!("path {} contains NUL", path.display()))
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| NamespaceError::PathWithNul {
+        path: path.to_path_buf(),
     })
 }
 
@@ -411,7 +412,10 @@ mod tests {
         ];
         for (want, ranges) in cases {
             let err = validate_id_mappings("uid", &ranges).unwrap_err();
-            assert!(err.is_invalid_argument(), "{err}");
+            assert!(
+                matches!(err, NamespaceError::InvalidIdMappings { .. }),
+                "{err}"
+            );
             assert!(err.to_string().contains(want), "{want}: {err}");
         }
         // Several ranges are fine.

@@ -13,8 +13,9 @@ use std::path::Path;
 use std::process::Command;
 
 use berth_namespace::{
-    IdMapping, NsKind, PinRequest, USER_NS_FILE, UserNamespaceMappings, is_pinned, mount_idmapped,
-    new_user_namespace, pin, probe_idmapped_mounts, read_id_map, unmount_all, unpin,
+    IdMapping, NamespaceError, NsKind, PinRequest, USER_NS_FILE, UserNamespaceMappings, is_pinned,
+    mount_idmapped, new_user_namespace, pin, probe_idmapped_mounts, read_id_map, unmount_all,
+    unpin,
 };
 use common::*;
 
@@ -129,7 +130,10 @@ fn user_namespace_needs_valid_mappings_and_other_kinds() {
         userns: Some(&bad),
     })
     .unwrap_err();
-    assert!(err.is_invalid_argument(), "{err}");
+    assert!(
+        matches!(err, NamespaceError::InvalidIdMappings { .. }),
+        "{err}"
+    );
     let good = UserNamespaceMappings::single(HOST_ID, 65536);
     let err = pin(&PinRequest {
         dir: &dir,
@@ -139,7 +143,10 @@ fn user_namespace_needs_valid_mappings_and_other_kinds() {
         userns: Some(&good),
     })
     .unwrap_err();
-    assert!(err.is_invalid_argument(), "{err}");
+    assert!(
+        matches!(err, NamespaceError::InconsistentNamespaces(_)),
+        "{err}"
+    );
     // A sysctl the kernel refuses fails the pin and rolls everything back, child included.
     let err = pin(&PinRequest {
         dir: &dir,
@@ -149,7 +156,7 @@ fn user_namespace_needs_valid_mappings_and_other_kinds() {
         userns: Some(&good),
     })
     .unwrap_err();
-    assert!(err.is_invalid_argument(), "{err}");
+    assert!(matches!(err, NamespaceError::Sysctl { .. }), "{err}");
     assert!(!dir.exists());
     assert!(mounts_under(tmp.path()).is_empty());
 }

@@ -538,7 +538,9 @@ mod tests {
             || None,
         ) {
             Err(SandboxError::InvalidNamespaces(_)) => {}
-            Err(SandboxError::Namespace(e)) if e.is_invalid_argument() => {}
+            Err(SandboxError::Namespace(berth_namespace::NamespaceError::InvalidIdMappings {
+                ..
+            })) => {}
             other => panic!("{ns:?} {maps:?}: {other:?}"),
         };
         invalid(pod_ns(), &UserNamespaceMappings::default());

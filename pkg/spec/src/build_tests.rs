@@ -213,22 +213,25 @@ fn invalid_input_has_no_side_effects() {
             ..Default::default()
         },
     ];
-    assert!(f.build().unwrap_err().is_invalid_argument());
+    assert!(matches!(f.build(), Err(SpecError::InvalidMount(_))));
     assert!(!missing.exists());
     assert!(!f.rootfs.path().join("work").exists());
 
     let mut f = Fixture::new();
     f.image.user = "ghost".into();
-    assert!(f.build().unwrap_err().is_invalid_argument());
+    assert!(matches!(f.build(), Err(SpecError::UnknownUser { .. })));
     assert!(!f.rootfs.path().join("work").exists());
     assert_eq!(std::fs::read_dir(f.volumes.path()).unwrap().count(), 0);
 
     let mut f = Fixture::new();
     f.config.resources.oom_score_adj = 1001;
-    assert!(f.build().unwrap_err().is_invalid_argument());
+    assert!(matches!(
+        f.build(),
+        Err(SpecError::OomScoreAdjOutOfRange(1001))
+    ));
     let mut f = Fixture::new();
     f.image.stop_signal = "SIGBOGUS".into();
-    assert!(f.build().unwrap_err().is_invalid_argument());
+    assert!(matches!(f.build(), Err(SpecError::InvalidStopSignal(_))));
 }
 
 #[test]
@@ -367,7 +370,7 @@ fn devices_and_resources_reach_the_spec() {
     assert_eq!((last.major(), last.minor()), (Some(1), Some(3)));
 
     f.config.resources.cpu_quota = -5;
-    assert!(f.build().unwrap_err().is_invalid_argument());
+    assert!(matches!(f.build(), Err(SpecError::InvalidResources(_))));
 }
 
 #[test]

@@ -29,9 +29,7 @@ pub(crate) fn capabilities(security: &Security) -> Result<LinuxCapabilities, Spe
     let mut ambient = Capabilities::new();
     for c in &security.add_ambient_capabilities {
         if c.eq_ignore_ascii_case("ALL") {
-            return Err(SpecError::invalid(
-                "ALL is not accepted in add_ambient_capabilities: name each capability",
-            ));
+            return Err(SpecError::AllAmbientCapabilities);
         }
         let cap = parse(c)?;
         set.insert(cap);
@@ -74,10 +72,9 @@ fn parse(name: &str) -> Result<Capability, SpecError> {
     let upper = name.trim().to_ascii_uppercase();
     let short = upper.strip_prefix("CAP_").unwrap_or(&upper);
     if !ALL_CAPABILITIES.contains(&short) {
-        return Err(SpecError::invalid(format!("unknown capability {name:?}")));
+        return Err(SpecError::UnknownCapability(name.to_string()));
     }
-    Capability::from_str(short)
-        .map_err(|_| SpecError::invalid(format!("unknown capability {name:?}")))
+    Capability::from_str(short).map_err(|_| SpecError::UnknownCapability(name.to_string()))
 }
 
 /// Every capability oci-spec knows that berthd has in its effective set (all of them when the
@@ -178,7 +175,13 @@ mod tests {
                 add_ambient_capabilities: vec![bad.into()],
                 ..Default::default()
             };
-            assert!(capabilities(&s).unwrap_err().is_invalid_argument(), "{bad}");
+            assert!(
+                matches!(
+                    capabilities(&s),
+                    Err(SpecError::AllAmbientCapabilities | SpecError::UnknownCapability(_))
+                ),
+                "{bad}"
+            );
         }
     }
 
@@ -186,7 +189,7 @@ mod tests {
     fn unknown_capabilities_are_invalid() {
         for (add, drop) in [(&["NET_MAGIC"][..], &[][..]), (&[], &["CAP_"])] {
             let err = capabilities(&sec(add, drop)).unwrap_err();
-            assert!(err.is_invalid_argument(), "{err}");
+            assert!(matches!(err, SpecError::UnknownCapability(_)), "{err}");
         }
     }
 

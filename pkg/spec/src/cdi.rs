@@ -114,7 +114,7 @@ pub(crate) fn apply(spec: &mut Spec, edits: &ContainerEdits) -> Result<(), SpecE
                 b = b.timeout(t);
             }
             let list = hook_list(&mut hooks, &h.hook_name).ok_or_else(|| {
-                SpecError::invalid(format!(
+                SpecError::InvalidCdiEdits(format!(
                     "CDI hook {}: unknown hook name {:?}",
                     h.path, h.hook_name
                 ))
@@ -153,7 +153,7 @@ fn linux_device(node: &DeviceNode, uid: u32, gid: u32) -> Result<LinuxDevice, Sp
         Some("u") => LinuxDeviceType::U,
         Some("p") => LinuxDeviceType::P,
         other => {
-            return Err(SpecError::invalid(format!(
+            return Err(SpecError::InvalidCdiEdits(format!(
                 "CDI device node {}: type {other:?} unknown",
                 node.path
             )));

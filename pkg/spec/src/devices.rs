@@ -66,22 +66,20 @@ fn devices_with_host(
     }
     for d in requested {
         let container_path = clean_absolute(&d.container_path).ok_or_else(|| {
-            SpecError::invalid(format!(
+            SpecError::InvalidDevice(format!(
                 "device container path {:?} is not absolute",
                 d.container_path
             ))
         })?;
         let permissions = permissions(&d.permissions)?;
-        let host = fs::canonicalize(&d.host_path).map_err(|e| {
-            SpecError::invalid(format!(
-                "device {:?} not found on the host: {e}",
-                d.host_path
-            ))
+        let host = fs::canonicalize(&d.host_path).map_err(|e| SpecError::DeviceNotFound {
+            host_path: d.host_path.clone(),
+            source: e,
         })?;
         let mut found = Vec::new();
         collect(&host, &container_path, 0, &mut found)?;
         if found.is_empty() && !host.is_dir() {
-            return Err(SpecError::invalid(format!(
+            return Err(SpecError::InvalidDevice(format!(
                 "{:?} is not a device node",
                 d.host_path
             )));
@@ -186,7 +184,7 @@ fn permissions(p: &str) -> Result<String, SpecError> {
     if p.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
         Ok(p.to_string())
     } else {
-        Err(SpecError::invalid(format!(
+        Err(SpecError::InvalidDevice(format!(
             "invalid device permissions {p:?}"
         )))
     }
@@ -279,7 +277,10 @@ mod tests {
             dev("/dev/null", "/dev/x", "rx"),
             dev(file.to_str().unwrap(), "/dev/x", ""),
         ] {
-            assert!(devices(&[d], false).unwrap_err().is_invalid_argument());
+            assert!(matches!(
+                devices(&[d], false),
+                Err(SpecError::InvalidDevice(_) | SpecError::DeviceNotFound { .. })
+            ));
         }
     }
 

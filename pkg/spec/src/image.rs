@@ -61,10 +61,10 @@ const SIGRTMAX: i32 = 64;
 impl ImageConfig {
     /// Parses the image config blob (`application/vnd.oci.image.config.v1+json` or Docker's
     /// `application/vnd.docker.container.image.v1+json`). A bad blob is the image's fault:
-    /// `InvalidArgument`.
+    /// [`SpecError::InvalidImageConfig`].
     pub fn from_json(config_json: &[u8]) -> Result<ImageConfig, SpecError> {
-        let blob: Blob = serde_json::from_slice(config_json)
-            .map_err(|e| SpecError::invalid(format!("parsing the image config: {e}")))?;
+        let blob: Blob =
+            serde_json::from_slice(config_json).map_err(SpecError::InvalidImageConfig)?;
         let c = blob.config.unwrap_or_default();
         Ok(ImageConfig {
             entrypoint: c.entrypoint.unwrap_or_default(),
@@ -79,17 +79,14 @@ impl ImageConfig {
     }
 
     /// The stop signal number: STOPSIGNAL (`SIGUSR1`, `USR1`, `10`, `SIGRTMIN+3`,
-    /// case-insensitive), SIGTERM when the image sets none. A bad name is `InvalidArgument`.
+    /// case-insensitive), SIGTERM when the image sets none. A bad name is
+    /// [`SpecError::InvalidStopSignal`].
     pub fn stop_signal_number(&self) -> Result<i32, SpecError> {
         if self.stop_signal.trim().is_empty() {
             return Ok(libc::SIGTERM);
         }
-        parse_signal(&self.stop_signal).ok_or_else(|| {
-            SpecError::invalid(format!(
-                "invalid stop signal {:?} in the image config",
-                self.stop_signal
-            ))
-        })
+        parse_signal(&self.stop_signal)
+            .ok_or_else(|| SpecError::InvalidStopSignal(self.stop_signal.clone()))
     }
 }
 
@@ -180,9 +177,9 @@ mod tests {
         let c = ImageConfig::from_json(br#"{"config":null}"#).unwrap();
         assert_eq!(c, ImageConfig::default());
         let err = ImageConfig::from_json(b"not json").unwrap_err();
-        assert!(err.is_invalid_argument());
+        assert!(matches!(err, SpecError::InvalidImageConfig(_)));
         let err = ImageConfig::from_json(br#"{"config":{"Cmd":"ls"}}"#).unwrap_err();
-        assert!(err.is_invalid_argument());
+        assert!(matches!(err, SpecError::InvalidImageConfig(_)));
     }
 
     fn sig(s: &str) -> Result<i32, SpecError> {
@@ -208,7 +205,10 @@ mod tests {
         for bad in [
             "SIGNOPE", "0", "65", "-1", "RTMAX+1", "RTMIN-1", "SIG", "RTMINx",
         ] {
-            assert!(sig(bad).unwrap_err().is_invalid_argument(), "{bad}");
+            assert!(
+                matches!(sig(bad), Err(SpecError::InvalidStopSignal(_))),
+                "{bad}"
+            );
         }
     }
 }

@@ -120,18 +120,15 @@ pub struct BuiltSpec {
     pub stop_signal: i32,
 }
 
-/// Builds the spec. Input errors (the request's or the image's) are
-/// [`SpecError::InvalidArgument`] and come before any side effect. Side effects: creates the
+/// Builds the spec. Input errors (the request's or the image's, e.g.
+/// [`SpecError::UnknownUser`], [`SpecError::InvalidMount`]) come before any side effect. Side effects: creates the
 /// working dir inside the rootfs if missing (owned by the container user), creates missing CRI
 /// mount host paths as directories, creates the volume dirs under `volumes_dir`.
 pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     let config = input.config;
     let security = &config.security;
     if !input.rootfs.is_absolute() {
-        return Err(SpecError::Build(format!(
-            "rootfs {} is not an absolute path",
-            input.rootfs.display()
-        )));
+        return Err(SpecError::RelativeRootfs(input.rootfs.to_path_buf()));
     }
 
     // Everything that can be wrong with the input, before touching anything.
@@ -145,9 +142,7 @@ pub fn build(input: &SpecInput) -> Result<BuiltSpec, SpecError> {
     };
     let oom = config.resources.oom_score_adj;
     if !(-1000..=1000).contains(&oom) {
-        return Err(SpecError::invalid(format!(
-            "oom_score_adj {oom} is outside -1000..=1000"
-        )));
+        return Err(SpecError::OomScoreAdjOutOfRange(oom));
     }
     let capabilities = caps::capabilities(security)?;
     // Privileged containers run unconfined (as in containerd and CRI-O). The capability-gated
@@ -259,7 +254,7 @@ fn proc_paths(
     };
     for p in paths {
         if !p.starts_with('/') || p.contains('\0') {
-            return Err(SpecError::invalid(format!(
+            return Err(SpecError::InvalidMount(format!(
                 "{what} path {p:?} is not an absolute path"
             )));
         }
@@ -271,8 +266,7 @@ fn proc_paths(
 /// over, so a crash never leaves a half-written config for runc. Mode 0600: the env may hold
 /// secrets.
 pub fn write_bundle_config(bundle: &Path, spec: &Spec) -> Result<(), SpecError> {
-    let data = serde_json::to_vec(spec)
-        .map_err(|e| SpecError::Build(format!("serializing config.json: {e}")))?;
+    let data = serde_json::to_vec(spec).map_err(SpecError::Serialize)?;
     let tmp = bundle.join(".config.json.tmp");
     let dest = bundle.join("config.json");
     let write = || -> std::io::Result<()> {

@@ -153,20 +153,19 @@ impl HostLsm {
                 if self.apparmor_default_loaded {
                     Ok(Some(APPARMOR_DEFAULT_PROFILE.into()))
                 } else {
-                    Err(SpecError::Build(format!(
-                        "the AppArmor profile {APPARMOR_DEFAULT_PROFILE} for RuntimeDefault is \
-                         not loaded (berthd could not load it at startup; see its log)"
-                    )))
+                    Err(SpecError::ApparmorDefaultNotLoaded(
+                        APPARMOR_DEFAULT_PROFILE,
+                    ))
                 }
             }
             Some(ProfileRequest::Localhost(name)) => {
                 if !self.apparmor {
-                    Err(SpecError::invalid(format!(
+                    Err(SpecError::InvalidApparmorRequest(format!(
                         "AppArmor is not enabled on this host, so the Localhost AppArmor \
                          profile {name:?} cannot be applied"
                     )))
                 } else if !self.apparmor_loaded(name) {
-                    Err(SpecError::invalid(format!(
+                    Err(SpecError::InvalidApparmorRequest(format!(
                         "the AppArmor profile {name:?} is not loaded on this host"
                     )))
                 } else {
@@ -196,11 +195,13 @@ impl HostLsm {
             ("type", &opts.typ),
         ] {
             if v.contains(':') || v.chars().any(char::is_whitespace) {
-                return Err(SpecError::invalid(format!("invalid SELinux {what} {v:?}")));
+                return Err(SpecError::InvalidSelinuxOptions(format!(
+                    "invalid SELinux {what} {v:?}"
+                )));
             }
         }
         if opts.level.chars().any(char::is_whitespace) {
-            return Err(SpecError::invalid(format!(
+            return Err(SpecError::InvalidSelinuxOptions(format!(
                 "invalid SELinux level {:?}",
                 opts.level
             )));
@@ -284,11 +285,10 @@ fn load_default_apparmor(state_dir: &Path) -> Result<(), SpecError> {
         .output()
         .map_err(|e| SpecError::io("running apparmor_parser".to_string(), e))?;
     if !out.status.success() {
-        return Err(SpecError::Build(format!(
-            "apparmor_parser {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
+        return Err(SpecError::ApparmorParser {
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(())
 }
@@ -339,7 +339,8 @@ mod tests {
             .apparmor_profile(Some(&ProfileRequest::Localhost("p".into())), false)
             .unwrap_err();
         assert!(
-            err.is_invalid_argument() && err.to_string().contains("not enabled"),
+            matches!(err, SpecError::InvalidApparmorRequest(_))
+                && err.to_string().contains("not enabled"),
             "{err}"
         );
         // Privileged: no confinement is asked for, so nothing to refuse.
@@ -378,7 +379,10 @@ mod tests {
         let err = lsm
             .apparmor_profile(Some(&ProfileRequest::Localhost("theirs".into())), false)
             .unwrap_err();
-        assert!(err.is_invalid_argument() && err.to_string().contains("not loaded"));
+        assert!(
+            matches!(err, SpecError::InvalidApparmorRequest(_))
+                && err.to_string().contains("not loaded")
+        );
 
         let sys = fake_sys(true, false, "other (enforce)\n");
         let lsm = HostLsm::detect_at(sys.path(), sys.path());
@@ -426,11 +430,10 @@ mod tests {
             typ: "a:b".into(),
             ..Default::default()
         };
-        assert!(
-            lsm.selinux_labels(Some(&bad), false, (1, 2))
-                .unwrap_err()
-                .is_invalid_argument()
-        );
+        assert!(matches!(
+            lsm.selinux_labels(Some(&bad), false, (1, 2)),
+            Err(SpecError::InvalidSelinuxOptions(_))
+        ));
         // No policy files: the targeted defaults.
         let lsm = HostLsm::detect_at(sys.path(), Path::new("/nonexistent"));
         let l = lsm.selinux_labels(None, false, (1, 2)).unwrap().unwrap();

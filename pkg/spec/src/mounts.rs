@@ -44,20 +44,20 @@ pub(crate) fn plan(input: &SpecInput) -> Result<MountPlan, SpecError> {
     let mut cri = Vec::with_capacity(input.config.mounts.len());
     for m in &input.config.mounts {
         let dest = clean_absolute(&m.container_path).ok_or_else(|| {
-            SpecError::invalid(format!(
+            SpecError::InvalidMount(format!(
                 "mount container path {:?} is not absolute",
                 m.container_path
             ))
         })?;
         let host = Path::new(&m.host_path);
         if !host.is_absolute() {
-            return Err(SpecError::invalid(format!(
+            return Err(SpecError::InvalidMount(format!(
                 "mount host path {:?} is not absolute",
                 m.host_path
             )));
         }
         if m.recursive_read_only && (!m.readonly || m.propagation != Propagation::Private) {
-            return Err(SpecError::invalid(format!(
+            return Err(SpecError::InvalidMount(format!(
                 "mount {:?}: recursive_read_only needs readonly and private propagation",
                 m.container_path
             )));
@@ -67,7 +67,7 @@ pub(crate) fn plan(input: &SpecInput) -> Result<MountPlan, SpecError> {
     let mut volumes = Vec::new();
     for v in &input.image.volumes {
         let dest = clean_absolute(v).ok_or_else(|| {
-            SpecError::invalid(format!("image volume {v:?} is not an absolute path"))
+            SpecError::InvalidMount(format!("image volume {v:?} is not an absolute path"))
         })?;
         volumes.push(dest);
     }

@@ -229,16 +229,16 @@ fn image_volumes_get_their_own_dirs() {
     assert_eq!(find(&again, "/data").source(), find(&p, "/data").source());
 
     f.image.volumes = vec!["relative".into()];
-    assert!(plan(&f.input()).unwrap_err().is_invalid_argument());
+    assert!(matches!(plan(&f.input()), Err(SpecError::InvalidMount(_))));
 }
 
 #[test]
 fn bad_mount_paths_are_invalid() {
     let mut f = Fixture::new();
     f.config.mounts = vec![cri("rel", Path::new("/tmp"), false, Propagation::Private)];
-    assert!(plan(&f.input()).unwrap_err().is_invalid_argument());
+    assert!(matches!(plan(&f.input()), Err(SpecError::InvalidMount(_))));
     f.config.mounts = vec![cri("/x", Path::new("tmp"), false, Propagation::Private)];
-    assert!(plan(&f.input()).unwrap_err().is_invalid_argument());
+    assert!(matches!(plan(&f.input()), Err(SpecError::InvalidMount(_))));
 }
 
 #[test]
@@ -274,6 +274,9 @@ fn recursive_read_only_mounts_get_rro_and_need_readonly_and_private() {
     ] {
         let mut f = Fixture::new();
         f.config.mounts = vec![bad];
-        assert!(super::plan(&f.input()).unwrap_err().is_invalid_argument());
+        assert!(matches!(
+            super::plan(&f.input()),
+            Err(SpecError::InvalidMount(_))
+        ));
     }
 }

@@ -15,15 +15,13 @@ pub(crate) fn namespaces(
 ) -> Result<Vec<LinuxNamespace>, SpecError> {
     let pid = match pid_mode {
         PidMode::Container => Some(None),
-        PidMode::Pod => Some(Some(sandbox.pid_ns.ok_or_else(|| {
-            SpecError::invalid("the pod has no shared PID namespace (PidMode::Pod)")
-        })?)),
+        PidMode::Pod => Some(Some(sandbox.pid_ns.ok_or(SpecError::NoPodPidNamespace)?)),
         PidMode::Node => None,
-        PidMode::Target(id) => Some(Some(sandbox.target_pid_ns.ok_or_else(|| {
-            SpecError::invalid(format!(
-                "the PID namespace of target container {id:?} is unknown"
-            ))
-        })?)),
+        PidMode::Target(id) => {
+            Some(Some(sandbox.target_pid_ns.ok_or_else(|| {
+                SpecError::UnknownTargetPidNamespace(id.to_string())
+            })?))
+        }
     };
     let wanted: [(LinuxNamespaceType, Option<Option<&Path>>); 6] = [
         (LinuxNamespaceType::Pid, pid),
@@ -103,12 +101,11 @@ mod tests {
                 (LinuxNamespaceType::Mount, None)
             ]
         );
-        assert!(
-            namespaces(&sb, &PidMode::Pod, false)
-                .unwrap_err()
-                .is_invalid_argument()
-        );
+        assert!(matches!(
+            namespaces(&sb, &PidMode::Pod, false),
+            Err(SpecError::NoPodPidNamespace)
+        ));
         let err = namespaces(&sb, &PidMode::Target("c1".into()), false).unwrap_err();
-        assert!(err.is_invalid_argument());
+        assert!(matches!(err, SpecError::UnknownTargetPidNamespace(_)));
     }
 }

@@ -32,7 +32,7 @@ pub(crate) fn args(
         out.extend(config.args.iter().cloned());
     }
     if out.is_empty() {
-        return Err(SpecError::invalid("no command specified"));
+        return Err(SpecError::NoCommand);
     }
     Ok(out)
 }
@@ -89,9 +89,10 @@ fn set(vars: &mut Vec<(String, Option<String>)>, key: &str, value: Option<String
 /// A key must be non-empty and free of `=` and NUL; a value free of NUL (execve can't pass it).
 fn check_env(key: &str, value: &str, source: &str) -> Result<(), SpecError> {
     if key.is_empty() || key.contains(['=', '\0']) || value.contains('\0') {
-        return Err(SpecError::invalid(format!(
-            "invalid environment variable {key:?} in {source}"
-        )));
+        return Err(SpecError::InvalidEnv {
+            key: key.to_string(),
+            origin: source.to_string(),
+        });
     }
     Ok(())
 }
@@ -102,9 +103,7 @@ pub(crate) fn cwd(config: &ContainerConfig, image: &ImageConfig) -> Result<PathB
         .into_iter()
         .find(|d| !d.is_empty())
         .unwrap_or("/");
-    clean_absolute(dir).ok_or_else(|| {
-        SpecError::invalid(format!("working directory {dir:?} is not an absolute path"))
-    })
+    clean_absolute(dir).ok_or_else(|| SpecError::RelativeWorkingDir(dir.to_string()))
 }
 
 /// Creates the working directory inside the rootfs when the image lacks it, owned by the
@@ -194,7 +193,7 @@ mod tests {
         assert_eq!(args(&c, &img).unwrap(), s(&["/bin/true"]));
         // Nothing at all.
         let err = args(&ContainerConfig::default(), &ImageConfig::default()).unwrap_err();
-        assert!(err.is_invalid_argument());
+        assert!(matches!(err, SpecError::NoCommand));
         assert_eq!(err.to_string(), "no command specified");
         // `ENTRYPOINT [""]` counts as none.
         let img = ImageConfig {
@@ -254,11 +253,10 @@ mod tests {
                 envs: vec![(key.into(), "v".into())],
                 ..Default::default()
             };
-            assert!(
-                env(&c, &ImageConfig::default(), "h")
-                    .unwrap_err()
-                    .is_invalid_argument()
-            );
+            assert!(matches!(
+                env(&c, &ImageConfig::default(), "h"),
+                Err(SpecError::InvalidEnv { .. })
+            ));
         }
         let img = ImageConfig {
             env: s(&["=x"]),
@@ -277,7 +275,10 @@ mod tests {
         c.working_dir = "/srv".into();
         assert_eq!(cwd(&c, &img).unwrap(), PathBuf::from("/srv"));
         c.working_dir = "relative".into();
-        assert!(cwd(&c, &img).unwrap_err().is_invalid_argument());
+        assert!(matches!(
+            cwd(&c, &img),
+            Err(SpecError::RelativeWorkingDir(_))
+        ));
     }
 
     #[test]

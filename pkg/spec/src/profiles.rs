@@ -101,7 +101,7 @@ pub fn parse_seccomp_path(s: &str) -> Result<Option<SeccompProfile>, SpecError> 
         _ => match s.strip_prefix("localhost/") {
             Some(path) => SeccompProfile::Localhost(localhost_file(path)?),
             None => {
-                return Err(SpecError::invalid(format!(
+                return Err(SpecError::InvalidSeccompRequest(format!(
                     "seccomp profile {s:?} is none of runtime/default, docker/default, \
                      unconfined or localhost/<absolute path>"
                 )));
@@ -116,12 +116,12 @@ pub fn parse_seccomp_path(s: &str) -> Result<Option<SeccompProfile>, SpecError> 
 fn localhost_file(path: &str) -> Result<String, SpecError> {
     let p = Path::new(path);
     if path.is_empty() || !p.is_absolute() {
-        return Err(SpecError::invalid(format!(
+        return Err(SpecError::InvalidSeccompRequest(format!(
             "a Localhost seccomp profile needs an absolute path, got {path:?}"
         )));
     }
     if p.components().any(|c| c == Component::ParentDir) {
-        return Err(SpecError::invalid(format!(
+        return Err(SpecError::InvalidSeccompRequest(format!(
             "Localhost seccomp profile path {path:?} contains \"..\""
         )));
     }
@@ -147,7 +147,7 @@ pub fn apparmor_request(
         _ => match deprecated.strip_prefix("localhost/") {
             Some(name) => ProfileRequest::Localhost(apparmor_name(name)?.to_string()),
             None => {
-                return Err(SpecError::invalid(format!(
+                return Err(SpecError::InvalidApparmorRequest(format!(
                     "AppArmor profile {deprecated:?} is none of runtime/default, unconfined \
                      or localhost/<profile name>"
                 )));
@@ -158,7 +158,7 @@ pub fn apparmor_request(
 
 fn apparmor_name(name: &str) -> Result<&str, SpecError> {
     if name.is_empty() || name.chars().any(|c| c.is_control() || c == '\n') {
-        return Err(SpecError::invalid(format!(
+        return Err(SpecError::InvalidApparmorRequest(format!(
             "invalid AppArmor profile name {name:?}"
         )));
     }
@@ -290,7 +290,10 @@ mod tests {
             (None, "", Some("bogus")),
         ] {
             let err = pick(c, path, pod, false, SeccompDefault::Unconfined).unwrap_err();
-            assert!(err.is_invalid_argument(), "{c:?} {path:?} {pod:?}: {err}");
+            assert!(
+                matches!(err, SpecError::InvalidSeccompRequest(_)),
+                "{c:?} {path:?} {pod:?}: {err}"
+            );
             // A privileged container's malformed request is refused too.
             assert!(pick(c, path, pod, true, SeccompDefault::Unconfined).is_err());
         }
@@ -350,9 +353,10 @@ mod tests {
         );
         for bad in ["my-prof", "localhost/", "docker/default"] {
             assert!(
-                apparmor_request(None, bad)
-                    .unwrap_err()
-                    .is_invalid_argument(),
+                matches!(
+                    apparmor_request(None, bad),
+                    Err(SpecError::InvalidApparmorRequest(_))
+                ),
                 "{bad}"
             );
         }

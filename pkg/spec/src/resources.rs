@@ -8,7 +8,8 @@ use oci_spec::runtime::{
 use crate::{Resources, SpecError};
 
 /// The OCI resources for CRI resources. Zero (or empty) means unset, as in CRI, and leaves the
-/// field out so runc keeps the cgroup's default; negative values are `InvalidArgument`.
+/// field out so runc keeps the cgroup's default; negative values are
+/// [`SpecError::InvalidResources`].
 /// Hugepage limits are kept even when zero: kubelet sends 0 for every page size the node has,
 /// meaning "none allowed". But they are dropped when the host has no hugetlb cgroup controller,
 /// as containerd does by default (`tolerate_missing_hugetlb_controller`): kubelet sends them
@@ -80,10 +81,12 @@ fn resources_for(r: &Resources, hugetlb: bool) -> Result<LinuxResources, SpecErr
     let mut hugepages = Vec::with_capacity(r.hugepage_limits.len());
     for (page_size, limit) in &r.hugepage_limits {
         if page_size.is_empty() {
-            return Err(SpecError::invalid("hugepage limit without a page size"));
+            return Err(SpecError::InvalidResources(
+                "hugepage limit without a page size".into(),
+            ));
         }
         let limit = i64::try_from(*limit).map_err(|_| {
-            SpecError::invalid(format!(
+            SpecError::InvalidResources(format!(
                 "hugepage limit {limit} for {page_size} is too large"
             ))
         })?;
@@ -119,7 +122,7 @@ fn resources_for(r: &Resources, hugetlb: bool) -> Result<LinuxResources, SpecErr
 fn positive_i64(v: i64, what: &str) -> Result<Option<i64>, SpecError> {
     match v {
         0 => Ok(None),
-        v if v < 0 => Err(SpecError::invalid(format!(
+        v if v < 0 => Err(SpecError::InvalidResources(format!(
             "{what} must not be negative, got {v}"
         ))),
         v => Ok(Some(v)),
@@ -227,7 +230,7 @@ mod tests {
         ];
         for r in cases {
             assert!(
-                linux_resources(&r).unwrap_err().is_invalid_argument(),
+                matches!(linux_resources(&r), Err(SpecError::InvalidResources(_))),
                 "{r:?}"
             );
         }

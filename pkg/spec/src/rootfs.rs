@@ -91,7 +91,7 @@ pub(crate) fn mkdir_all_in_root(
         match fs::symlink_metadata(&current) {
             Ok(meta) if meta.is_dir() => continue,
             Ok(_) => {
-                return Err(SpecError::invalid(format!(
+                return Err(SpecError::InvalidMount(format!(
                     "{} exists in the image and is not a directory",
                     path.display()
                 )));
@@ -223,7 +223,7 @@ mod tests {
         // A file in the way is the image's fault.
         fs::write(r.join("file"), "").unwrap();
         let err = mkdir_all_in_root(r, Path::new("/file/x"), 0, 0).unwrap_err();
-        assert!(err.is_invalid_argument(), "{err}");
+        assert!(matches!(err, SpecError::InvalidMount(_)), "{err}");
     }
 
     #[test]

@@ -48,22 +48,21 @@ pub(crate) fn resolve(
         && security.run_as_user.is_none()
         && security.run_as_username.is_empty()
     {
-        return Err(SpecError::invalid(
+        return Err(SpecError::InvalidRunAs(
             "run_as_group is set without run_as_user or run_as_username",
         ));
     }
     if security.run_as_user.is_some() && !security.run_as_username.is_empty() {
-        return Err(SpecError::invalid(
+        return Err(SpecError::InvalidRunAs(
             "run_as_user and run_as_username are both set; give one of them",
         ));
     }
     let passwd = parse_passwd(&read_in_root(rootfs, "/etc/passwd")?.unwrap_or_default());
     let groups = parse_group(&read_in_root(rootfs, "/etc/group")?.unwrap_or_default());
 
-    let user_not_found = |name: &str| {
-        SpecError::invalid(format!(
-            "user {name:?} not found in the image's /etc/passwd (image {image_name:?})"
-        ))
+    let user_not_found = |name: &str| SpecError::UnknownUser {
+        name: name.to_string(),
+        image: image_name.to_string(),
     };
     let by_uid = |uid: u32| passwd.iter().find(|p| p.uid == uid);
     let by_name = |name: &str| passwd.iter().find(|p| p.name == name);
@@ -89,18 +88,20 @@ pub(crate) fn resolve(
             let entry = by_name(user).ok_or_else(|| user_not_found(user))?;
             (entry.uid, Some(entry))
         };
-        let gid = if group.is_empty() {
-            None
-        } else if let Ok(gid) = group.parse::<u32>() {
-            Some(gid)
-        } else {
-            let g = groups.iter().find(|g| g.name == group).ok_or_else(|| {
-                SpecError::invalid(format!(
-                    "group {group:?} not found in the image's /etc/group (image {image_name:?})"
-                ))
-            })?;
-            Some(g.gid)
-        };
+        let gid =
+            if group.is_empty() {
+                None
+            } else if let Ok(gid) = group.parse::<u32>() {
+                Some(gid)
+            } else {
+                let g = groups.iter().find(|g| g.name == group).ok_or_else(|| {
+                    SpecError::UnknownGroup {
+                        name: group.to_string(),
+                        image: image_name.to_string(),
+                    }
+                })?;
+                Some(g.gid)
+            };
         (uid, entry, gid)
     };
 
@@ -140,8 +141,8 @@ fn push_unique(v: &mut Vec<u32>, id: u32) {
     }
 }
 
-fn to_id(id: i64, what: &str) -> Result<u32, SpecError> {
-    u32::try_from(id).map_err(|_| SpecError::invalid(format!("{what} {id} is not a valid id")))
+fn to_id(id: i64, what: &'static str) -> Result<u32, SpecError> {
+    u32::try_from(id).map_err(|_| SpecError::InvalidId { what, id })
 }
 
 /// `name:password:uid:gid:gecos:home:shell`; malformed lines (and NIS `+`/`-` entries) skipped.
@@ -256,11 +257,11 @@ pub(crate) mod tests {
     #[test]
     fn unknown_names_are_invalid_arguments() {
         let err = image_user("ghost").unwrap_err();
-        assert!(err.is_invalid_argument());
+        assert!(matches!(err, SpecError::UnknownUser { .. }));
         let msg = err.to_string();
         assert!(msg.contains("\"ghost\"") && msg.contains("/etc/passwd") && msg.contains("img"));
         let err = image_user("berth:ghosts").unwrap_err();
-        assert!(err.is_invalid_argument());
+        assert!(matches!(err, SpecError::UnknownGroup { .. }));
         assert!(err.to_string().contains("/etc/group"));
     }
 
@@ -289,36 +290,35 @@ pub(crate) mod tests {
             ..Default::default()
         };
         let err = resolve(root.path(), &sec, "berth", "img").unwrap_err();
-        assert!(err.is_invalid_argument() && err.to_string().contains("run_as_group"));
+        assert!(
+            matches!(err, SpecError::InvalidRunAs(_)) && err.to_string().contains("run_as_group")
+        );
         let sec = Security {
             run_as_user: Some(0),
             run_as_username: "berth".into(),
             ..Default::default()
         };
-        assert!(
-            resolve(root.path(), &sec, "", "img")
-                .unwrap_err()
-                .is_invalid_argument()
-        );
+        assert!(matches!(
+            resolve(root.path(), &sec, "", "img"),
+            Err(SpecError::InvalidRunAs(_))
+        ));
 
         let sec = Security {
             run_as_username: "ghost".into(),
             ..Default::default()
         };
-        assert!(
-            resolve(root.path(), &sec, "", "img")
-                .unwrap_err()
-                .is_invalid_argument()
-        );
+        assert!(matches!(
+            resolve(root.path(), &sec, "", "img"),
+            Err(SpecError::UnknownUser { .. })
+        ));
         let sec = Security {
             run_as_user: Some(-1),
             ..Default::default()
         };
-        assert!(
-            resolve(root.path(), &sec, "", "img")
-                .unwrap_err()
-                .is_invalid_argument()
-        );
+        assert!(matches!(
+            resolve(root.path(), &sec, "", "img"),
+            Err(SpecError::InvalidId { .. })
+        ));
     }
 
     #[test]

@@ -286,7 +286,10 @@ fn a_missing_localhost_profile_is_an_invalid_argument() {
         &[],
     );
     let err = build_in(t, "missing", &c).unwrap_err();
-    assert!(err.is_invalid_argument(), "{err}");
+    assert!(
+        matches!(err, SpecError::UnreadableSeccompProfile { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("no-such-profile.json"), "{err}");
     // Refused before any side effect: no volume dir, nothing created in the rootfs.
     assert!(!t.join("bundle/rootfs/root").exists());

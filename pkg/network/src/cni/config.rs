@@ -64,7 +64,10 @@ impl NetworkConfigList {
     /// Reads a file, as a list or a single plugin depending on its extension.
     pub fn from_file(path: &Path) -> Result<NetworkConfigList, CniError> {
         let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|e| invalid(&origin, e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|source| CniError::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
         if path.extension().is_some_and(|e| e == "conflist") {
             NetworkConfigList::from_conflist_bytes(&bytes, &origin)
         } else {
@@ -269,6 +272,9 @@ pub fn load_network(conf_dir: &Path, bin_dirs: &[PathBuf]) -> Result<SelectedNet
             }
             Err(CniError::InvalidConfig { reason, .. }) => {
                 problems.push(format!("{}: {reason}", file.display()));
+            }
+            Err(CniError::ReadConfig { source, .. }) => {
+                problems.push(format!("{}: {source}", file.display()));
             }
             Err(e) => problems.push(format!("{}: {e}", file.display())),
         }

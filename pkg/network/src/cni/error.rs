@@ -2,8 +2,8 @@
 //!
 //! The variants are split by who can fix the problem, because the CRI layer maps them to gRPC codes:
 //! configuration problems are the node admin's (FailedPrecondition), bad requests are the caller's
-//! (InvalidArgument), plugin failures and timeouts are the network's (Unknown/DeadlineExceeded), and a
-//! missing network namespace means the sandbox is gone (NotFound).
+//! (InvalidArgument), plugin failures and timeouts are the network's (Internal/DeadlineExceeded), and
+//! a missing network namespace means the sandbox is gone (NotFound).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -19,6 +19,13 @@ pub enum CniError {
     /// A configuration given explicitly (a file, or the copy persisted with a pod network) is invalid.
     #[error("invalid CNI network configuration {origin}: {reason}")]
     InvalidConfig { origin: String, reason: String },
+    /// A configuration file could not be read.
+    #[error("invalid CNI network configuration {}: {source}", path.display())]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("CNI plugin {plugin:?} not found in {}", display_dirs(bin_dirs))]
     PluginNotFound {
         plugin: String,
@@ -79,21 +86,6 @@ pub enum CniError {
     /// the others hold (IPs, iptables rules); this carries every failure, in call order.
     #[error("CNI DEL failed: {}", join_errors(errors))]
     Teardown { errors: Vec<CniError> },
-}
-
-impl CniError {
-    /// True when retrying with the same node configuration cannot help; the CRI layer reports these
-    /// as FailedPrecondition.
-    pub fn is_config_error(&self) -> bool {
-        match self {
-            CniError::NoConfig { .. }
-            | CniError::InvalidConfig { .. }
-            | CniError::PluginNotFound { .. }
-            | CniError::IncompatibleVersion { .. } => true,
-            CniError::Teardown { errors } => errors.iter().all(CniError::is_config_error),
-            _ => false,
-        }
-    }
 }
 
 fn display_dirs(dirs: &[PathBuf]) -> String {

@@ -46,8 +46,8 @@ const DEFAULT_PROFILE: &str = include_str!("default.json");
 
 /// The filter for a container whose bounding capability set is `bounding_caps`; None for no
 /// filter. Profile problems (missing or unreadable file, bad JSON, unknown names) are
-/// [`SpecError::InvalidArgument`]. Privileged containers are the caller's business (they run
-/// unconfined).
+/// [`SpecError::InvalidSeccompProfile`] or [`SpecError::UnreadableSeccompProfile`]. Privileged
+/// containers are the caller's business (they run unconfined).
 pub(crate) fn linux_seccomp(
     profile: &SeccompProfile,
     bounding_caps: &Capabilities,
@@ -72,21 +72,27 @@ fn default_profile() -> Result<&'static Profile, SpecError> {
         .get_or_init(|| profile::parse(DEFAULT_PROFILE.as_bytes()))
         .as_ref()
         // A broken built-in profile is Berth's bug, not the request's; a unit test parses it.
-        .map_err(|e| SpecError::Build(format!("the built-in seccomp profile: {e}")))
+        .map_err(|e| SpecError::DefaultSeccompProfile(e.clone()))
 }
 
 /// Reads and validates a Localhost profile. Every failure is the request's (it names the file).
 fn load(path: &Path) -> Result<Profile, SpecError> {
-    let invalid = |problem: String| {
-        SpecError::invalid(format!("seccomp profile {}: {problem}", path.display()))
+    let invalid = |reason: String| SpecError::InvalidSeccompProfile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let unreadable = |op: &'static str| {
+        move |source: std::io::Error| SpecError::UnreadableSeccompProfile {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
     };
     if !path.is_absolute() {
         return Err(invalid("the path is not absolute".into()));
     }
-    let file = fs::File::open(path).map_err(|e| invalid(format!("cannot open it: {e}")))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| invalid(format!("cannot stat it: {e}")))?;
+    let file = fs::File::open(path).map_err(unreadable("open"))?;
+    let meta = file.metadata().map_err(unreadable("stat"))?;
     if !meta.is_file() {
         return Err(invalid("not a regular file".into()));
     }
@@ -101,7 +107,7 @@ fn load(path: &Path) -> Result<Profile, SpecError> {
     let mut data = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
     file.take(MAX_PROFILE_BYTES + 1)
         .read_to_end(&mut data)
-        .map_err(|e| invalid(format!("cannot read it: {e}")))?;
+        .map_err(unreadable("read"))?;
     if data.len() as u64 > MAX_PROFILE_BYTES {
         return Err(invalid(format!(
             "more than the {MAX_PROFILE_BYTES} bytes allowed"

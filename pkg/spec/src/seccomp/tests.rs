@@ -489,7 +489,10 @@ fn build_sets_the_filter_except_for_privileged_containers() {
     f.config.security.privileged = false;
     f.config.security.seccomp = SeccompProfile::Localhost("/nonexistent/profile.json".into());
     let err = f.build().unwrap_err();
-    assert!(err.is_invalid_argument(), "{err}");
+    assert!(
+        matches!(err, SpecError::UnreadableSeccompProfile { op: "open", .. }),
+        "{err}"
+    );
     assert!(
         err.to_string().contains("/nonexistent/profile.json"),
         "{err}"
