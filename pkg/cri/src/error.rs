@@ -366,7 +366,8 @@ fn namespace_code(e: &berth_namespace::NamespaceError) -> Code {
         | NamespaceError::Unmount { .. }
         | NamespaceError::Setns { .. }
         | NamespaceError::Io { .. }
-        | NamespaceError::Thread(_) => Code::Internal,
+        | NamespaceError::SpawnThread { .. }
+        | NamespaceError::ThreadPanicked { .. } => Code::Internal,
     }
 }
 

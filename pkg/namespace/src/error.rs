@@ -75,9 +75,16 @@ pub enum NamespaceError {
         source: io::Error,
     },
 
-    /// The dedicated namespace thread could not be spawned or panicked.
-    #[error("namespace thread: {0}")]
-    Thread(String),
+    /// The dedicated thread that enters or creates namespaces could not be spawned.
+    #[error("spawning the {thread} thread: {source}")]
+    SpawnThread {
+        thread: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    /// That thread panicked (its namespaces die with it; nothing was pinned).
+    #[error("the {thread} thread panicked")]
+    ThreadPanicked { thread: &'static str },
 }
 
 impl NamespaceError {

@@ -35,7 +35,10 @@ where
                 drop(fd);
                 Ok(f())
             })
-            .map_err(|e| NamespaceError::Thread(format!("spawn: {e}")))?;
+            .map_err(|source| NamespaceError::SpawnThread {
+                thread: "berth-netns",
+                source,
+            })?;
         match handle.join() {
             Ok(r) => r,
             Err(panic) => std::panic::resume_unwind(panic),

@@ -190,10 +190,13 @@ fn in_thread(
             .stack_size(PIN_THREAD_STACK)
             .spawn_scoped(s, || in_new_namespaces(kinds, paths, hostname, sysctls));
         match spawned {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|_| Err(NamespaceError::Thread("pin thread panicked".into()))),
-            Err(e) => Err(NamespaceError::Thread(format!("spawn: {e}"))),
+            Ok(handle) => handle.join().unwrap_or(Err(NamespaceError::ThreadPanicked {
+                thread: "berth-pin",
+            })),
+            Err(source) => Err(NamespaceError::SpawnThread {
+                thread: "berth-pin",
+                source,
+            }),
         }
     })
 }

@@ -291,10 +291,13 @@ pub(crate) fn create_and_pin(
             .name("berth-userns".into())
             .spawn_scoped(s, || configure(&ns_files, hostname, sysctls));
         match spawned {
-            Ok(h) => h
-                .join()
-                .unwrap_or_else(|_| Err(NamespaceError::Thread("userns thread panicked".into()))),
-            Err(e) => Err(NamespaceError::Thread(format!("spawn: {e}"))),
+            Ok(h) => h.join().unwrap_or(Err(NamespaceError::ThreadPanicked {
+                thread: "berth-userns",
+            })),
+            Err(source) => Err(NamespaceError::SpawnThread {
+                thread: "berth-userns",
+                source,
+            }),
         }
     })?;
 
