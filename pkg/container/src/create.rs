@@ -33,22 +33,10 @@ pub(crate) async fn create(
     // kubelet retries a CreateContainer that timed out with the same name and attempt: the
     // retry waits for the first call and gets its container.
     let key = (sandbox.id.clone(), config.name.clone(), config.attempt);
-    let slot = inner
+    let result = inner
         .creating
-        .lock()
-        .await
-        .entry(key.clone())
-        .or_default()
-        .clone();
-    let result = {
-        let _named = slot.lock().await;
-        create_named(inner, &sandbox, config).await
-    };
-    let mut creating = inner.creating.lock().await;
-    if Arc::strong_count(&slot) == 2 {
-        creating.remove(&key);
-    }
-    drop(creating);
+        .run(key, create_named(inner, &sandbox, config))
+        .await;
     if result.is_ok() {
         crate::lifecycle::prespawn_monitor(inner, sandbox);
     }

@@ -60,7 +60,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_sandbox::{PodContainers, SandboxError};
-use berth_store::{RecordCache, RecordLock, Store};
+use berth_store::{OneAtATime, RecordCache, Store};
 
 pub use berth_spec::{
     ContainerConfig, Device, Mount, PidMode, Propagation, ResolvedUser, Resources, Security,
@@ -157,7 +157,7 @@ pub(crate) struct Inner {
     /// Write-through cache of the store's container records, with one lock per container:
     /// start, stop, remove and updates of one container never interleave.
     records: RecordCache<ContainerRecord>,
-    creating: tokio::sync::Mutex<HashMap<NameKey, RecordLock>>,
+    creating: OneAtATime<NameKey>,
     /// Runtime-state deletions started in the background when a container exited; Remove waits
     /// for its container's instead of running a second one.
     deleting: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
@@ -250,7 +250,7 @@ impl ContainerService {
                 monitors,
                 gates: gates::PodGates::default(),
                 records,
-                creating: tokio::sync::Mutex::new(HashMap::new()),
+                creating: OneAtATime::default(),
                 deleting: Mutex::new(HashMap::new()),
                 removing: Mutex::new(removing),
                 events: events::Events::new(),

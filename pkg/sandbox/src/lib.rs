@@ -26,11 +26,11 @@ mod resize;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_store::{RecordCache, RecordLock, Store};
+use berth_store::{OneAtATime, RecordCache, RecordLock, Store};
 
 use crate::host::Host;
 
@@ -106,7 +106,7 @@ pub(crate) struct Inner {
     records: RecordCache<SandboxRecord>,
     /// One lock per pod metadata: a kubelet retry waits for the first RunPodSandbox and then finds
     /// its sandbox instead of creating a second one.
-    creating: tokio::sync::Mutex<HashMap<PodMetadata, RecordLock>>,
+    creating: OneAtATime<PodMetadata>,
 }
 
 impl SandboxService {
@@ -152,7 +152,7 @@ impl SandboxService {
                 host,
                 dir,
                 records,
-                creating: tokio::sync::Mutex::new(HashMap::new()),
+                creating: OneAtATime::default(),
             }),
         })
     }

@@ -113,15 +113,8 @@ pub(crate) async fn run(
     validate(inner, &mut config, containers)?;
     // Kubelet retries with the same metadata: the retry waits here for the first call and then
     // finds its sandbox.
-    let slot = inner
-        .creating
-        .lock()
-        .await
-        .entry(config.metadata.clone())
-        .or_default()
-        .clone();
-    let result = {
-        let _guard = slot.lock().await;
+    let key = config.metadata.clone();
+    inner.creating.run(key, async {
         let existing = inner
             .records()
             .values()
@@ -141,12 +134,8 @@ pub(crate) async fn run(
             }
             None => create(inner, config.clone(), containers).await,
         }
-    };
-    let mut creating = inner.creating.lock().await;
-    if Arc::strong_count(&slot) == 2 {
-        creating.remove(&config.metadata);
-    }
-    result
+    })
+    .await
 }
 
 async fn create(
